@@ -1,0 +1,68 @@
+"""The project's exceptions: one base class, specific subclasses carrying the offending values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PipelineError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+    #: True when retrying the same task cannot help (bad config, contract mismatch, ...).
+    permanent = True
+
+
+class ConfigError(PipelineError):
+    """A pipeline YAML file is invalid; carries the file and one line per problem."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        details = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"invalid pipeline config {self.path}:\n{details}")
+
+
+class RunParamsError(PipelineError):
+    """The params of a triggered run are invalid (bad version, force without reason, ...)."""
+
+
+class NoDataError(PipelineError):
+    """No training or evaluation data is available as of the run's date."""
+
+
+class ContractMismatchError(PipelineError):
+    """The model's signatures differ from the signature contract declared in the YAML."""
+
+    def __init__(self, diff: Sequence[str]) -> None:
+        self.diff = list(diff)
+        lines = "\n".join(f"  - {line}" for line in self.diff)
+        super().__init__(f"signatures do not match the contract:\n{lines}")
+
+
+class QualityGateError(PipelineError):
+    """A metric is outside the bound set in the YAML; carries metric, value and bound."""
+
+    def __init__(self, metric: str, value: float, bound: str) -> None:
+        self.metric, self.value, self.bound = metric, value, bound
+        super().__init__(f"quality gate failed: {metric}={value:.6f}, expected {bound}")
+
+
+class IncompleteModelError(PipelineError):
+    """A SavedModel directory is missing files or holds corrupted ones."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(f"incomplete SavedModel at {self.path}: {'; '.join(self.problems)}")
+
+
+class VersionConflictError(PipelineError):
+    """A version already exists with different content and no overwrite was asked for."""
+
+    def __init__(self, version_dir: str, existing: str, candidate: str) -> None:
+        self.version_dir, self.existing, self.candidate = version_dir, existing, candidate
+        super().__init__(
+            f"version {version_dir} already holds different content "
+            f"(sha256 {existing[:12]}, candidate {candidate[:12]}); "
+            "trigger with force_publish=true and a force_reason to replace it"
+        )

@@ -1,0 +1,117 @@
+"""Builds one Airflow DAG per pipeline config: train -> validate -> export -> wait -> publish.
+
+Importing this module and building DAGs imports no TensorFlow and reads no data: the
+scheduler's DAG processor runs it every 30 seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param
+
+from include.config import PipelineConfig
+from include.run_options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
+from include.versions import MAX_VERSION, model_dir
+from plugins.savedmodel_operators import SavedModelExportOperator
+from plugins.savedmodel_sensors import SavedModelVersionSensor
+from plugins.savedmodel_tasks import publish_version, train, validate_signatures
+
+
+def model_asset(config: PipelineConfig) -> Asset:
+    """Returns the Asset that gets an event each time the pipeline publishes a version."""
+    path = model_dir(config.storage.serving_root, config.model.name)
+    return Asset(name=f"savedmodel/{config.model.name}", uri=f"file://{path}")
+
+
+def trigger_params(config: PipelineConfig) -> dict[str, Param]:
+    """Returns the manual-trigger form: overrides validated by JSON schema before a run starts."""
+    return {
+        "steps": Param(
+            None, type=["null", "integer"], minimum=1, maximum=MAX_STEPS,
+            title="Training steps",
+            description=f"Overrides training.steps ({config.training.steps}). Empty = YAML value.",
+        ),
+        "learning_rate": Param(
+            None, type=["null", "number"], exclusiveMinimum=0, maximum=MAX_LEARNING_RATE,
+            title="Learning rate",
+            description=f"Overrides training.learning_rate ({config.training.learning_rate}).",
+        ),
+        "version": Param(
+            None, type=["null", "integer"], minimum=1, maximum=MAX_VERSION,
+            title="Version",
+            description="Publish under this version number. Empty = the run's logical date "
+                        "as YYYYMMDDHHMMSS (UTC).",
+        ),
+        "force_publish": Param(
+            False, type="boolean", title="Force publish",
+            description="Replace different content already published under the same version. "
+                        "Needs a reason.",
+        ),
+        "force_reason": Param(
+            "", type="string", maxLength=MAX_REASON_LENGTH, title="Force reason",
+            description="Why force_publish is needed (recorded in the manifest).",
+        ),
+    }
+
+
+def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG:
+    """Returns the DAG of one pipeline."""
+    pipeline_file = str(config.source_path)
+    start = config.start_date
+    docs = "\n\n".join(part for part in (doc_md, _pipeline_doc(config)) if part)
+    with DAG(
+        dag_id=config.dag_id,
+        description=config.description or f"Train and publish the {config.model.name} SavedModel",
+        doc_md=docs,
+        schedule=config.schedule,
+        start_date=pendulum.datetime(start.year, start.month, start.day, tz="UTC"),
+        catchup=config.catchup,
+        tags=list(config.tags),
+        params=trigger_params(config),
+        default_args={
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": dt.timedelta(minutes=config.retry_delay_minutes),
+        },
+    ) as dag:
+        trained = train(pipeline_file)
+        validated = validate_signatures(pipeline_file, trained["checkpoint"], trained["metrics"])
+        exported = SavedModelExportOperator(
+            task_id="export_savedmodel",
+            pipeline_file=pipeline_file,
+            checkpoint=trained["checkpoint"],
+            export_dir=trained["export_dir"],
+        )
+        waited = SavedModelVersionSensor(
+            task_id="wait_for_version",
+            version_dir=trained["export_dir"],
+            mode="reschedule",
+            poke_interval=10,
+            timeout=dt.timedelta(minutes=10).total_seconds(),
+        )
+        published = publish_version.override(outlets=[model_asset(config)])(
+            pipeline_file,
+            waited.output,
+            trained["version"],
+            trained["options"],
+            trained["metrics"],
+            trained["data"],
+            trained["hyperparameters"],
+            validated["signature_fingerprint"],
+        )
+        validated >> exported >> waited >> published
+    return dag
+
+
+def _pipeline_doc(config: PipelineConfig) -> str:
+    """Returns the per-pipeline part of the DAG docs shown in the UI."""
+    return (
+        f"### Pipeline `{config.name}`\n"
+        f"- config: `{config.source_path}`\n"
+        f"- model `{config.model.name}` (builder `{config.model.builder}`), "
+        f"signatures: {', '.join(f'`{k}`' for k in config.signatures)}\n"
+        f"- data: `{config.data.location}`; served from "
+        f"`{model_dir(config.storage.serving_root, config.model.name)}/<version>`\n"
+    )

@@ -1,0 +1,47 @@
+"""SavedModelExportOperator: the export step, wrapping TensorFlow's SavedModelBuilder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow.sdk import BaseOperator
+
+from plugins.savedmodel_errors import fail_fast_on_permanent_errors
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SavedModelExportOperator(BaseOperator):
+    """Restores a training checkpoint into a session and exports it with SavedModelBuilder.
+
+    Calls `add_meta_graph_and_variables(sess, [SERVING], signature_def_map,
+    main_op=tables_initializer(), strip_default_attrs=True)` then `save()`, into a temporary
+    sibling of `export_dir` renamed into place when complete. A complete export of the same
+    checkpoint is reused on rerun; a partial or stale one is replaced.
+
+    :param pipeline_file: the pipeline YAML (model builder, signatures). (templated)
+    :param checkpoint: the checkpoint prefix written by the train task. (templated)
+    :param export_dir: the version directory to create, `.../<version>`. (templated)
+    """
+
+    template_fields: Sequence[str] = ("pipeline_file", "checkpoint", "export_dir")
+    ui_color = "#ffb74d"
+
+    def __init__(self, *, pipeline_file: str, checkpoint: str, export_dir: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pipeline_file = pipeline_file
+        self.checkpoint = checkpoint
+        self.export_dir = export_dir
+
+    def execute(self, context: Context) -> dict:
+        from include.config import load_pipeline_config
+        from include.export import export_savedmodel
+
+        with fail_fast_on_permanent_errors():
+            config = load_pipeline_config(self.pipeline_file)
+            result = export_savedmodel(config, str(self.checkpoint), str(self.export_dir))
+        self.log.info("SavedModel at %s (%d bytes, reused=%s)", result["export_dir"], result["bytes"],
+                      result["reused"])
+        return result
