@@ -8,6 +8,7 @@ TensorFlow is imported inside functions only, so this module is cheap to import.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,22 @@ def class_names(model: ModelConfig) -> list[str]:
     return list(model.class_names) if model.class_names else [str(i) for i in range(model.num_classes)]
 
 
+def _class_names_initializer(tf, names: list[str]):
+    """Returns an index -> class name table initializer with a content-derived shared name.
+
+    TensorFlow names such tables `hash_table_<uuid4>` by default, which would make two exports
+    of the same checkpoint differ byte for byte and defeat idempotent republishing.
+    """
+    shared_name = "class_names_" + hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+
+    class _Initializer(tf.lookup.KeyValueTensorInitializer):
+        @property
+        def _shared_name(self) -> str:
+            return shared_name
+
+    return _Initializer(keys=tf.range(len(names), dtype=tf.int64), values=tf.constant(names))
+
+
 def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) -> ServingGraph:
     """Returns a new tf.Graph holding a pipeline's serving graph (plus training ops if asked).
 
@@ -115,11 +132,7 @@ def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) 
         scores = tf.nn.softmax(logits, name="y")
         top_scores, indices = tf.nn.top_k(scores, model.num_classes)
         table = v1.lookup.StaticHashTable(
-            v1.lookup.KeyValueTensorInitializer(
-                keys=tf.range(model.num_classes, dtype=tf.int64),
-                values=tf.constant(class_names(model)),
-            ),
-            default_value="UNKNOWN",
+            _class_names_initializer(tf, class_names(model)), default_value="UNKNOWN"
         )
         top_classes = table.lookup(tf.cast(indices, tf.int64))
         if not with_training:
