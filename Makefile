@@ -47,11 +47,12 @@ data: venv
 demo: airflow-home
 	@$(BIN)/python scripts/demo.py
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 airflow: airflow-home data
 	$(BIN)/airflow standalone

@@ -8,11 +8,8 @@ broken YAML never hides the other pipelines. Airflow lists this module's error w
 from __future__ import annotations
 
 from include.config import load_all_pipelines
-from include.errors import ConfigError
+from include.errors import InvalidPipelinesError
 
 _, _errors = load_all_pipelines()
 if _errors:
-    raise ConfigError(
-        f"{len(_errors)} pipeline file(s)",
-        [str(error) for error in _errors],
-    )
+    raise InvalidPipelinesError(_errors)

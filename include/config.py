@@ -208,9 +208,11 @@ def load_all_pipelines(
     for config in configs:
         clashes = [str(c.source_path) for c in by_name[config.name] if c is not config]
         if clashes:
-            errors.append(ConfigError(str(config.source_path), [
-                f"name: {config.name!r} is also used by {', '.join(clashes)}"
-            ]))
+            errors.append(
+                ConfigError(
+                    str(config.source_path), [f"name: {config.name!r} is also used by {', '.join(clashes)}"]
+                )
+            )
         else:
             valid.append(config)
     return valid, errors
@@ -222,7 +224,8 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
         schedule = config.schedule.strip()
         if schedule.startswith("@"):
             if schedule not in _SCHEDULE_PRESETS:
-                yield f"schedule: expected one of {sorted(_SCHEDULE_PRESETS)} or a cron expression, got {schedule!r}"
+                presets = sorted(_SCHEDULE_PRESETS)
+                yield f"schedule: expected one of {presets} or a cron expression, got {schedule!r}"
         else:
             fields = schedule.split()
             if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
@@ -235,8 +238,7 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
         )
     if model.builder not in ("softmax", "mlp") and not _BUILDER_PATH.match(model.builder):
         yield (
-            "model.builder: expected 'softmax', 'mlp' or 'package.module:function', "
-            f"got {model.builder!r}"
+            f"model.builder: expected 'softmax', 'mlp' or 'package.module:function', got {model.builder!r}"
         )
     if not config.signatures:
         yield "signatures: expected at least one signature"
@@ -305,7 +307,9 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str], meta: Mapping[
         if meta.get("shape"):
             bad = [d for d in value if isinstance(d, bool) or not isinstance(d, int) or not -1 <= d <= 2**31]
             if bad or len(value) > 32:
-                problems.append(f"{where}: expected a list of dimension sizes (-1 = any), got {_describe(value)}")
+                problems.append(
+                    f"{where}: expected a list of dimension sizes (-1 = any), got {_describe(value)}"
+                )
                 return ()
             return tuple(value)
         return tuple(_convert(item_type, item, f"{path}[{i}]", problems) for i, item in enumerate(value))
@@ -334,14 +338,18 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str], meta: Mapping[
     if tp in (int, float):
         ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
         if not ok or isinstance(value, bool):
-            problems.append(f"{where}: expected {'an integer' if tp is int else 'a number'}, got {_describe(value)}")
+            problems.append(
+                f"{where}: expected {'an integer' if tp is int else 'a number'}, got {_describe(value)}"
+            )
             return value
         if tp is float and value != value:  # NaN
             problems.append(f"{where}: expected a number, got NaN")
             return value
         low, high = meta.get("low"), meta.get("high")
         if low is not None and (value <= low if meta.get("low_open") else value < low):
-            problems.append(f"{where}: expected a value {'>' if meta.get('low_open') else '>='} {low}, got {value}")
+            problems.append(
+                f"{where}: expected a value {'>' if meta.get('low_open') else '>='} {low}, got {value}"
+            )
         elif high is not None and value > high:
             problems.append(f"{where}: expected a value <= {high}, got {value}")
         return tp(value) if tp is float else value

@@ -47,8 +47,8 @@ class Dataset:
             "partitions": list(self.partitions),
             "first_partition": self.partitions[0],
             "last_partition": self.partitions[-1],
-            "train_examples": int(len(self.train_y)),
-            "eval_examples": int(len(self.eval_y)),
+            "train_examples": len(self.train_y),
+            "eval_examples": len(self.eval_y),
             "fingerprint": self.fingerprint,
         }
 
@@ -156,11 +156,15 @@ def write_example_partitions(location: str | os.PathLike[str]) -> list[Path]:
         tmp = partition / ".part-00000.tfrecord.tmp"
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for i in range(day_index, len(labels), EXAMPLE_DAYS):
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=images[i])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[labels[i]])),
-                    "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
-                }))
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "x": tf.train.Feature(float_list=tf.train.FloatList(value=images[i])),
+                            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[labels[i]])),
+                            "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
+                        }
+                    )
+                )
                 writer.write(example.SerializeToString())
         os.replace(tmp, target)
         written.append(partition)

@@ -66,3 +66,15 @@ class VersionConflictError(PipelineError):
             f"(sha256 {existing[:12]}, candidate {candidate[:12]}); "
             "trigger with force_publish=true and a force_reason to replace it"
         )
+
+
+class InvalidPipelinesError(PipelineError):
+    """One or more pipeline YAML files are invalid; raised once to list them all."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = list(errors)
+        blocks = "\n".join(
+            f"{error.path}:\n" + "\n".join(f"  - {problem}" for problem in error.problems)
+            for error in self.errors
+        )
+        super().__init__(f"{len(self.errors)} invalid pipeline file(s); their DAGs are not loaded:\n{blocks}")

@@ -82,7 +82,9 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
         try:
             v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
         except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as err:
-            raise IncompleteModelError(str(Path(checkpoint).parent), [f"cannot restore checkpoint: {err}"]) from None
+            raise IncompleteModelError(
+                str(Path(checkpoint).parent), [f"cannot restore checkpoint: {err}"]
+            ) from None
         builder = v1.saved_model.builder.SavedModelBuilder(str(target_dir))
         builder.add_meta_graph_and_variables(
             sess,

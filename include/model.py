@@ -57,13 +57,15 @@ def mlp(x, num_classes: int, model: ModelConfig):
     hidden = x
     for i, units in enumerate(model.hidden_units or (64,)):
         with v1.variable_scope(f"hidden_{i}"):
-            w = v1.get_variable("weights", [int(hidden.shape[-1]), units],
-                                initializer=v1.glorot_uniform_initializer())
+            w = v1.get_variable(
+                "weights", [int(hidden.shape[-1]), units], initializer=v1.glorot_uniform_initializer()
+            )
             b = v1.get_variable("biases", [units], initializer=v1.zeros_initializer())
             hidden = tf.nn.relu(tf.matmul(hidden, w) + b)
     with v1.variable_scope("logits"):
-        w = v1.get_variable("weights", [int(hidden.shape[-1]), num_classes],
-                            initializer=v1.glorot_uniform_initializer())
+        w = v1.get_variable(
+            "weights", [int(hidden.shape[-1]), num_classes], initializer=v1.glorot_uniform_initializer()
+        )
         b = v1.get_variable("biases", [num_classes], initializer=v1.zeros_initializer())
         return tf.matmul(hidden, w) + b
 
@@ -136,8 +138,7 @@ def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) 
         )
         top_classes = table.lookup(tf.cast(indices, tf.int64))
         if not with_training:
-            return ServingGraph(graph, serialized, features, scores, top_scores, top_classes,
-                                model_variables)
+            return ServingGraph(graph, serialized, features, scores, top_scores, top_classes, model_variables)
         labels = v1.placeholder(tf.int64, shape=[None], name="labels")
         loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss"

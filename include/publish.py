@@ -90,8 +90,9 @@ def publish_version(
         if target.exists():
             existing = content_digest(target) if not missing_parts(target) else "incomplete"
             if existing == digest:
-                log.info("version %s already holds this content (sha256 %s): nothing to do",
-                         target, digest[:12])
+                log.info(
+                    "version %s already holds this content (sha256 %s): nothing to do", target, digest[:12]
+                )
                 _record(base, version, digest, "unchanged", record, force_reason)
                 return PublishResult(version, str(target), digest, "unchanged")
             if not force:
@@ -106,7 +107,9 @@ def publish_version(
                 raise IncompleteModelError(str(staging), staged_problems)
             staged = content_digest(staging)
             if staged != digest:
-                raise IncompleteModelError(str(staging), [f"copy digest {staged[:12]} != source {digest[:12]}"])
+                raise IncompleteModelError(
+                    str(staging), [f"copy digest {staged[:12]} != source {digest[:12]}"]
+                )
             if status == "replaced":
                 _exchange(staging, target)  # staging now holds the old version
                 log.warning("replaced version %s (force_publish: %s)", target, force_reason)
@@ -128,13 +131,14 @@ def read_manifest(model_path: str | os.PathLike[str]) -> dict:
     return json.loads(path.read_text())
 
 
-def _record(base: Path, version: int, digest: str, status: str, record: dict | None,
-            force_reason: str | None) -> None:
+def _record(
+    base: Path, version: int, digest: str, status: str, record: dict | None, force_reason: str | None
+) -> None:
     """Adds or refreshes one version's entry in the manifest (caller holds the lock)."""
     manifest = read_manifest(base)
     entries = manifest.setdefault("versions", {})
     previous = entries.get(str(version), {})
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     entry = {
         **previous,
         **(record or {}),

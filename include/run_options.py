@@ -41,13 +41,17 @@ def resolve_run_options(
     (force_publish needs force_reason) and anything that bypassed the form are checked here.
     """
     steps = params.get("steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS
+    ):
         raise RunParamsError(f"steps: expected an integer in 1..{MAX_STEPS} or null, got {steps!r}")
     rate = params.get("learning_rate")
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_LEARNING_RATE
     ):
-        raise RunParamsError(f"learning_rate: expected a number in (0, {MAX_LEARNING_RATE}] or null, got {rate!r}")
+        raise RunParamsError(
+            f"learning_rate: expected a number in (0, {MAX_LEARNING_RATE}] or null, got {rate!r}"
+        )
     force = params.get("force_publish", False)
     if not isinstance(force, bool):
         raise RunParamsError(f"force_publish: expected true or false, got {force!r}")
@@ -60,7 +64,7 @@ def resolve_run_options(
     when = logical_date or run_after
     if when is None:
         raise RunParamsError("a run needs a logical date or a run-after time to pick its data")
-    as_of = when.astimezone(dt.timezone.utc).date()
+    as_of = when.astimezone(dt.UTC).date()
     return RunOptions(
         version=version,
         as_of=as_of,

@@ -167,14 +167,16 @@ def smoke_run(sess, signature_def_map: dict, x: np.ndarray, feature_key: str) ->
             elif dtype.is_floating:
                 feed[info.name] = x.astype(dtype.as_numpy_dtype)
             else:
-                raise ContractMismatchError([f"signature {key!r} input {name!r}: no smoke input for {dtype.name}"])
+                raise ContractMismatchError(
+                    [f"signature {key!r} input {name!r}: no smoke input for {dtype.name}"]
+                )
         fetches = {name: info.name for name, info in sig.outputs.items()}
         values = sess.run(fetches, feed_dict=feed)
         for name, value in values.items():
             if len(value) != len(x):
-                raise ContractMismatchError([
-                    f"signature {key!r} output {name!r}: expected {len(x)} rows, got {len(value)}"
-                ])
+                raise ContractMismatchError(
+                    [f"signature {key!r} output {name!r}: expected {len(x)} rows, got {len(value)}"]
+                )
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise QualityGateError(f"{key}.{name}", float("nan"), "finite values on smoke inputs")
         results[key] = values
@@ -201,4 +203,6 @@ def check_quality(config: PipelineConfig, metrics: dict) -> None:
         raise QualityGateError("eval_accuracy", float(accuracy or 0.0), f">= {quality.min_accuracy}")
     loss = metrics.get("eval_loss")
     if quality.max_loss is not None and (loss is None or loss > quality.max_loss):
-        raise QualityGateError("eval_loss", float(loss if loss is not None else "nan"), f"<= {quality.max_loss}")
+        raise QualityGateError(
+            "eval_loss", float(loss if loss is not None else "nan"), f"<= {quality.max_loss}"
+        )

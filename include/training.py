@@ -65,8 +65,12 @@ def train_model(
     dataset = load_dataset(config.data, as_of, config.model.num_features)
     log.info(
         "training %s on %d examples from %d partitions (%s .. %s), %d held out",
-        config.name, len(dataset.train_y), len(dataset.partitions),
-        dataset.partitions[0], dataset.partitions[-1], len(dataset.eval_y),
+        config.name,
+        len(dataset.train_y),
+        len(dataset.partitions),
+        dataset.partitions[0],
+        dataset.partitions[-1],
+        len(dataset.eval_y),
     )
     bad_labels = (dataset.train_y < 0) | (dataset.train_y >= config.model.num_classes)
     if bad_labels.any():
@@ -92,7 +96,7 @@ def train_model(
         for step in range(1, training.steps + 1):
             if cursor + batch_size > n:
                 order, cursor = rng.permutation(n), 0
-            batch = order[cursor:cursor + batch_size]
+            batch = order[cursor : cursor + batch_size]
             cursor += batch_size
             _, loss = sess.run(
                 [serving.train_op, serving.loss],
@@ -104,8 +108,13 @@ def train_model(
             )
             if step % training.log_every_steps == 0 or step == training.steps:
                 elapsed = time.perf_counter() - started
-                log.info("step %d/%d loss=%.4f (%.0f examples/s)", step, training.steps, loss,
-                         step * batch_size / max(elapsed, 1e-9))
+                log.info(
+                    "step %d/%d loss=%.4f (%.0f examples/s)",
+                    step,
+                    training.steps,
+                    loss,
+                    step * batch_size / max(elapsed, 1e-9),
+                )
         train_seconds = time.perf_counter() - started
         if not np.isfinite(loss):
             raise QualityGateError("train_loss", float(loss), "a finite value (lower the learning rate)")
@@ -119,14 +128,19 @@ def train_model(
         saver = v1.train.Saver(var_list=serving.model_variables)
         saver.save(sess, str(tmp_dir / CHECKPOINT_PREFIX), write_meta_graph=False)
 
-    np.savez(tmp_dir / EVAL_SAMPLE_FILE, x=dataset.eval_x[:EVAL_SAMPLE_SIZE],
-             y=dataset.eval_y[:EVAL_SAMPLE_SIZE])
+    np.savez(
+        tmp_dir / EVAL_SAMPLE_FILE, x=dataset.eval_x[:EVAL_SAMPLE_SIZE], y=dataset.eval_y[:EVAL_SAMPLE_SIZE]
+    )
     (tmp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     final_dir = work_dir / CHECKPOINT_DIR
     shutil.rmtree(final_dir, ignore_errors=True)
     os.rename(tmp_dir, final_dir)
-    log.info("held-out accuracy %.4f, loss %.4f; checkpoint in %s",
-             metrics["eval_accuracy"], metrics["eval_loss"], final_dir)
+    log.info(
+        "held-out accuracy %.4f, loss %.4f; checkpoint in %s",
+        metrics["eval_accuracy"],
+        metrics["eval_loss"],
+        final_dir,
+    )
     return TrainResult(
         checkpoint=str(final_dir / CHECKPOINT_PREFIX),
         metrics=metrics,
@@ -150,5 +164,5 @@ def _evaluate(sess, serving, x: np.ndarray, y: np.ndarray, prefix: str) -> dict:
     return {
         f"{prefix}_accuracy": round(float((predicted == y).mean()), 6),
         f"{prefix}_loss": round(float(-np.log(picked).mean()), 6),
-        f"{prefix}_examples": int(len(y)),
+        f"{prefix}_examples": len(y),
     }

@@ -22,7 +22,7 @@ def version_from_date(when: dt.datetime) -> int:
     """Returns the version number of a run dated `when` (UTC YYYYMMDDHHMMSS)."""
     if when.tzinfo is None:
         raise ValueError(f"version dates must be timezone-aware, got {when!r}")
-    return int(when.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S"))
+    return int(when.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S"))
 
 
 def parse_version(value: object) -> int:

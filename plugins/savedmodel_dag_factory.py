@@ -29,28 +29,41 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
     """Returns the manual-trigger form: overrides validated by JSON schema before a run starts."""
     return {
         "steps": Param(
-            None, type=["null", "integer"], minimum=1, maximum=MAX_STEPS,
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=MAX_STEPS,
             title="Training steps",
             description=f"Overrides training.steps ({config.training.steps}). Empty = YAML value.",
         ),
         "learning_rate": Param(
-            None, type=["null", "number"], exclusiveMinimum=0, maximum=MAX_LEARNING_RATE,
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=MAX_LEARNING_RATE,
             title="Learning rate",
             description=f"Overrides training.learning_rate ({config.training.learning_rate}).",
         ),
         "version": Param(
-            None, type=["null", "integer"], minimum=1, maximum=MAX_VERSION,
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=MAX_VERSION,
             title="Version",
             description="Publish under this version number. Empty = the run's logical date "
-                        "as YYYYMMDDHHMMSS (UTC).",
+            "as YYYYMMDDHHMMSS (UTC).",
         ),
         "force_publish": Param(
-            False, type="boolean", title="Force publish",
-            description="Replace different content already published under the same version. "
-                        "Needs a reason.",
+            False,
+            type="boolean",
+            title="Force publish",
+            description="Replace different content already published under the same version. Needs a reason.",
         ),
         "force_reason": Param(
-            "", type="string", maxLength=MAX_REASON_LENGTH, title="Force reason",
+            "",
+            type="string",
+            maxLength=MAX_REASON_LENGTH,
+            title="Force reason",
             description="Why force_publish is needed (recorded in the manifest).",
         ),
     }

@@ -42,6 +42,7 @@ class SavedModelExportOperator(BaseOperator):
         with fail_fast_on_permanent_errors():
             config = load_pipeline_config(self.pipeline_file)
             result = export_savedmodel(config, str(self.checkpoint), str(self.export_dir))
-        self.log.info("SavedModel at %s (%d bytes, reused=%s)", result["export_dir"], result["bytes"],
-                      result["reused"])
+        self.log.info(
+            "SavedModel at %s (%d bytes, reused=%s)", result["export_dir"], result["bytes"], result["reused"]
+        )
         return result

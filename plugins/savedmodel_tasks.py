@@ -30,17 +30,24 @@ def train(pipeline_file: str) -> dict:
     with fail_fast_on_permanent_errors():
         config = load_pipeline_config(pipeline_file)
         options = resolve_run_options(dict(context["params"]), context.get("logical_date"), dag_run.run_after)
-        log.info("run %s: version %s, data as of %s, options %s", dag_run.run_id, options.version,
-                 options.as_of, options.to_dict())
+        log.info(
+            "run %s: version %s, data as of %s, options %s",
+            dag_run.run_id,
+            options.version,
+            options.as_of,
+            options.to_dict(),
+        )
         work_dir = run_work_dir(config.storage.export_root, config.model.name, dag_run.run_id)
-        result = train_model(config, options.as_of, work_dir, steps=options.steps,
-                             learning_rate=options.learning_rate)
+        result = train_model(
+            config, options.as_of, work_dir, steps=options.steps, learning_rate=options.learning_rate
+        )
     return {
         **result.to_dict(),
         "version": options.version,
         "options": options.to_dict(),
-        "export_dir": str(export_dir(config.storage.export_root, config.model.name, dag_run.run_id,
-                                     options.version)),
+        "export_dir": str(
+            export_dir(config.storage.export_root, config.model.name, dag_run.run_id, options.version)
+        ),
     }
 
 
@@ -53,8 +60,11 @@ def validate_signatures(pipeline_file: str, checkpoint: str, metrics: dict) -> d
     with fail_fast_on_permanent_errors():
         config = load_pipeline_config(pipeline_file)
         verdict = validate_checkpoint(config, checkpoint, metrics)
-    return {"signature_fingerprint": verdict["signature_fingerprint"], "verdict": verdict["verdict"],
-            "signatures": verdict["signatures"]}
+    return {
+        "signature_fingerprint": verdict["signature_fingerprint"],
+        "verdict": verdict["verdict"],
+        "signatures": verdict["signatures"],
+    }
 
 
 @task
@@ -100,8 +110,13 @@ def publish_version(
             force_reason=options.get("force_reason") or None,
             record=record,
         )
-    log.info("version %s of model %s is served from %s (%s)", result.version, config.model.name,
-             result.path, result.status)
+    log.info(
+        "version %s of model %s is served from %s (%s)",
+        result.version,
+        config.model.name,
+        result.path,
+        result.status,
+    )
     for asset in context["task"].outlets:
         context["outlet_events"][asset].extra = {
             "version": result.version,

@@ -23,7 +23,7 @@ PIPELINE_FILE = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
 def main() -> int:
     config = load_pipeline_config(PIPELINE_FILE)
     write_example_partitions(config.data.location)
-    logical_date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0)
     airflow = Path(sys.executable).with_name("airflow")
     command = [str(airflow), "dags", "test", config.dag_id, logical_date.isoformat()]
     print("+", " ".join(command), flush=True)

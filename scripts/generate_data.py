@@ -17,7 +17,9 @@ def main() -> None:
     parser.add_argument("location", nargs="?", help="output folder (default: from digits_softmax.yaml)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    location = args.location or load_pipeline_config(DEFAULT_PIPELINES_DIR / "digits_softmax.yaml").data.location
+    location = (
+        args.location or load_pipeline_config(DEFAULT_PIPELINES_DIR / "digits_softmax.yaml").data.location
+    )
     partitions = write_example_partitions(location)
     print(f"{len(partitions)} partitions in {location}")
 

@@ -41,8 +41,14 @@ def score_in_fresh_process(version_dir: Path, serialized: list[bytes], tmp_path:
     payload = tmp_path / "serialized.json"
     payload.write_text(json.dumps([s.hex() for s in serialized]))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", _SCORE_SCRIPT, str(version_dir), str(payload)],
-                         capture_output=True, text=True, env=env, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _SCORE_SCRIPT, str(version_dir), str(payload)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
+    )
     return {k: np.array(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
 

@@ -89,15 +89,25 @@ BAD_VALUES = [
     ("quality.min_accuracy", 1.5, "quality.min_accuracy: expected a value <= 1"),
     ("signatures", {}, "signatures: expected at least one signature"),
     ("signatures.predict_images.method", "guess", "signatures.predict_images.method: expected one of"),
-    ("signatures.predict_images.inputs.images.dtype", "float", "signatures.predict_images.inputs.images.dtype"),
-    ("signatures.predict_images.inputs.images.shape", [-1, "64"], "inputs.images.shape: expected a list of dimension"),
+    (
+        "signatures.predict_images.inputs.images.dtype",
+        "float",
+        "signatures.predict_images.inputs.images.dtype",
+    ),
+    (
+        "signatures.predict_images.inputs.images.shape",
+        [-1, "64"],
+        "inputs.images.shape: expected a list of dimension",
+    ),
     ("signatures.predict_images.outputs", None, "signatures.predict_images.outputs: expected a mapping"),
     ("storage.serving_root", DELETE, "storage.serving_root: required key is missing"),
     ("storage.export_root", 5, "storage.export_root: expected a non-empty path string"),
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"), BAD_VALUES, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_VALUES]
+)
 def test_bad_value_names_key_and_expectation(tmp_path, key, value, expected):
     """Each bad value fails with the file path, the dotted key and what was expected."""
     path = write_pipeline(tmp_path, _set(example_raw(), key, value), "bad.yaml")

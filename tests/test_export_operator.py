@@ -76,8 +76,13 @@ def test_templated_fields_are_declared():
 def test_saved_model_cli_lists_both_signatures(exported):
     """TensorFlow's own saved_model_cli reads the export and shows both signatures and methods."""
     cli = shutil.which("saved_model_cli", path=os.path.dirname(os.sys.executable))
-    out = subprocess.run([cli, "show", "--all", "--dir", str(exported)], capture_output=True, text=True,
-                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    out = subprocess.run(
+        [cli, "show", "--all", "--dir", str(exported)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout
     assert "signature_def['predict_images']" in out and "signature_def['serving_default']" in out
     assert "Method name is: tensorflow/serving/predict" in out
     assert "Method name is: tensorflow/serving/classify" in out

@@ -36,7 +36,11 @@ def test_publish_promotes_a_complete_version(exported, serving_root):
     assert result.status == "published" and result.path == str(target)
     assert_complete(target)
     assert content_digest(target) == content_digest(exported) == result.content_digest
-    assert sorted(p.name for p in target.parent.iterdir()) == [".publish.lock", "20261101000000", MANIFEST_FILE]
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        ".publish.lock",
+        "20261101000000",
+        MANIFEST_FILE,
+    ]
 
 
 def test_republishing_identical_content_is_a_no_op(exported, serving_root):
@@ -82,7 +86,7 @@ def test_incomplete_export_is_refused(exported, serving_root, tmp_path):
     shutil.copytree(exported, broken)
     for shard in (broken / "variables").glob("variables.data-*"):
         shard.unlink()
-    with pytest.raises(IncompleteModelError, match="no variables.data"):
+    with pytest.raises(IncompleteModelError, match=r"no variables\.data"):
         publish_version(broken, serving_root, "digits", 5)
     assert not (serving_root / "digits" / "5").exists()
 
@@ -106,7 +110,9 @@ def test_stale_staging_dirs_are_removed(exported, serving_root):
 
 def test_manifest_records_lineage(exported, serving_root):
     """The record passed by the DAG is stored with digest, status and time."""
-    publish_version(exported, serving_root, "digits", 7, record={"run_id": "r7", "metrics": {"eval_accuracy": 0.96}})
+    publish_version(
+        exported, serving_root, "digits", 7, record={"run_id": "r7", "metrics": {"eval_accuracy": 0.96}}
+    )
     entry = json.loads((serving_root / "digits" / MANIFEST_FILE).read_text())["versions"]["7"]
     assert entry["run_id"] == "r7" and entry["metrics"]["eval_accuracy"] == 0.96
     assert entry["content_digest"] == content_digest(exported) and entry["status"] == "published"

@@ -9,7 +9,7 @@ import pytest
 from include.errors import RunParamsError
 from include.run_options import resolve_run_options
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 LOGICAL = dt.datetime(2026, 10, 12, tzinfo=UTC)
 
 

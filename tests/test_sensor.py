@@ -47,11 +47,19 @@ def _remove(path: Path) -> None:
         lambda d: _remove(d / "variables" / "variables.index"),
         lambda d: [_remove(p) for p in (d / "variables").glob("variables.data-*")],
         lambda d: (d / "variables" / "variables.data-00000-of-00001").rename(
-            d / "variables" / "variables.data-00000-of-00002"),
+            d / "variables" / "variables.data-00000-of-00002"
+        ),
         lambda d: _remove(d),
     ],
-    ids=["missing pb", "empty pb", "missing variables", "missing index", "missing shard",
-         "shard 2 of 2 missing", "missing dir"],
+    ids=[
+        "missing pb",
+        "empty pb",
+        "missing variables",
+        "missing index",
+        "missing shard",
+        "shard 2 of 2 missing",
+        "missing dir",
+    ],
 )
 def test_incomplete_version_is_not_done(version_copy, damage):
     """Missing pb, variables/, index or any named data shard keeps the sensor waiting."""
@@ -61,7 +69,8 @@ def test_incomplete_version_is_not_done(version_copy, damage):
 
 def test_timeout_raises_sensor_timeout(tmp_path):
     """With timeout=0 a never-complete dir ends in AirflowSensorTimeout."""
-    sensor = SavedModelVersionSensor(task_id="wait_for_version", version_dir=str(tmp_path / "1"),
-                                     timeout=0, poke_interval=0)
+    sensor = SavedModelVersionSensor(
+        task_id="wait_for_version", version_dir=str(tmp_path / "1"), timeout=0, poke_interval=0
+    )
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute({})

@@ -20,7 +20,10 @@ def test_example_checkpoint_passes(session_config, trained):
     verdict = validate_checkpoint(session_config, trained.checkpoint, trained.metrics)
     assert verdict["verdict"] == "passed"
     assert verdict["signatures"]["serving_default"]["method"] == "tensorflow/serving/classify"
-    assert verdict["signatures"]["predict_images"]["inputs"]["images"] == {"dtype": "float32", "shape": [-1, 64]}
+    assert verdict["signatures"]["predict_images"]["inputs"]["images"] == {
+        "dtype": "float32",
+        "shape": [-1, 64],
+    }
     assert len(verdict["signature_fingerprint"]) == 64
 
 
@@ -46,13 +49,18 @@ def test_contract_mismatch_lists_every_difference(session_config, trained):
         validate_checkpoint(config, trained.checkpoint, trained.metrics)
     diff = "\n".join(info.value.diff)
     assert "signature 'predict_digits': declared in the contract, missing from the model" in diff
-    assert "'predict_images': method expected tensorflow/serving/classify, got tensorflow/serving/predict" in diff
+    assert (
+        "'predict_images': method expected tensorflow/serving/classify, got tensorflow/serving/predict"
+        in diff
+    )
     assert "input 'images': dtype expected float64, got float32" in diff
     assert "output 'scores': shape expected [-1, 12], got [-1, 10]" in diff
 
 
 def test_quality_gate_names_metric_value_and_bound(session_config, trained):
     """A model below min_accuracy fails with the metric, its value and the bound."""
-    config = dataclasses.replace(session_config, quality=dataclasses.replace(session_config.quality, min_accuracy=0.999))
+    config = dataclasses.replace(
+        session_config, quality=dataclasses.replace(session_config.quality, min_accuracy=0.999)
+    )
     with pytest.raises(QualityGateError, match=r"eval_accuracy=0\.9\d+, expected >= 0\.999"):
         validate_checkpoint(config, trained.checkpoint, trained.metrics)

@@ -53,7 +53,9 @@ def test_mlp_builder_trains(session_config, tmp_path):
     config = dataclasses.replace(
         session_config,
         model=dataclasses.replace(session_config.model, builder="mlp", hidden_units=(32,)),
-        training=dataclasses.replace(session_config.training, optimizer="adam", learning_rate=0.01, steps=600),
+        training=dataclasses.replace(
+            session_config.training, optimizer="adam", learning_rate=0.01, steps=600
+        ),
     )
     assert train_model(config, AFTER_ALL_DATA, tmp_path).metrics["eval_accuracy"] >= 0.95
 

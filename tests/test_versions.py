@@ -18,7 +18,7 @@ from include.versions import (
     version_from_date,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_version_is_the_utc_logical_date_as_digits():
@@ -71,8 +71,17 @@ def test_resolve_version_prefers_explicit_then_logical_then_run_after():
         resolve_version(None, None)
 
 
-@pytest.mark.parametrize(("name", "expected"), [("1", True), ("20261012000000", True), ("0", False),
-                                                ("007", False), (".staging-1", False), ("manifest.json", False)])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("1", True),
+        ("20261012000000", True),
+        ("0", False),
+        ("007", False),
+        (".staging-1", False),
+        ("manifest.json", False),
+    ],
+)
 def test_is_version_name_matches_what_tf_serving_loads(name, expected):
     """Only canonical positive integers count as versions; staging and manifest names do not."""
     assert is_version_name(name) is expected

@@ -1,0 +1,60 @@
+"""An isolated embedded Airflow (own home, SQLite DB, pipelines dir, data and model roots)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from include.config import PROJECT_ROOT
+from tests.conftest import make_raw, write_pipeline
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@dataclass
+class AirflowEnv:
+    """A throwaway Airflow installation and the roots its pipeline writes to."""
+
+    home: Path
+    pipelines: Path
+    root: Path
+    env: dict
+
+    def run(self, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+        """Runs an `airflow` CLI command in this environment; on failure shows its output tail."""
+        done = subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-6000:]}"
+            )
+        return done
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory, example_data) -> AirflowEnv:
+    """Returns a migrated, empty Airflow home whose pipelines dir holds the example pipeline."""
+    base = tmp_path_factory.mktemp("airflow")
+    home, pipelines, root = base / "home", base / "pipelines", base / "store"
+    home.mkdir()
+    write_pipeline(pipelines, make_raw(root, example_data))
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "SAVEDMODEL_PIPELINES_DIR": str(pipelines),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    airflow = AirflowEnv(home, pipelines, root, env)
+    airflow.run("db", "migrate")
+    return airflow

@@ -1,0 +1,149 @@
+"""DAG integrity: the factory's DAGs load cleanly, cheaply, and a broken YAML stays isolated."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import ParamValidationError
+
+from include.config import PROJECT_ROOT
+from tests.conftest import example_raw, write_pipeline
+
+DAGS_FOLDER = PROJECT_ROOT / "dags"
+TASK_ORDER = ["train", "validate_signatures", "export_savedmodel", "wait_for_version", "publish_version"]
+
+
+def load_dagbag(monkeypatch, pipelines_dir: Path | None = None) -> DagBag:
+    """Returns a DagBag of the project's dags folder, reading pipelines from `pipelines_dir`."""
+    if pipelines_dir is not None:
+        monkeypatch.setenv("SAVEDMODEL_PIPELINES_DIR", str(pipelines_dir))
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.fixture
+def dagbag(monkeypatch) -> DagBag:
+    monkeypatch.delenv("SAVEDMODEL_PIPELINES_DIR", raising=False)
+    return load_dagbag(monkeypatch)
+
+
+def test_no_import_errors(dagbag):
+    """The shipped pipelines parse without import errors."""
+    assert dagbag.import_errors == {}
+    assert "digits_softmax" in dagbag.dag_ids
+
+
+def test_dags_have_tags_owner_retries_and_docs(dagbag):
+    """Every DAG carries tags, an owner, retries and the module docs (Astronomer's checks)."""
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, dag_id
+        assert dag.doc_md and "SavedModel" in dag.doc_md
+        for task in dag.tasks:
+            assert task.retries >= 1, (dag_id, task.task_id)
+            assert task.owner == "ml-platform"
+
+
+def test_tasks_run_in_the_documented_order(dagbag):
+    """train -> validate_signatures -> export_savedmodel -> wait_for_version -> publish_version."""
+    dag = dagbag.dags["digits_softmax"]
+    assert [t.task_id for t in dag.topological_sort()] == TASK_ORDER
+    for upstream, downstream in itertools.pairwise(TASK_ORDER):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+def test_publish_declares_the_model_asset(dagbag):
+    """publish_version emits an Asset event for the model, for downstream DAGs."""
+    outlets = dagbag.dags["digits_softmax"].get_task("publish_version").outlets
+    assert [asset.name for asset in outlets] == ["savedmodel/digits"]
+
+
+def test_trigger_params_are_declared(dagbag):
+    """The trigger form offers steps, learning_rate, version, force_publish and force_reason."""
+    params = dagbag.dags["digits_softmax"].params
+    assert set(params) == {"steps", "learning_rate", "version", "force_publish", "force_reason"}
+    assert params["force_publish"] is False and params["version"] is None
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"steps": -5},
+        {"steps": "many"},
+        {"learning_rate": 0},
+        {"learning_rate": 100},
+        {"version": 0},
+        {"version": "../x"},
+        {"version": 2**63},
+        {"force_publish": "yes"},
+        {"force_reason": "x" * 501},
+    ],
+)
+def test_trigger_form_rejects_bad_params(dagbag, conf):
+    """Bad trigger params fail JSON-schema validation before a run is created."""
+    params = ParamsDict(dagbag.dags["digits_softmax"].params)
+    with pytest.raises(ParamValidationError):
+        params.update(conf)
+        params.validate()
+
+
+def test_trigger_form_accepts_good_params(dagbag):
+    """Valid overrides pass validation."""
+    params = ParamsDict(dagbag.dags["digits_softmax"].params)
+    params.update(
+        {
+            "steps": 100,
+            "learning_rate": 0.1,
+            "version": 20261012000000,
+            "force_publish": True,
+            "force_reason": "rebuild",
+        }
+    )
+    assert params.validate()["version"] == 20261012000000
+
+
+def test_parsing_imports_no_tensorflow():
+    """Parsing the dags folder in a fresh interpreter leaves tensorflow out of sys.modules."""
+    script = (
+        "import sys, json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS_FOLDER)!r})\n"
+        "print(json.dumps({'dags': sorted(bag.dag_ids), 'errors': len(bag.import_errors),\n"
+        "  'tf': sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn'))}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SAVEDMODEL_PIPELINES_DIR"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["dags"] and result["errors"] == 0
+    assert result["tf"] == []
+
+
+def test_broken_yaml_is_one_import_error_and_others_still_load(monkeypatch, tmp_path):
+    """A broken YAML is reported with file, key and expectation; the valid pipeline still loads."""
+    write_pipeline(tmp_path, example_raw(), "good.yaml")
+    bad = example_raw()
+    bad["name"] = "broken_pipeline"
+    bad["training"]["steps"] = "lots"
+    write_pipeline(tmp_path, bad, "broken.yaml")
+    dagbag = load_dagbag(monkeypatch, tmp_path)
+    assert list(dagbag.dag_ids) == ["digits_softmax"]
+    ((path, message),) = dagbag.import_errors.items()
+    assert path.endswith("pipeline_config_errors.py")
+    assert str(tmp_path / "broken.yaml") in message
+    assert "training.steps: expected an integer, got str 'lots'" in message
+
+
+def test_new_yaml_gives_a_new_dag(monkeypatch, tmp_path):
+    """Dropping another valid YAML in the folder adds a DAG, no code change."""
+    write_pipeline(tmp_path, example_raw(), "a.yaml")
+    second = example_raw()
+    second["name"] = "digits_mlp"
+    second["model"].update(builder="mlp", hidden_units=[32])
+    write_pipeline(tmp_path, second, "b.yaml")
+    assert sorted(load_dagbag(monkeypatch, tmp_path).dag_ids) == ["digits_mlp", "digits_softmax"]
