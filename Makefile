@@ -18,6 +18,8 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export TF_CPP_MIN_LOG_LEVEL := 2
+# `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
+export PATH := $(BIN):$(PATH)
 
 .PHONY: help venv airflow-home data demo test lint airflow clean
 
@@ -54,8 +56,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Local UI on http://localhost:8080 (bound to loopback only); login `admin`, password printed
+# at start and kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated.
 airflow: airflow-home data
-	$(BIN)/airflow standalone
+	AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
 
 clean:
 	rm -rf .airflow build data

@@ -95,7 +95,8 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             task_id="export_savedmodel",
             pipeline_file=pipeline_file,
             checkpoint=trained["checkpoint"],
-            export_dir=trained["export_dir"],
+            export_base=trained["export_base"],
+            version=trained["version"],
         )
         waited = SavedModelVersionSensor(
             task_id="wait_for_version",

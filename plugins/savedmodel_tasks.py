@@ -41,13 +41,13 @@ def train(pipeline_file: str) -> dict:
         result = train_model(
             config, options.as_of, work_dir, steps=options.steps, learning_rate=options.learning_rate
         )
+    version_path = export_dir(config.storage.export_root, config.model.name, dag_run.run_id, options.version)
     return {
         **result.to_dict(),
         "version": options.version,
         "options": options.to_dict(),
-        "export_dir": str(
-            export_dir(config.storage.export_root, config.model.name, dag_run.run_id, options.version)
-        ),
+        "export_base": str(version_path.parent),
+        "export_dir": str(version_path),
     }
 
 

@@ -22,7 +22,8 @@ def export_operator(config, checkpoint: str, export_dir: Path) -> SavedModelExpo
         task_id="export_savedmodel",
         pipeline_file=str(config.source_path),
         checkpoint=checkpoint,
-        export_dir=str(export_dir),
+        export_base=str(export_dir.parent),
+        version=export_dir.name,
     )
 
 
@@ -34,6 +35,21 @@ def test_execute_writes_a_complete_savedmodel(session_config, trained, tmp_path)
     assert result["export_dir"] == str(target) and not result["reused"]
     assert result["content_digest"] == content_digest(target)
     assert list(target.parent.glob(".tmp-*")) == []
+
+
+@pytest.mark.parametrize("version", ["0", "../7", "-1", "abc"])
+def test_bad_version_fails_before_writing(session_config, trained, tmp_path, version):
+    """A version that is not a positive int64 fails without retry and creates nothing."""
+    operator = SavedModelExportOperator(
+        task_id="export_savedmodel",
+        pipeline_file=str(session_config.source_path),
+        checkpoint=trained.checkpoint,
+        export_base=str(tmp_path / "x"),
+        version=version,
+    )
+    with pytest.raises(AirflowFailException, match="version"):
+        operator.execute({})
+    assert not (tmp_path / "x").exists()
 
 
 def test_rerun_reuses_a_complete_export_of_the_same_checkpoint(session_config, trained, tmp_path):
@@ -64,13 +80,18 @@ def test_partial_export_is_replaced(session_config, trained, tmp_path):
 def test_missing_checkpoint_fails_without_retry(session_config, tmp_path):
     """A checkpoint that does not exist is a permanent failure naming the prefix."""
     with pytest.raises(AirflowFailException, match="no checkpoint files"):
-        export_operator(session_config, str(tmp_path / "model.ckpt"), tmp_path / "7").execute({})
-    assert not (tmp_path / "7").exists()
+        export_operator(session_config, str(tmp_path / "model.ckpt"), tmp_path / "out" / "7").execute({})
+    assert not (tmp_path / "out" / "7").exists()
 
 
 def test_templated_fields_are_declared():
     """Paths and the pipeline file are templated, like FileSensor's filepath."""
-    assert set(SavedModelExportOperator.template_fields) == {"pipeline_file", "checkpoint", "export_dir"}
+    assert set(SavedModelExportOperator.template_fields) == {
+        "pipeline_file",
+        "checkpoint",
+        "export_base",
+        "version",
+    }
 
 
 def test_saved_model_cli_lists_both_signatures(exported):
