@@ -26,7 +26,7 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
 	@echo "make test     run the test suite"
-	@echo "make airflow  start Airflow locally (UI on http://localhost:8080)"
+	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
 	@echo "make lint     ruff"
 
 # The virtual environment is rebuilt only when a requirements file changes.
@@ -56,10 +56,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Local UI on http://localhost:8080 (bound to loopback only); login `admin`, password printed
-# at start and kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated.
+# Local Airflow: api-server, scheduler, dag-processor and triggerer, health-checked, on
+# http://localhost:8080 (loopback only; AIRFLOW_PORT=8081 make airflow picks another port).
+# Login admin / admin. Ctrl-C stops every component.
 airflow: airflow-home data
-	AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
+	$(BIN)/python -m include.local_airflow
 
 clean:
 	rm -rf .airflow build data

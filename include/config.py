@@ -113,6 +113,20 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class OperationsConfig:
+    """How Airflow runs the pipeline: concurrency caps, timeouts, retry backoff, sensor mode."""
+
+    max_active_runs: int = field(default=2, metadata=_bounded(1, 64))
+    training_pool: str | None = "training"
+    train_timeout_minutes: int = field(default=60, metadata=_bounded(1, 7 * 24 * 60))
+    task_timeout_minutes: int = field(default=15, metadata=_bounded(1, 24 * 60))
+    retry_backoff_multiplier: float = field(default=2.0, metadata=_bounded(0, 10))
+    max_retry_delay_minutes: int = field(default=30, metadata=_bounded(1, 24 * 60))
+    sensor_mode: Literal["poke", "reschedule", "deferrable"] = "reschedule"
+    sensor_timeout_minutes: int = field(default=30, metadata=_bounded(1, 24 * 60))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """One pipeline, as declared by one YAML file."""
 
@@ -131,6 +145,7 @@ class PipelineConfig:
     retries: int = field(default=2, metadata=_bounded(0, 20))
     retry_delay_minutes: int = field(default=2, metadata=_bounded(0, 1440))
     quality: QualityConfig = QualityConfig()
+    operations: OperationsConfig = OperationsConfig()
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -248,6 +263,9 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
     for tag in config.tags:
         if not tag or len(tag) > 100:
             yield f"tags: expected non-empty tags of at most 100 characters, got {tag!r}"
+    pool = config.operations.training_pool
+    if pool is not None and not re.match(r"^[A-Za-z0-9_.-]{1,256}$", pool):
+        yield f"operations.training_pool: expected letters, digits, '_', '.' or '-', got {pool!r}"
     if config.storage.export_root == config.storage.serving_root:
         yield "storage: export_root and serving_root must be different directories"
 

@@ -59,9 +59,10 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
             title="Force publish",
             description="Replace different content already published under the same version. Needs a reason.",
         ),
+        # Nullable, or the UI marks the field required and blocks every trigger without a reason.
         "force_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=MAX_REASON_LENGTH,
             title="Force reason",
             description="Why force_publish is needed (recorded in the manifest).",
@@ -72,6 +73,7 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
 def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG:
     """Returns the DAG of one pipeline."""
     pipeline_file = str(config.source_path)
+    ops = config.operations
     start = config.start_date
     docs = "\n\n".join(part for part in (doc_md, _pipeline_doc(config)) if part)
     with DAG(
@@ -83,13 +85,22 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
         catchup=config.catchup,
         tags=list(config.tags),
         params=trigger_params(config),
+        max_active_runs=ops.max_active_runs,
         default_args={
             "owner": config.owner,
             "retries": config.retries,
             "retry_delay": dt.timedelta(minutes=config.retry_delay_minutes),
+            # Permanent errors (bad config, contract mismatch, ...) fail without retry; see
+            # plugins/savedmodel_errors.py. Only transient ones are retried, with backoff.
+            "retry_exponential_backoff": ops.retry_backoff_multiplier,
+            "max_retry_delay": dt.timedelta(minutes=ops.max_retry_delay_minutes),
+            "execution_timeout": dt.timedelta(minutes=ops.task_timeout_minutes),
         },
     ) as dag:
-        trained = train(pipeline_file)
+        trained = train.override(
+            pool=ops.training_pool or "default_pool",
+            execution_timeout=dt.timedelta(minutes=ops.train_timeout_minutes),
+        )(pipeline_file)
         validated = validate_signatures(pipeline_file, trained["checkpoint"], trained["metrics"])
         exported = SavedModelExportOperator(
             task_id="export_savedmodel",
@@ -101,9 +112,10 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
         waited = SavedModelVersionSensor(
             task_id="wait_for_version",
             version_dir=trained["export_dir"],
-            mode="reschedule",
+            mode="poke" if ops.sensor_mode == "deferrable" else ops.sensor_mode,
+            deferrable=ops.sensor_mode == "deferrable",
             poke_interval=10,
-            timeout=dt.timedelta(minutes=10).total_seconds(),
+            timeout=dt.timedelta(minutes=ops.sensor_timeout_minutes).total_seconds(),
         )
         published = publish_version.override(outlets=[model_asset(config)])(
             pipeline_file,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException
+
+from plugins.savedmodel_triggers import SavedModelVersionTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -16,16 +20,44 @@ class SavedModelVersionSensor(BaseSensorOperator):
 
     Every data shard `variables.data-K-of-N` for K < N must be present; an empty
     `saved_model.pb` or index does not count. Pushes the version dir's path as its XCom.
+    Works in poke and reschedule modes; with `deferrable=True` the waiting happens in the
+    triggerer (SavedModelVersionTrigger) and frees the worker slot.
 
     :param version_dir: the SavedModel version directory to watch. (templated)
+    :param deferrable: hand the waiting to the triggerer when the dir is not complete yet.
     """
 
     template_fields: Sequence[str] = ("version_dir",)
     ui_color = "#81c784"
 
-    def __init__(self, *, version_dir: str, **kwargs) -> None:
+    def __init__(self, *, version_dir: str, deferrable: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.version_dir = version_dir
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)
+        if result.is_done:
+            return result.xcom_value
+        self.defer(
+            trigger=SavedModelVersionTrigger(
+                version_dir=str(self.version_dir), poke_interval=self.poke_interval
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resumes after the trigger fired: checks the dir once more and returns its path."""
+        from include.savedmodel_dir import missing_parts
+
+        problems = missing_parts(self.version_dir)
+        if not event or event.get("status") != "complete" or problems:
+            raise AirflowException(f"SavedModel at {self.version_dir} is not complete: {problems or event}")
+        self.log.info("SavedModel at %s is complete (resumed from the triggerer)", self.version_dir)
+        return str(self.version_dir)
 
     def poke(self, context: Context) -> PokeReturnValue:
         from include.savedmodel_dir import missing_parts

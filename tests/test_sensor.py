@@ -1,14 +1,17 @@
-"""SavedModelVersionSensor: done only for a complete version dir, in poke and reschedule modes."""
+"""SavedModelVersionSensor and its trigger: done only for a complete version dir, in every mode."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import shutil
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 
 from plugins.savedmodel_sensors import SavedModelVersionSensor
+from plugins.savedmodel_triggers import SavedModelVersionTrigger
 
 
 @pytest.fixture
@@ -74,3 +77,65 @@ def test_timeout_raises_sensor_timeout(tmp_path):
     )
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute({})
+
+
+# --- deferrable mode: the sensor hands waiting to SavedModelVersionTrigger ------------------
+
+
+def deferrable_sensor(path: Path) -> SavedModelVersionSensor:
+    return SavedModelVersionSensor(
+        task_id="wait_for_version", version_dir=str(path), deferrable=True, poke_interval=0.05, timeout=60
+    )
+
+
+def test_deferrable_sensor_defers_to_the_trigger_when_incomplete(version_copy):
+    """An incomplete dir raises TaskDeferred carrying the trigger and the resume method."""
+    (version_copy / "saved_model.pb").unlink()
+    with pytest.raises(TaskDeferred) as info:
+        deferrable_sensor(version_copy).execute({})
+    trigger = info.value.trigger
+    assert isinstance(trigger, SavedModelVersionTrigger)
+    assert trigger.version_dir == str(version_copy)
+    assert info.value.method_name == "execute_complete"
+
+
+def test_deferrable_sensor_returns_at_once_when_complete(version_copy):
+    """A dir complete at the first check needs no deferral."""
+    assert deferrable_sensor(version_copy).execute({}) == str(version_copy)
+
+
+def test_execute_complete_checks_the_dir_again(version_copy):
+    """Resuming re-checks completeness, so a dir damaged after the event is not accepted."""
+    sensor = deferrable_sensor(version_copy)
+    event = {"status": "complete", "version_dir": str(version_copy)}
+    assert sensor.execute_complete({}, event) == str(version_copy)
+    (version_copy / "variables" / "variables.index").unlink()
+    with pytest.raises(AirflowException, match=r"variables\.index is missing"):
+        sensor.execute_complete({}, event)
+
+
+def test_trigger_serializes_to_an_importable_classpath(tmp_path):
+    """The triggerer rebuilds the trigger from serialize(): classpath import + kwargs."""
+    classpath, kwargs = SavedModelVersionTrigger(str(tmp_path), poke_interval=3).serialize()
+    module_name, _, class_name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    assert isinstance(rebuilt, SavedModelVersionTrigger)
+    assert (rebuilt.version_dir, rebuilt.poke_interval) == (str(tmp_path), 3)
+
+
+def test_trigger_fires_only_once_the_version_is_complete(version_copy):
+    """run() keeps polling while a shard is missing and yields one event once it is back."""
+    shard = next((version_copy / "variables").glob("variables.data-*"))
+    hidden = shard.with_name("hidden")
+    shard.rename(hidden)
+
+    async def scenario():
+        events = SavedModelVersionTrigger(str(version_copy), poke_interval=0.02).run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.3)
+        assert not first.done()
+        hidden.rename(shard)
+        return await asyncio.wait_for(first, timeout=10)
+
+    event = asyncio.run(scenario())
+    assert event.payload == {"status": "complete", "version_dir": str(version_copy)}

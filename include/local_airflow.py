@@ -1,0 +1,224 @@
+"""A local Airflow: api-server, scheduler, dag-processor and triggerer on SQLite + LocalExecutor.
+
+Used by `make airflow` (foreground, Ctrl-C stops it) and by the end-to-end tests (temporary
+home, free ports). Every component gets one environment, so they agree on the database, the
+JWT secret, the ports and the execution API URL. Each component runs in its own process group;
+`stop()` ends the groups, so task processes forked by the executor go too.
+
+Usage: python -m include.local_airflow [--port 8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from include.config import PROJECT_ROOT
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+HEALTH_PATH = "/api/v2/monitor/health"
+DEFAULT_USER = "admin"
+DEFAULT_PASSWORD = "admin"  # noqa: S105 - the documented local, loopback-only login
+
+
+def free_port() -> int:
+    """Returns a TCP port that is free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow_env(
+    home: Path, port: int, *, extra: dict[str, str] | None = None, fast: bool = False
+) -> dict[str, str]:
+    """Returns the environment shared by every component of a local Airflow in `home`."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEFAULT_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        # Tasks report to the execution API; it must follow the API server's port.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    if fast:  # tests: notice new files and runs within seconds instead of minutes
+        env.update(
+            {
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            }
+        )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class LocalAirflow:
+    """A running (or startable) set of Airflow components sharing one home and one port."""
+
+    home: Path
+    port: int = 8080
+    extra_env: dict[str, str] = field(default_factory=dict)
+    fast: bool = False
+    training_pool_slots: int = 1
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).resolve()
+        self.env = airflow_env(self.home, self.port, extra=self.extra_env, fast=self.fast)
+        # One JWT secret for all components, or tasks cannot authenticate to the execution API.
+        self.env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Runs an `airflow` CLI command against this installation and returns the result."""
+        done = subprocess.run(
+            ["airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
+            )
+        return done
+
+    def prepare(self) -> None:
+        """Migrates the DB, writes the known local login and creates the training pool."""
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        passwords = self.home / "passwords.json"
+        if not passwords.exists():
+            passwords.write_text(json.dumps({DEFAULT_USER: DEFAULT_PASSWORD}))
+        self.cli("db", "migrate")
+        self.cli(
+            "pools",
+            "set",
+            "training",
+            str(self.training_pool_slots),
+            "Caps concurrent train tasks (see README: operations)",
+        )
+
+    def start(self, timeout: float = 180) -> None:
+        """Starts every component and returns once the health endpoint reports all healthy."""
+        self.prepare()
+        for name in COMPONENTS:
+            log = open(self.home / "logs" / f"{name}.log", "ab")  # closed when the process ends
+            self.processes[name] = subprocess.Popen(
+                ["airflow", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_healthy(timeout)
+
+    def health(self) -> dict:
+        """Returns the API server's health document (raises if it does not answer)."""
+        with urllib.request.urlopen(self.url + HEALTH_PATH, timeout=5) as response:  # noqa: S310
+            return json.load(response)
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Waits until the DB, scheduler, triggerer and dag-processor are all healthy."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"airflow {name} exited with {process.returncode}; see {self.log(name)}"
+                    )
+            try:
+                last = self.health()
+                if all(part.get("status") == "healthy" for part in last.values()):
+                    return
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                last = err
+            time.sleep(1)
+        raise TimeoutError(f"Airflow not healthy after {timeout:.0f}s: {last}")
+
+    def log(self, name: str) -> Path:
+        """Returns the log file of one component."""
+        return self.home / "logs" / f"{name}.log"
+
+    def stop(self, grace: float = 20) -> None:
+        """Stops every component and the processes they started (SIGTERM, then SIGKILL)."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, deadline - time.monotonic()))
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group: stragglers forked by the executor
+            process.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> LocalAirflow:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run a local Airflow for this project.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
+    parser.add_argument("--home", default=os.environ.get("AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow")))
+    args = parser.parse_args()
+    airflow = LocalAirflow(Path(args.home), args.port)
+    stop = False
+
+    def request_stop(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        airflow.start()
+        print(
+            f"ready: {airflow.url}  (login {DEFAULT_USER} / {DEFAULT_PASSWORD}; logs in {airflow.home}/logs)",
+            flush=True,
+        )
+        while not stop:
+            for name, process in airflow.processes.items():
+                if process.poll() is not None:
+                    print(
+                        f"airflow {name} exited with {process.returncode}; see {airflow.log(name)}",
+                        flush=True,
+                    )
+                    return 1
+            time.sleep(1)
+    finally:
+        airflow.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

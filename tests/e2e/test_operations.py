@@ -1,0 +1,264 @@
+"""Real Airflow operations: scheduled runs, REST-triggered runs, backfills, the deferrable sensor.
+
+One local Airflow (api-server, scheduler, dag-processor, triggerer; SQLite + LocalExecutor) runs
+for the whole module in a temporary home on free ports, and is always torn down. Each test has
+its own pipeline and model, so the tests do not depend on each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from include.local_airflow import LocalAirflow, free_port
+from include.publish import read_manifest
+from include.savedmodel_dir import content_digest
+from tests.conftest import make_raw, write_pipeline
+from tests.e2e.airflow_api import AirflowApi, ApiError
+from tests.helpers import assert_complete
+
+pytestmark = pytest.mark.e2e
+
+PIPELINES = {
+    # name: (model name, schedule, operations overrides)
+    "ops_scheduled": ("scheduled_digits", "@daily", {}),
+    "ops_manual": ("manual_digits", None, {}),
+    "ops_backfill": ("backfill_digits", "@daily", {}),
+    "ops_deferrable": ("deferrable_digits", None, {"sensor_mode": "deferrable"}),
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory, example_data, store):
+    """Yields a healthy local Airflow whose pipelines dir holds this module's pipelines."""
+    pipelines = tmp_path_factory.mktemp("pipelines")
+    for name, (model, schedule, operations) in PIPELINES.items():
+        raw = make_raw(store, example_data, name=name, schedule=schedule)
+        raw["model"]["name"] = model
+        raw["training"]["steps"] = 500
+        raw["operations"] = {**raw.get("operations", {}), "sensor_timeout_minutes": 10, **operations}
+        write_pipeline(pipelines, raw)
+    local = LocalAirflow(
+        tmp_path_factory.mktemp("airflow-home"),
+        port=free_port(),
+        fast=True,
+        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def api(airflow) -> AirflowApi:
+    client = AirflowApi(airflow.url)
+    for name, (_, schedule, _) in PIPELINES.items():
+        client.wait_for_dag(name)
+        if schedule is None:  # runs of a paused DAG stay queued, even manual ones
+            client.unpause(name)
+    return client
+
+
+def model_dir(store: Path, dag_id: str) -> Path:
+    return store / "serving" / PIPELINES[dag_id][0]
+
+
+def versions(store: Path, dag_id: str) -> dict[str, dict]:
+    return read_manifest(model_dir(store, dag_id))["versions"]
+
+
+def assert_run_succeeded(api: AirflowApi, dag_id: str, run: dict) -> None:
+    assert run["state"] == "success", api.failure_report(dag_id, run["dag_run_id"])
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Returns every file under root with its size and mtime."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_scheduled_run_publishes(api, store):
+    """Unpausing a scheduled pipeline makes the scheduler run it; the run publishes its version."""
+    api.unpause("ops_scheduled")
+    (run,) = api.wait_for_runs("ops_scheduled", 1)
+    assert_run_succeeded(api, "ops_scheduled", run)
+    assert run["run_type"] == "scheduled"
+    logical = dt.datetime.fromisoformat(run["logical_date"].replace("Z", "+00:00"))
+    version = logical.strftime("%Y%m%d%H%M%S")
+    entry = versions(store, "ops_scheduled")[version]
+    assert entry["run_type"] == "scheduled" and entry["run_id"] == run["dag_run_id"]
+    assert_complete(model_dir(store, "ops_scheduled") / version)
+
+
+def test_rest_trigger_with_overrides(api, store):
+    """POST /dagRuns with conf: the overrides reach training and the lineage."""
+    run_id = api.trigger("ops_manual", {"steps": 300, "learning_rate": 0.2, "version": 42})
+    run = api.wait_for_run("ops_manual", run_id)
+    assert_run_succeeded(api, "ops_manual", run)
+    entry = versions(store, "ops_manual")["42"]
+    assert entry["run_type"] == "manual" and entry["run_id"] == run_id
+    assert entry["hyperparameters"]["steps"] == 300 and entry["hyperparameters"]["learning_rate"] == 0.2
+    assert entry["params"]["version"] == 42
+    assert_complete(model_dir(store, "ops_manual") / "42")
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"steps": -5},
+        {"version": "../x"},
+        {"version": 0},
+        {"learning_rate": "fast"},
+        {"version": 2**63},
+        {"force_reason": "x" * 1000},
+    ],
+    ids=["negative steps", "traversal version", "zero version", "wrong type", "overflow", "overlong"],
+)
+def test_invalid_conf_is_rejected_at_trigger_time(api, store, conf):
+    """Bad conf gets HTTP 400 naming the param; no run is created and nothing on disk changes."""
+    before_files, before_runs = snapshot(store), len(api.runs("ops_manual"))
+    with pytest.raises(ApiError) as info:
+        api.trigger("ops_manual", conf)
+    assert info.value.status == 400
+    assert next(iter(conf)) in info.value.body
+    assert len(api.runs("ops_manual")) == before_runs
+    assert snapshot(store) == before_files
+
+
+def test_backfill_publishes_one_version_per_date(airflow, api, store):
+    """A 3-date backfill trains each date on its own data and leaves the newest version newest."""
+    api.unpause("ops_backfill")
+    (scheduled,) = api.wait_for_runs("ops_backfill", 1)
+    assert_run_succeeded(api, "ops_backfill", scheduled)
+    newest = max(versions(store, "ops_backfill"), key=int)
+    newest_digest = content_digest(model_dir(store, "ops_backfill") / newest)
+
+    airflow.cli(
+        "backfill",
+        "create",
+        "--dag-id",
+        "ops_backfill",
+        "--from-date",
+        "2026-10-10",
+        "--to-date",
+        "2026-10-12",
+    )
+    runs = api.wait_for_runs("ops_backfill", 4)
+    api.wait_for_backfills("ops_backfill")
+    backfills = [r for r in runs if r["run_type"] == "backfill"]
+    assert len(backfills) == 3 and all(r["state"] == "success" for r in backfills)
+
+    entries = versions(store, "ops_backfill")
+    dated = ["20261010000000", "20261011000000", "20261012000000"]
+    assert set(dated) <= set(entries)
+    assert [entries[v]["data"]["last_partition"] for v in dated] == [
+        "dt=2026-10-09",
+        "dt=2026-10-10",
+        "dt=2026-10-11",
+    ]
+    assert len({entries[v]["data"]["fingerprint"] for v in dated}) == 3
+    assert all(entries[v]["run_type"] == "backfill" for v in dated)
+    assert max(entries, key=int) == newest
+    assert content_digest(model_dir(store, "ops_backfill") / newest) == newest_digest
+
+    # The training pool (1 slot) kept train tasks from overlapping.
+    trains = sorted(
+        (api.task_instance("ops_backfill", r["dag_run_id"], "train") for r in backfills),
+        key=lambda ti: ti["start_date"],
+    )
+    assert all(ti["pool"] == "training" for ti in trains)
+    for earlier, later in itertools.pairwise(trains):
+        assert earlier["end_date"] <= later["start_date"]
+
+
+def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store):
+    """Reprocessing completed dates republishes identical bytes; --dag-run-conf reaches new runs."""
+    dated = ["20261010000000", "20261011000000", "20261012000000"]
+    before = {v: versions(store, "ops_backfill")[v]["content_digest"] for v in dated}
+    count = len(api.runs("ops_backfill"))
+    api.wait_for_backfills("ops_backfill")
+    airflow.cli(
+        "backfill",
+        "create",
+        "--dag-id",
+        "ops_backfill",
+        "--from-date",
+        "2026-10-10",
+        "--to-date",
+        "2026-10-12",
+        "--reprocess-behavior",
+        "completed",
+    )
+    time.sleep(5)  # the cleared runs go back to queued
+    runs = api.wait_for_runs("ops_backfill", count)
+    api.wait_for_backfills("ops_backfill")
+    assert len(runs) == count and all(r["state"] == "success" for r in runs)
+    after = versions(store, "ops_backfill")
+    assert {v: after[v]["content_digest"] for v in dated} == before
+    assert all(after[v]["last_publish"] == "unchanged" for v in dated)  # rerun, republished as no-op
+    assert len([v for v in after if v in dated]) == 3
+
+    airflow.cli(
+        "backfill",
+        "create",
+        "--dag-id",
+        "ops_backfill",
+        "--from-date",
+        "2026-10-15",
+        "--to-date",
+        "2026-10-15",
+        "--dag-run-conf",
+        '{"steps": 250}',
+    )
+    api.wait_for_runs("ops_backfill", count + 1)
+    entry = versions(store, "ops_backfill")["20261015000000"]
+    assert entry["hyperparameters"]["steps"] == 250 and entry["run_type"] == "backfill"
+
+
+def test_deferrable_sensor_waits_in_the_triggerer(airflow, api, store):
+    """With sensor_mode deferrable, an incomplete version defers to the triggerer until complete."""
+    run_id = api.trigger("ops_deferrable", {"version": 7})
+    assert_run_succeeded(api, "ops_deferrable", api.wait_for_run("ops_deferrable", run_id))
+    export = Path(
+        api.task_instance("ops_deferrable", run_id, "wait_for_version")["rendered_fields"]["version_dir"]
+    )
+    shard = next((export / "variables").glob("variables.data-*"))
+    hidden = shard.with_name("hidden-shard")
+    shard.rename(hidden)
+    try:
+        api.post(
+            "/api/v2/dags/ops_deferrable/clearTaskInstances",
+            {
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": ["wait_for_version"],
+                "only_failed": False,
+                "include_downstream": False,
+                "reset_dag_runs": True,
+            },
+        )
+        deadline = time.monotonic() + 180
+        state = None
+        while time.monotonic() < deadline and state != "deferred":
+            state = api.task_instance("ops_deferrable", run_id, "wait_for_version")["state"]
+            time.sleep(1)
+        assert state == "deferred"
+    finally:
+        hidden.rename(shard)
+    assert_run_succeeded(api, "ops_deferrable", api.wait_for_run("ops_deferrable", run_id))
+    ti = api.task_instance("ops_deferrable", run_id, "wait_for_version")
+    assert ti["state"] == "success" and ti["try_number"] >= 2
+    # The trigger's own log lines, written by the triggerer beside the task's attempt logs:
+    trigger_logs = list((airflow.home / "logs" / "dag_id=ops_deferrable").rglob("*.trigger.*.log"))
+    text = "\n".join(p.read_text() for p in trigger_logs)
+    assert "not complete yet" in text and "Trigger fired event" in text

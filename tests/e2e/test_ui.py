@@ -1,0 +1,96 @@
+"""The Airflow UI in headless Chromium: log in, open the trigger form, change a param, trigger.
+
+Needs Debian's chromium (`/usr/bin/chromium`, installed by `.ci/run`) and the `playwright`
+package; Playwright drives that browser, it downloads none of its own. The screenshot of the
+filled-in form is kept in `test-artifacts/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from include.config import PROJECT_ROOT
+from include.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port
+from include.publish import read_manifest
+from tests.conftest import make_raw, write_pipeline
+from tests.e2e.airflow_api import AirflowApi
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+
+@pytest.fixture(scope="module")
+def ui_airflow(tmp_path_factory, example_data):
+    """Yields a local Airflow serving one manual-only pipeline, and the model store root."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package (see .ci/run)")
+    store, pipelines = tmp_path_factory.mktemp("ui-store"), tmp_path_factory.mktemp("ui-pipelines")
+    raw = make_raw(store, example_data, name="ui_digits", schedule=None)
+    raw["model"]["name"] = "ui_digits"
+    write_pipeline(pipelines, raw)
+    local = LocalAirflow(
+        tmp_path_factory.mktemp("ui-home"),
+        port=free_port(),
+        fast=True,
+        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
+    )
+    try:
+        local.start()
+        AirflowApi(local.url).wait_for_dag("ui_digits")
+        yield local, store
+    finally:
+        local.stop()
+
+
+def test_trigger_form_runs_with_a_changed_param(ui_airflow):
+    """A user logs in, sees the params in the trigger form, sets steps=300, triggers; it publishes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    airflow, store = ui_airflow
+    api = AirflowApi(airflow.url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(airflow.url + "/")
+            page.locator("input[name=username]").fill(DEFAULT_USER)
+            page.locator("input[name=password]").fill(DEFAULT_PASSWORD)
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(airflow.url + "/")
+
+            page.goto(airflow.url + "/dags/ui_digits")
+            page.get_by_test_id("trigger-dag-button").click()
+            dialog = page.get_by_role("dialog")
+            for label in ("Training steps", "Learning rate", "Version", "Force publish", "Force reason"):
+                expect(dialog.get_by_text(label, exact=False).first).to_be_visible()
+            steps = dialog.get_by_label("Training steps")
+            steps.fill("300")
+            steps.blur()
+            submit = dialog.get_by_test_id("trigger-dag-submit")
+            expect(submit).to_be_enabled()
+            page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"), full_page=True)
+            submit.click()
+            expect(dialog).to_be_hidden()
+        finally:
+            browser.close()
+
+    (run,) = api.wait_for_runs("ui_digits", 1)
+    assert run["state"] == "success", api.failure_report("ui_digits", run["dag_run_id"])
+    assert run["conf"]["steps"] == 300
+    (entry,) = read_manifest(store / "serving" / "ui_digits")["versions"].values()
+    assert entry["hyperparameters"]["steps"] == 300 and entry["run_id"] == run["dag_run_id"]
