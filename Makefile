@@ -30,10 +30,11 @@ help:
 	@echo "make lint     ruff"
 
 # The virtual environment is rebuilt only when a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -r requirements-nodeps.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 

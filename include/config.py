@@ -98,10 +98,23 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Absolute thresholds a model must meet before it is exported."""
+    """The quality gate: absolute thresholds and no regression against the served version."""
 
     min_accuracy: float = field(default=0.0, metadata=_bounded(0, 1))
     max_loss: float | None = field(default=None, metadata=_bounded(0, None))
+    # No regression: accuracy may drop at most this much below the `stable` (or newest) version.
+    max_accuracy_drop: float | None = field(default=0.02, metadata=_bounded(0, 1))
+    allow_breaking_signature_change: bool = False
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What TensorFlow Serving loads (models.config) and how many versions stay on disk."""
+
+    version_policy: Literal["latest", "all", "specific"] = "latest"
+    num_latest: int = field(default=1, metadata=_bounded(1, 100))
+    keep_versions: int | None = field(default=None, metadata=_bounded(1, 100_000))
+    warmup_examples: int = field(default=8, metadata=_bounded(0, 1000))
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,7 @@ class PipelineConfig:
     retry_delay_minutes: int = field(default=2, metadata=_bounded(0, 1440))
     quality: QualityConfig = QualityConfig()
     operations: OperationsConfig = OperationsConfig()
+    serving: ServingConfig = ServingConfig()
     source_path: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -263,6 +277,11 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
     for tag in config.tags:
         if not tag or len(tag) > 100:
             yield f"tags: expected non-empty tags of at most 100 characters, got {tag!r}"
+    if config.serving.keep_versions is not None and config.serving.keep_versions < config.serving.num_latest:
+        yield (
+            f"serving.keep_versions: expected at least serving.num_latest ({config.serving.num_latest}), "
+            f"got {config.serving.keep_versions}"
+        )
     pool = config.operations.training_pool
     if pool is not None and not re.match(r"^[A-Za-z0-9_.-]{1,256}$", pool):
         yield f"operations.training_pool: expected letters, digits, '_', '.' or '-', got {pool!r}"

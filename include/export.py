@@ -9,11 +9,15 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from include.config import PipelineConfig
 from include.errors import IncompleteModelError
 from include.model import build_serving_graph
 from include.savedmodel_dir import content_digest, fsync_tree, missing_parts
 from include.signatures import build_signature_def_map
+from include.training import EVAL_SAMPLE_FILE
+from include.warmup import warmup_logs, write_warmup_requests
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,8 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
     """Writes the SavedModel of a checkpoint into `target_dir` (which must not exist yet).
 
     This is the TensorFlow Serving tutorial's export: SERVING tag, both signatures,
-    `main_op=tables_initializer()`, `strip_default_attrs=True`.
+    `main_op=tables_initializer()`, `strip_default_attrs=True`; plus warmup requests in
+    `assets.extra/` built from held-out examples.
     """
     import tensorflow as tf
 
@@ -94,6 +99,10 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
             strip_default_attrs=True,
         )
         builder.save()
+    if config.serving.warmup_examples:
+        sample = np.load(Path(checkpoint).parent / EVAL_SAMPLE_FILE)["x"][: config.serving.warmup_examples]
+        logs = warmup_logs(config.model.name, signature_def_map, sample, config.data.feature_key)
+        write_warmup_requests(Path(target_dir), logs)
 
 
 def _describe_export(export_dir: Path, source: str, *, reused: bool) -> dict:

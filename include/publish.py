@@ -7,27 +7,32 @@ name. TensorFlow Serving ignores non-numeric names, so it never sees a half-writ
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import datetime as dt
-import fcntl
-import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
+from include.registry import (
+    MANIFEST_FILE,
+    apply_retention,
+    auto_label,
+    locked,
+    now_iso,
+    read_manifest,
+    update_manifest,
+    write_models_config,
+)
 from include.savedmodel_dir import content_digest, fsync_tree, missing_parts
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-LOCK_FILE = ".publish.lock"
+__all__ = ["MANIFEST_FILE", "PublishResult", "publish_version", "read_manifest"]
+
 STAGING_PREFIX = ".staging-"
 _RENAME_EXCHANGE = 2
 
@@ -40,22 +45,12 @@ class PublishResult:
     path: str
     content_digest: str
     status: str  # "published", "unchanged" or "replaced"
+    labels: list[str] = field(default_factory=list)  # labels this publish gave the version
+    deleted: list[int] = field(default_factory=list)  # versions removed by retention
 
     def to_dict(self) -> dict:
         """Returns the result as a plain dict."""
         return asdict(self)
-
-
-@contextlib.contextmanager
-def model_lock(model_path: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock on a model dir (shared by every publisher of the model)."""
-    model_path.mkdir(parents=True, exist_ok=True)
-    with open(model_path / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def publish_version(
@@ -67,11 +62,16 @@ def publish_version(
     force: bool = False,
     force_reason: str | None = None,
     record: dict | None = None,
+    keep_versions: int | None = None,
+    serving_policy: dict | None = None,
 ) -> PublishResult:
     """Returns the result of promoting `export_path` to `<serving_root>/<model>/<version>`.
 
     Identical content already published is a no-op success; different content raises
-    VersionConflictError unless `force` (with a reason) asks to replace it.
+    VersionConflictError unless `force` (with a reason) asks to replace it. Then, under the
+    same lock: the manifest records the version, the newest version is labelled `canary`
+    (and `stable` if nothing is), retention keeps `keep_versions`; finally the serving root's
+    `models.config` is regenerated.
     """
     version = parse_version(version)
     if force and not (force_reason or "").strip():
@@ -84,7 +84,7 @@ def publish_version(
     base = model_dir(serving_root, model_name)
     target = base / str(version)
 
-    with model_lock(base):
+    with locked(base):
         _remove_stale_staging(base)
         status = "published"
         if target.exists():
@@ -93,7 +93,10 @@ def publish_version(
                 log.info(
                     "version %s already holds this content (sha256 %s): nothing to do", target, digest[:12]
                 )
-                _record(base, version, digest, "unchanged", record, force_reason)
+                _record(
+                    base, version, digest, "unchanged", record, force_reason, keep_versions, serving_policy
+                )
+                write_models_config(Path(serving_root))
                 return PublishResult(version, str(target), digest, "unchanged")
             if not force:
                 raise VersionConflictError(str(target), existing, digest)
@@ -118,62 +121,62 @@ def publish_version(
             _fsync_dir(base)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        _record(base, version, digest, status, record, force_reason)
-    log.info("published version %s of %s at %s (sha256 %s)", version, model_name, target, digest[:12])
-    return PublishResult(version, str(target), digest, status)
-
-
-def read_manifest(model_path: str | os.PathLike[str]) -> dict:
-    """Returns the manifest of a model dir ({"model": ..., "versions": {...}}), empty if none."""
-    path = Path(model_path) / MANIFEST_FILE
-    if not path.is_file():
-        return {"model": Path(model_path).name, "versions": {}}
-    return json.loads(path.read_text())
+        labels, deleted = _record(
+            base, version, digest, status, record, force_reason, keep_versions, serving_policy
+        )
+    write_models_config(Path(serving_root))
+    log.info(
+        "published version %s of %s at %s (sha256 %s, labels %s)",
+        version,
+        model_name,
+        target,
+        digest[:12],
+        labels or "none",
+    )
+    return PublishResult(version, str(target), digest, status, labels, deleted)
 
 
 def _record(
-    base: Path, version: int, digest: str, status: str, record: dict | None, force_reason: str | None
-) -> None:
-    """Adds or refreshes one version's entry in the manifest (caller holds the lock)."""
-    manifest = read_manifest(base)
-    entries = manifest.setdefault("versions", {})
-    previous = entries.get(str(version), {})
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    entry = {
-        **previous,
-        **(record or {}),
-        "version": version,
-        "content_digest": digest,
-        "status": "published",
-        "published_at": previous.get("published_at", now) if status == "unchanged" else now,
-        "last_publish": status,
-    }
-    if force_reason:
-        entry["force_reason"] = force_reason
-    entries[str(version)] = entry
-    manifest["versions"] = dict(sorted(entries.items(), key=lambda kv: int(kv[0])))
-    write_json_atomic(base / MANIFEST_FILE, manifest)
+    base: Path,
+    version: int,
+    digest: str,
+    status: str,
+    record: dict | None,
+    force_reason: str | None,
+    keep_versions: int | None,
+    serving_policy: dict | None,
+) -> tuple[list[str], list[int]]:
+    """Records one publish in the manifest; returns (labels given, versions deleted). Lock held."""
+    result: tuple[list[str], list[int]] = ([], [])
 
+    def change(manifest: dict) -> None:
+        nonlocal result
+        previous = manifest["versions"].get(str(version), {})
+        now = now_iso()
+        entry = {
+            **previous,
+            **(record or {}),
+            "version": version,
+            "content_digest": digest,
+            "status": "published",
+            "published_at": previous.get("published_at", now) if status == "unchanged" else now,
+            "last_publish": status,
+        }
+        if force_reason:
+            entry["force_reason"] = force_reason
+        manifest["versions"][str(version)] = entry
+        if serving_policy:
+            manifest["serving"] = serving_policy
+        labels = auto_label(manifest, version) if status != "unchanged" else []
+        result = (labels, apply_retention(base, manifest, keep_versions))
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Writes JSON to a temp file in the same dir, flushes it and `os.replace`s it into place."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    update_manifest(base, change)
+    return result
 
 
 def _remove_stale_staging(base: Path) -> None:
     """Deletes staging dirs left by crashed publishers (under the lock no publisher is live)."""
-    for stale in base.glob(f"{STAGING_PREFIX}*"):
+    for stale in [*base.glob(f"{STAGING_PREFIX}*"), *base.glob(".deleting-*")]:
         log.warning("removing stale staging dir %s", stale)
         shutil.rmtree(stale, ignore_errors=True)
 

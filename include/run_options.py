@@ -24,6 +24,7 @@ class RunOptions:
     learning_rate: float | None = None
     force_publish: bool = False
     force_reason: str = ""
+    allow_breaking_change: bool = False
 
     def to_dict(self) -> dict:
         """Returns JSON-able options (dates as ISO strings)."""
@@ -58,6 +59,9 @@ def resolve_run_options(
     reason = params.get("force_reason") or ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
         raise RunParamsError(f"force_reason: expected a string of at most {MAX_REASON_LENGTH} characters")
+    allow_breaking = params.get("allow_breaking_change", False)
+    if not isinstance(allow_breaking, bool):
+        raise RunParamsError(f"allow_breaking_change: expected true or false, got {allow_breaking!r}")
     if force and not reason.strip():
         raise RunParamsError("force_publish: true needs a non-empty force_reason saying why")
     version = resolve_version(logical_date, run_after, params.get("version"))
@@ -72,4 +76,5 @@ def resolve_run_options(
         learning_rate=float(rate) if rate is not None else None,
         force_publish=force,
         force_reason=reason.strip(),
+        allow_breaking_change=allow_breaking,
     )

@@ -113,9 +113,49 @@ def _tensors_diff(label: str, expected: dict[str, TensorSpec], actual: dict[str,
     return diff
 
 
-def validate_checkpoint(config: PipelineConfig, checkpoint: str, metrics: dict | None = None) -> dict:
-    """Returns the verdict of rebuilding, contract-checking and smoke-running a checkpoint.
+def compatibility_diff(served: dict, candidate: dict) -> list[str]:
+    """Returns the changes from the served signatures that would break existing clients.
 
+    Breaking: a signature, input or output removed; a method, dtype or shape changed; a new
+    input (clients do not send it). Adding signatures or outputs is compatible.
+    """
+    diff = []
+    for key in sorted(set(served) - set(candidate)):
+        diff.append(f"signature {key!r} removed")
+    for key in sorted(set(served) & set(candidate)):
+        old, new = served[key], candidate[key]
+        if old["method"] != new["method"]:
+            diff.append(f"signature {key!r}: method changed from {old['method']} to {new['method']}")
+        for kind in ("inputs", "outputs"):
+            for name in sorted(set(old[kind]) - set(new[kind])):
+                diff.append(f"signature {key!r}: {kind[:-1]} {name!r} removed")
+            if kind == "inputs":
+                for name in sorted(set(new[kind]) - set(old[kind])):
+                    diff.append(f"signature {key!r}: new input {name!r} that clients do not send")
+            for name in sorted(set(old[kind]) & set(new[kind])):
+                for attr in ("dtype", "shape"):
+                    if old[kind][name][attr] != new[kind][name][attr]:
+                        diff.append(
+                            f"signature {key!r}: {kind[:-1]} {name!r} {attr} changed from "
+                            f"{old[kind][name][attr]} to {new[kind][name][attr]}"
+                        )
+    return diff
+
+
+def validate_checkpoint(
+    config: PipelineConfig,
+    checkpoint: str,
+    metrics: dict | None = None,
+    *,
+    baseline: dict | None = None,
+    force_reason: str | None = None,
+    allow_breaking_change: bool = False,
+) -> dict:
+    """Returns the verdict of rebuilding, contract-checking, smoke-running and gating a checkpoint.
+
+    `baseline` is the manifest entry of the version served now (`stable`, else the newest);
+    without one (the first publish) only the absolute thresholds apply. A `force_reason`
+    overrides a failed quality gate (recorded as verdict "forced"), never a contract mismatch.
     Raises ContractMismatchError, QualityGateError or IncompleteModelError (all permanent).
     """
     import tensorflow as tf
@@ -130,7 +170,17 @@ def validate_checkpoint(config: PipelineConfig, checkpoint: str, metrics: dict |
     diff = contract_diff(described, config.signatures)
     if diff:
         raise ContractMismatchError(diff)
-    check_quality(config, metrics)
+    if baseline and baseline.get("signatures"):
+        breaking = compatibility_diff(baseline["signatures"], described)
+        if breaking and not (allow_breaking_change or config.quality.allow_breaking_signature_change):
+            raise ContractMismatchError(
+                [
+                    *breaking,
+                    f"(against version {baseline.get('version')}; set "
+                    "quality.allow_breaking_signature_change or trigger with allow_breaking_change=true "
+                    "if clients are ready)",
+                ]
+            )
 
     sample = np.load(checkpoint_dir / EVAL_SAMPLE_FILE)
     with v1.Session(graph=serving.graph) as sess:
@@ -142,10 +192,20 @@ def validate_checkpoint(config: PipelineConfig, checkpoint: str, metrics: dict |
         outputs = smoke_run(sess, signature_def_map, sample["x"], config.data.feature_key)
     _check_predictions_agree(outputs)
     log.info("signatures match the contract and answer smoke requests: %s", sorted(described))
+
+    verdict = "passed"
+    try:
+        check_quality(config, metrics, baseline)
+    except QualityGateError as err:
+        if not force_reason:
+            raise
+        log.warning("quality gate failed but force_publish overrides it (%s): %s", force_reason, err)
+        verdict = "forced"
     return {
         "signatures": described,
         "signature_fingerprint": signature_fingerprint(described),
-        "verdict": "passed",
+        "verdict": verdict,
+        "baseline_version": baseline.get("version") if baseline else None,
     }
 
 
@@ -195,8 +255,12 @@ def _check_predictions_agree(outputs: dict) -> None:
         raise ContractMismatchError(["serving_default scores disagree with predict_images scores"])
 
 
-def check_quality(config: PipelineConfig, metrics: dict) -> None:
-    """Raises QualityGateError naming the metric, its value and the bound it broke."""
+def check_quality(config: PipelineConfig, metrics: dict, baseline: dict | None = None) -> None:
+    """Raises QualityGateError naming the metric, its value and the bound it broke.
+
+    Absolute thresholds always apply; with a baseline, accuracy may not drop more than
+    `quality.max_accuracy_drop` below the baseline's.
+    """
     quality = config.quality
     accuracy = metrics.get("eval_accuracy")
     if accuracy is None or accuracy < quality.min_accuracy:
@@ -206,3 +270,13 @@ def check_quality(config: PipelineConfig, metrics: dict) -> None:
         raise QualityGateError(
             "eval_loss", float(loss if loss is not None else "nan"), f"<= {quality.max_loss}"
         )
+    served = (baseline or {}).get("metrics", {}).get("eval_accuracy")
+    if quality.max_accuracy_drop is not None and served is not None:
+        bound = served - quality.max_accuracy_drop
+        if accuracy < bound - 1e-12:
+            raise QualityGateError(
+                "eval_accuracy",
+                float(accuracy),
+                f">= {bound:.6f} (version {baseline.get('version')} has {served:.6f}, "
+                f"max_accuracy_drop {quality.max_accuracy_drop})",
+            )

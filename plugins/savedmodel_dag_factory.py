@@ -59,6 +59,12 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
             title="Force publish",
             description="Replace different content already published under the same version. Needs a reason.",
         ),
+        "allow_breaking_change": Param(
+            False,
+            type="boolean",
+            title="Allow breaking signature change",
+            description="Publish even if signatures differ incompatibly from the served version.",
+        ),
         # Nullable, or the UI marks the field required and blocks every trigger without a reason.
         "force_reason": Param(
             None,
@@ -101,7 +107,9 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             pool=ops.training_pool or "default_pool",
             execution_timeout=dt.timedelta(minutes=ops.train_timeout_minutes),
         )(pipeline_file)
-        validated = validate_signatures(pipeline_file, trained["checkpoint"], trained["metrics"])
+        validated = validate_signatures(
+            pipeline_file, trained["checkpoint"], trained["metrics"], trained["options"]
+        )
         exported = SavedModelExportOperator(
             task_id="export_savedmodel",
             pipeline_file=pipeline_file,
@@ -126,6 +134,9 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             trained["data"],
             trained["hyperparameters"],
             validated["signature_fingerprint"],
+            validated["signatures"],
+            validated["verdict"],
+            validated["baseline_version"],
         )
         validated >> exported >> waited >> published
     return dag

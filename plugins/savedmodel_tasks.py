@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 from importlib import metadata
 
 from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
@@ -52,19 +54,26 @@ def train(pipeline_file: str) -> dict:
 
 
 @task(multiple_outputs=True)
-def validate_signatures(pipeline_file: str, checkpoint: str, metrics: dict) -> dict:
-    """Checks signatures against the contract, smoke-runs them and applies the quality gate."""
+def validate_signatures(pipeline_file: str, checkpoint: str, metrics: dict, options: dict) -> dict:
+    """Checks signatures against the contract and the served version, smoke-runs them, gates quality."""
     from include.config import load_pipeline_config
+    from include.registry import baseline, read_manifest
     from include.signatures import validate_checkpoint
+    from include.versions import model_dir
 
     with fail_fast_on_permanent_errors():
         config = load_pipeline_config(pipeline_file)
-        verdict = validate_checkpoint(config, checkpoint, metrics)
-    return {
-        "signature_fingerprint": verdict["signature_fingerprint"],
-        "verdict": verdict["verdict"],
-        "signatures": verdict["signatures"],
-    }
+        served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))
+        log.info("baseline: %s", f"version {served['version']}" if served else "none (first publish)")
+        verdict = validate_checkpoint(
+            config,
+            checkpoint,
+            metrics,
+            baseline=served,
+            force_reason=options.get("force_reason") if options.get("force_publish") else None,
+            allow_breaking_change=bool(options.get("allow_breaking_change")),
+        )
+    return verdict
 
 
 @task
@@ -77,6 +86,9 @@ def publish_version(
     data: dict,
     hyperparameters: dict,
     signature_fingerprint: str,
+    signatures: dict,
+    verdict: str,
+    baseline_version: int | None,
 ) -> dict:
     """Promotes the exported version into the serving root atomically and records its lineage."""
     from include.config import load_pipeline_config
@@ -95,6 +107,9 @@ def publish_version(
         "metrics": metrics,
         "hyperparameters": hyperparameters,
         "signature_fingerprint": signature_fingerprint,
+        "signatures": signatures,
+        "quality_gate": {"verdict": verdict, "baseline_version": baseline_version},
+        "code_revision": _code_revision(),
         "tensorflow_version": _package_version("tensorflow-cpu") or _package_version("tensorflow"),
         "airflow_version": _package_version("apache-airflow"),
         "published_by": socket.gethostname(),
@@ -109,6 +124,11 @@ def publish_version(
             force=options.get("force_publish", False),
             force_reason=options.get("force_reason") or None,
             record=record,
+            keep_versions=config.serving.keep_versions,
+            serving_policy={
+                "version_policy": config.serving.version_policy,
+                "num_latest": config.serving.num_latest,
+            },
         )
     log.info(
         "version %s of model %s is served from %s (%s)",
@@ -122,9 +142,27 @@ def publish_version(
             "version": result.version,
             "path": result.path,
             "status": result.status,
-            "eval_accuracy": metrics.get("eval_accuracy"),
+            "labels": result.labels,
+            "metrics": metrics,
         }
     return result.to_dict()
+
+
+def _code_revision() -> str | None:
+    """Returns the git commit of the project checkout, if it is one (else None)."""
+    from include.config import PROJECT_ROOT
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def _package_version(name: str) -> str | None:
@@ -133,3 +171,28 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+@task
+def move_label() -> dict:
+    """Points a label (stable/canary) at a published, loadable version; records who and why."""
+    from include.config import load_all_pipelines
+    from include.registry import promote
+
+    context = get_current_context()
+    params, dag_run = context["params"], context["dag_run"]
+    with fail_fast_on_permanent_errors():
+        configs, _ = load_all_pipelines()
+        (config,) = [c for c in configs if c.name == params["pipeline"]] or [None]
+        if config is None:
+            raise AirflowFailException(f"pipeline {params['pipeline']!r} is not a valid pipeline")
+        by = getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
+        manifest = promote(
+            config.storage.serving_root,
+            config.model.name,
+            params["version"],
+            params["label"],
+            by=by,
+            reason=params["reason"],
+        )
+    return {"model": config.model.name, "labels": manifest["labels"]}

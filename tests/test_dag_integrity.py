@@ -18,6 +18,7 @@ from include.config import PROJECT_ROOT
 from tests.conftest import example_raw, write_pipeline
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
+SUPPORT_DAGS = ["savedmodel_asset_consumer", "savedmodel_promote"]
 TASK_ORDER = ["train", "validate_signatures", "export_savedmodel", "wait_for_version", "publish_version"]
 
 
@@ -65,9 +66,16 @@ def test_publish_declares_the_model_asset(dagbag):
 
 
 def test_trigger_params_are_declared(dagbag):
-    """The trigger form offers steps, learning_rate, version, force_publish and force_reason."""
+    """The trigger form offers the overrides, the version and the force / breaking-change switches."""
     params = dagbag.dags["digits_softmax"].params
-    assert set(params) == {"steps", "learning_rate", "version", "force_publish", "force_reason"}
+    assert set(params) == {
+        "steps",
+        "learning_rate",
+        "version",
+        "force_publish",
+        "force_reason",
+        "allow_breaking_change",
+    }
     assert params["force_publish"] is False and params["version"] is None
 
 
@@ -108,6 +116,22 @@ def test_trigger_form_accepts_good_params(dagbag):
     assert params.validate()["version"] == 20261012000000
 
 
+def test_promote_dag_params(dagbag):
+    """The promote/rollback DAG asks for pipeline (enum), version, label (enum) and a reason."""
+    params = dagbag.dags["savedmodel_promote"].params
+    assert set(params) == {"pipeline", "version", "label", "reason"}
+    schema = {key: params.get_param(key).schema for key in params}
+    assert schema["pipeline"]["enum"] == ["digits_softmax"]
+    assert schema["label"]["enum"] == ["stable", "canary"]
+    assert schema["reason"]["minLength"] == 1
+
+
+def test_asset_consumer_is_scheduled_on_every_model_asset(dagbag):
+    """The example consumer DAG runs on events of any pipeline's model asset."""
+    dag = dagbag.dags["savedmodel_asset_consumer"]
+    assert "savedmodel/digits" in str(dag.timetable.asset_condition)
+
+
 def test_parsing_imports_no_tensorflow():
     """Parsing the dags folder in a fresh interpreter leaves tensorflow out of sys.modules."""
     script = (
@@ -132,7 +156,7 @@ def test_broken_yaml_is_one_import_error_and_others_still_load(monkeypatch, tmp_
     bad["training"]["steps"] = "lots"
     write_pipeline(tmp_path, bad, "broken.yaml")
     dagbag = load_dagbag(monkeypatch, tmp_path)
-    assert list(dagbag.dag_ids) == ["digits_softmax"]
+    assert sorted(dagbag.dag_ids) == ["digits_softmax", *SUPPORT_DAGS]
     ((path, message),) = dagbag.import_errors.items()
     assert path.endswith("pipeline_config_errors.py")
     assert str(tmp_path / "broken.yaml") in message
@@ -146,4 +170,8 @@ def test_new_yaml_gives_a_new_dag(monkeypatch, tmp_path):
     second["name"] = "digits_mlp"
     second["model"].update(builder="mlp", hidden_units=[32])
     write_pipeline(tmp_path, second, "b.yaml")
-    assert sorted(load_dagbag(monkeypatch, tmp_path).dag_ids) == ["digits_mlp", "digits_softmax"]
+    assert sorted(load_dagbag(monkeypatch, tmp_path).dag_ids) == [
+        "digits_mlp",
+        "digits_softmax",
+        *SUPPORT_DAGS,
+    ]

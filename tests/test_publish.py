@@ -24,7 +24,6 @@ def altered_copy(exported: Path, tmp_path: Path) -> Path:
     """Returns a complete export whose content differs from `exported` (an extra asset)."""
     other = tmp_path / "other" / exported.name
     shutil.copytree(exported, other)
-    (other / "assets.extra").mkdir()
     (other / "assets.extra" / "note.txt").write_text("different")
     return other
 

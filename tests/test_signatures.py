@@ -8,7 +8,7 @@ import pytest
 
 from include.config import SignatureSpec, TensorSpec
 from include.errors import ContractMismatchError, QualityGateError
-from include.signatures import validate_checkpoint
+from include.signatures import compatibility_diff, validate_checkpoint
 
 
 def with_signatures(config, **changes):
@@ -64,3 +64,82 @@ def test_quality_gate_names_metric_value_and_bound(session_config, trained):
     )
     with pytest.raises(QualityGateError, match=r"eval_accuracy=0\.9\d+, expected >= 0\.999"):
         validate_checkpoint(config, trained.checkpoint, trained.metrics)
+
+
+# --- against the served version: signature compatibility and no regression ---------------
+
+
+def served_entry(trained, session_config, **changes) -> dict:
+    """Returns a manifest entry like the one of a served version of this model."""
+    signatures = validate_checkpoint(session_config, trained.checkpoint, trained.metrics)["signatures"]
+    return {"version": 20261001000000, "signatures": signatures, "metrics": dict(trained.metrics), **changes}
+
+
+def test_compatible_with_the_same_signatures(session_config, trained):
+    """A candidate with the served version's signatures passes the compatibility check."""
+    baseline = served_entry(trained, session_config)
+    verdict = validate_checkpoint(session_config, trained.checkpoint, trained.metrics, baseline=baseline)
+    assert verdict["verdict"] == "passed" and verdict["baseline_version"] == 20261001000000
+
+
+def test_compatibility_diff_names_breaking_changes():
+    """Removed signatures/outputs and changed dtypes break clients; added outputs do not."""
+    served = {
+        "a": {
+            "method": "m",
+            "inputs": {"x": {"dtype": "float32", "shape": [-1, 4]}},
+            "outputs": {"y": {"dtype": "float32", "shape": [-1]}},
+        },
+        "gone": {"method": "m", "inputs": {}, "outputs": {}},
+    }
+    candidate = {
+        "a": {
+            "method": "m",
+            "inputs": {"x": {"dtype": "float64", "shape": [-1, 4]}, "z": {"dtype": "float32", "shape": [-1]}},
+            "outputs": {"extra": {"dtype": "float32", "shape": [-1]}},
+        },
+    }
+    assert set(compatibility_diff(served, candidate)) == {
+        "signature 'gone' removed",
+        "signature 'a': new input 'z' that clients do not send",
+        "signature 'a': output 'y' removed",
+        "signature 'a': input 'x' dtype changed from float32 to float64",
+    }
+
+
+def test_breaking_change_fails_unless_allowed(session_config, trained):
+    """A served version with another output shape makes validation fail with the diff, unless allowed."""
+    baseline = served_entry(trained, session_config)
+    baseline["signatures"]["predict_images"]["outputs"]["scores"]["shape"] = [-1, 12]
+    with pytest.raises(
+        ContractMismatchError, match=r"output 'scores' shape changed from \[-1, 12\] to \[-1, 10\]"
+    ):
+        validate_checkpoint(session_config, trained.checkpoint, trained.metrics, baseline=baseline)
+    verdict = validate_checkpoint(
+        session_config, trained.checkpoint, trained.metrics, baseline=baseline, allow_breaking_change=True
+    )
+    assert verdict["verdict"] == "passed"
+
+
+def test_regression_against_the_served_version_fails(session_config, trained):
+    """Accuracy more than max_accuracy_drop below the served version's fails, naming both."""
+    better = served_entry(trained, session_config, metrics={"eval_accuracy": 0.999})
+    with pytest.raises(
+        QualityGateError, match=r"version 20261001000000 has 0\.999000, max_accuracy_drop 0\.02"
+    ):
+        validate_checkpoint(session_config, trained.checkpoint, trained.metrics, baseline=better)
+
+
+def test_force_reason_overrides_the_gate_only(session_config, trained):
+    """force_publish with a reason turns a failed gate into verdict 'forced'."""
+    better = served_entry(trained, session_config, metrics={"eval_accuracy": 0.999})
+    verdict = validate_checkpoint(
+        session_config, trained.checkpoint, trained.metrics, baseline=better, force_reason="known data shift"
+    )
+    assert verdict["verdict"] == "forced"
+
+
+def test_first_publish_has_no_baseline(session_config, trained):
+    """Without a served version only the absolute thresholds apply."""
+    verdict = validate_checkpoint(session_config, trained.checkpoint, trained.metrics, baseline=None)
+    assert verdict["verdict"] == "passed" and verdict["baseline_version"] is None

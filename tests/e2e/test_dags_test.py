@@ -73,12 +73,43 @@ def test_rerun_of_the_same_date_is_idempotent(airflow_env, first_run):
     assert after["content_digest"] == before and after["last_publish"] == "unchanged"
 
 
-def test_conf_overrides_reach_the_run(airflow_env, first_run):
-    """Trigger conf (steps, explicit version) is validated and used by the run."""
-    conf = json.dumps({"steps": 300, "version": 7})
-    airflow_env.run("dags", "test", "digits_softmax", "2026-10-20T00:00:00+00:00", "-c", conf)
-    entry = read_manifest(model_dir(airflow_env))["versions"]["7"]
-    assert entry["hyperparameters"]["steps"] == 300 and entry["params"]["version"] == 7
+WEAK = {"steps": 300}  # trains a worse model than the 2,000-step one published first
+
+
+@pytest.fixture(scope="module")
+def forced_version_7(airflow_env, first_run) -> dict:
+    """Publishes a weak model as version 7 with force_publish, and returns its manifest entry."""
+    forced = {
+        **WEAK,
+        "version": 7,
+        "force_publish": True,
+        "force_reason": "accept a smaller model for the drill",
+    }
+    airflow_env.run("dags", "test", "digits_softmax", "2026-10-21T00:00:00+00:00", "-c", json.dumps(forced))
+    return read_manifest(model_dir(airflow_env))["versions"]["7"]
+
+
+def test_quality_gate_blocks_a_regression(airflow_env, first_run):
+    """steps=300 trains a worse model: the gate fails the run and nothing is published."""
+    done = airflow_env.run(
+        "dags",
+        "test",
+        "digits_softmax",
+        "2026-10-20T00:00:00+00:00",
+        "-c",
+        json.dumps({**WEAK, "version": 8}),
+        check=False,
+    )
+    assert "quality gate failed: eval_accuracy=" in done.stdout + done.stderr
+    assert "max_accuracy_drop 0.02" in done.stdout + done.stderr
+    assert not (model_dir(airflow_env) / "8").exists()
+
+
+def test_force_publish_overrides_the_gate_with_a_reason(airflow_env, forced_version_7):
+    """With force_publish and a reason the weak model is published; the override is recorded."""
+    assert forced_version_7["hyperparameters"]["steps"] == 300 and forced_version_7["params"]["version"] == 7
+    assert forced_version_7["quality_gate"]["verdict"] == "forced"
+    assert forced_version_7["force_reason"] == "accept a smaller model for the drill"
     assert_complete(model_dir(airflow_env) / "7")
 
 
@@ -99,4 +130,42 @@ def test_broken_yaml_is_listed_as_an_import_error(airflow_env, first_run):
     assert (
         "broken.yaml" in error["error"] and "retries: expected an integer, got str 'often'" in error["error"]
     )
-    assert [d["dag_id"] for d in dags] == ["digits_softmax"]
+    assert sorted(d["dag_id"] for d in dags) == [
+        "digits_softmax",
+        "savedmodel_asset_consumer",
+        "savedmodel_promote",
+    ]
+
+
+def test_lineage_and_labels_after_runs(airflow_env, first_run):
+    """The manifest carries signatures, gate verdict and code revision; labels follow the rules."""
+    manifest = read_manifest(model_dir(airflow_env))
+    entry = manifest["versions"][VERSION]
+    assert set(entry["signatures"]) == {"predict_images", "serving_default"}
+    assert entry["quality_gate"]["verdict"] == "passed"
+    assert entry["tensorflow_version"] == "2.21.0" and entry["airflow_version"].startswith("3.")
+    assert manifest["labels"]["canary"] == int(VERSION)
+
+
+def test_promote_dag_rolls_stable_back(airflow_env, forced_version_7):
+    """The promote DAG moves stable to version 7 (published above), records why; models.config follows."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    conf = {"pipeline": "digits_softmax", "version": 7, "label": "stable", "reason": "rollback drill"}
+    airflow_env.run("dags", "test", "savedmodel_promote", "-c", json.dumps(conf))
+    manifest = read_manifest(model_dir(airflow_env))
+    assert manifest["labels"]["stable"] == 7
+    assert manifest["history"][-1]["reason"] == "rollback drill"
+    text = (airflow_env.root / "serving" / "models.config").read_text()
+    (config,) = text_format.Parse(text, model_server_config_pb2.ModelServerConfig()).model_config_list.config
+    assert config.version_labels["stable"] == 7
+
+
+def test_promote_dag_refuses_an_unknown_version(airflow_env, first_run):
+    """Promoting a version that was never published fails and leaves the labels alone."""
+    before = read_manifest(model_dir(airflow_env))["labels"]
+    conf = {"pipeline": "digits_softmax", "version": 123, "label": "stable", "reason": "typo"}
+    done = airflow_env.run("dags", "test", "savedmodel_promote", "-c", json.dumps(conf), check=False)
+    assert "not a published version" in done.stdout + done.stderr
+    assert read_manifest(model_dir(airflow_env))["labels"] == before

@@ -101,7 +101,8 @@ def test_scheduled_run_publishes(api, store):
 
 
 def test_rest_trigger_with_overrides(api, store):
-    """POST /dagRuns with conf: the overrides reach training and the lineage."""
+    """POST /dagRuns with conf: the overrides reach training and the lineage; consumers hear of it."""
+    api.unpause("savedmodel_asset_consumer")
     run_id = api.trigger("ops_manual", {"steps": 300, "learning_rate": 0.2, "version": 42})
     run = api.wait_for_run("ops_manual", run_id)
     assert_run_succeeded(api, "ops_manual", run)
@@ -110,6 +111,20 @@ def test_rest_trigger_with_overrides(api, store):
     assert entry["hyperparameters"]["steps"] == 300 and entry["hyperparameters"]["learning_rate"] == 0.2
     assert entry["params"]["version"] == 42
     assert_complete(model_dir(store, "ops_manual") / "42")
+
+    # The publish's Asset event scheduled the example consumer DAG, with the version in its extra.
+    deadline = time.monotonic() + 120
+    announced: list = []
+    while time.monotonic() < deadline and not any(a.get("version") == 42 for a in announced):
+        for run in api.runs("savedmodel_asset_consumer"):
+            if run["state"] == "success":
+                announced += api.get(
+                    f"/api/v2/dags/savedmodel_asset_consumer/dagRuns/{run['dag_run_id']}"
+                    "/taskInstances/report_new_versions/xcomEntries/return_value"
+                )["value"]
+        time.sleep(2)
+    (event,) = [a for a in announced if a.get("version") == 42]
+    assert event["asset"] == "savedmodel/manual_digits" and event["path"].endswith("/manual_digits/42")
 
 
 @pytest.mark.parametrize(

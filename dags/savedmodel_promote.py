@@ -1,0 +1,57 @@
+"""
+## Promote or roll back a SavedModel version (Airflow DAG, manual trigger only)
+
+Moves a label — `stable` or `canary` — to a version that is already published, after checking
+that its directory is complete and that TensorFlow loads it. Pointing `stable` at an older
+version is a rollback. The move, who asked and why are recorded in the model's `manifest.json`,
+and `models.config` under the serving root is regenerated, so TensorFlow Serving (started with
+`--model_config_file` and a `--model_config_file_poll_wait_seconds`) follows the label.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from include.config import load_all_pipelines
+from include.registry import LABELS
+from include.versions import MAX_VERSION
+from plugins.savedmodel_tasks import move_label
+
+_configs, _ = load_all_pipelines()
+
+with DAG(
+    dag_id="savedmodel_promote",
+    description="Move the stable/canary label of a model to a published version (promote or roll back)",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["savedmodel", "registry"],
+    default_args={"owner": "ml-platform", "retries": 1},
+    params={
+        "pipeline": Param(
+            _configs[0].name if _configs else None,
+            type="string",
+            enum=[c.name for c in _configs] or [""],
+            title="Pipeline",
+            description="The pipeline whose model to relabel.",
+        ),
+        "version": Param(
+            type="integer",
+            minimum=1,
+            maximum=MAX_VERSION,
+            title="Version",
+            description="A published version number (see `make versions`).",
+        ),
+        "label": Param("stable", type="string", enum=list(LABELS), title="Label"),
+        "reason": Param(
+            type="string",
+            minLength=1,
+            maxLength=500,
+            title="Reason",
+            description="Why (recorded in the manifest with your user name).",
+        ),
+    },
+):
+    move_label()
