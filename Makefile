@@ -21,12 +21,13 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv airflow-home data demo test lint airflow clean
+.PHONY: help venv airflow-home data demo test lint airflow versions clean
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
 	@echo "make test     run the test suite"
 	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
+	@echo "make versions PIPELINE=digits_softmax   list a model's versions, labels and accuracy"
 	@echo "make lint     ruff"
 
 # The virtual environment is rebuilt only when a requirements file changes.
@@ -62,6 +63,10 @@ lint: venv
 # Login admin / admin. Ctrl-C stops every component.
 airflow: airflow-home data
 	$(BIN)/python -m include.local_airflow
+
+PIPELINE ?= digits_softmax
+versions: venv
+	@$(BIN)/python -m include.registry versions $(PIPELINE)
 
 clean:
 	rm -rf .airflow build data

@@ -64,7 +64,16 @@ def validate_signatures(pipeline_file: str, checkpoint: str, metrics: dict, opti
     with fail_fast_on_permanent_errors():
         config = load_pipeline_config(pipeline_file)
         served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))
-        log.info("baseline: %s", f"version {served['version']}" if served else "none (first publish)")
+        if served and int(served["version"]) > int(options["version"]):
+            # A version older than the served one (a backfill) cannot displace it: it gets no
+            # label and is not "latest", so only the absolute thresholds apply.
+            log.info(
+                "version %s is older than the baseline %s: no regression check",
+                options["version"],
+                served["version"],
+            )
+            served = None
+        log.info("baseline: %s", f"version {served['version']}" if served else "none")
         verdict = validate_checkpoint(
             config,
             checkpoint,
