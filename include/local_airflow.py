@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +29,10 @@ from pathlib import Path
 from include.config import PROJECT_ROOT
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: SQLite connect args for every component (`[database] sql_alchemy_connect_args` imports this):
+#: five processes share one SQLite file, so a writer waits up to a minute for the lock
+#: instead of failing with "database is locked" after sqlite3's default 5 s.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 HEALTH_PATH = "/api/v2/monitor/health"
 DEFAULT_USER = "admin"
 DEFAULT_PASSWORD = "admin"  # noqa: S105 - the documented local, loopback-only login
@@ -54,6 +59,8 @@ def airflow_env(
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.local_airflow.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "include.local_airflow.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEFAULT_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -117,6 +124,10 @@ class LocalAirflow:
         if not passwords.exists():
             passwords.write_text(json.dumps({DEFAULT_USER: DEFAULT_PASSWORD}))
         self.cli("db", "migrate")
+        # Write-ahead logging lets readers (the API server, the UI) proceed while a writer holds
+        # the lock; the mode is stored in the database file itself.
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=60)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         self.cli(
             "pools",
             "set",

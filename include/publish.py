@@ -175,10 +175,17 @@ def _record(
 
 
 def _remove_stale_staging(base: Path) -> None:
-    """Deletes staging dirs left by crashed publishers (under the lock no publisher is live)."""
-    for stale in [*base.glob(f"{STAGING_PREFIX}*"), *base.glob(".deleting-*")]:
-        log.warning("removing stale staging dir %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    """Deletes staging dirs and temp files left by crashed publishers (under the lock none is live)."""
+    for stale in [
+        *base.glob(f"{STAGING_PREFIX}*"),
+        *base.glob(".deleting-*"),
+        *base.glob(f".{MANIFEST_FILE}.*.tmp"),
+    ]:
+        log.warning("removing %s, left by a crashed publisher", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _exchange(a: Path, b: Path) -> None:

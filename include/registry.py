@@ -300,6 +300,8 @@ def write_models_config(serving_root: Path) -> Path:
     """Regenerates `<serving_root>/models.config` atomically under the root's lock."""
     serving_root = Path(serving_root)
     with locked(serving_root):
+        for stale in serving_root.glob(f".{MODELS_CONFIG_FILE}.*.tmp"):  # a crashed writer's
+            stale.unlink(missing_ok=True)
         path = serving_root / MODELS_CONFIG_FILE
         write_text_atomic(path, render_models_config(serving_root))
     return path

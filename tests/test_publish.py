@@ -85,7 +85,9 @@ def test_incomplete_export_is_refused(exported, serving_root, tmp_path):
     shutil.copytree(exported, broken)
     for shard in (broken / "variables").glob("variables.data-*"):
         shard.unlink()
-    with pytest.raises(IncompleteModelError, match=r"no variables\.data"):
+    with pytest.raises(
+        IncompleteModelError, match=r"missing data shard variables\.data-00000-of-00001 named by the index"
+    ):
         publish_version(broken, serving_root, "digits", 5)
     assert not (serving_root / "digits" / "5").exists()
 

@@ -106,11 +106,15 @@ def test_promote_rolls_back_to_a_loadable_version(exported, serving_root):
 
 
 def test_promote_refuses_a_version_that_does_not_load(exported, serving_root):
-    """A published dir whose saved_model.pb got corrupted cannot receive a label."""
+    """A version whose files look whole but that TensorFlow cannot load gets no label."""
     publish(exported, serving_root, 10)
     publish(exported, serving_root, 20)
-    (serving_root / "digits" / "20" / "saved_model.pb").write_bytes(b"not a protobuf")
+    # Well-formed protobuf framing (a meta_graphs field), meaningless content.
+    (serving_root / "digits" / "20" / "saved_model.pb").write_bytes(b"\x12\x03abc")
     with pytest.raises(RegistryError, match="does not load"):
+        promote(serving_root, "digits", 20, "stable", by="bob", reason="try")
+    (serving_root / "digits" / "20" / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(RegistryError, match=r"is not complete: saved_model\.pb is truncated or corrupted"):
         promote(serving_root, "digits", 20, "stable", by="bob", reason="try")
     assert labels(serving_root)["stable"] == 10
 

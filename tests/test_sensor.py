@@ -37,6 +37,16 @@ def test_reschedule_mode_pokes_the_same(version_copy):
     assert poke(version_copy, mode="reschedule").is_done
 
 
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
 def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -53,6 +63,11 @@ def _remove(path: Path) -> None:
             d / "variables" / "variables.data-00000-of-00002"
         ),
         lambda d: _remove(d),
+        lambda d: _truncate(d / "saved_model.pb", 0.5),
+        lambda d: _truncate(d / "variables" / "variables.index", 0.9),
+        lambda d: (d / "variables" / "variables.index").write_bytes(b"\x00" * 164),
+        lambda d: _truncate(d / "variables" / "variables.data-00000-of-00001", 0.5),
+        lambda d: _remove(d) or d.write_bytes(b"stray file named like a version"),
     ],
     ids=[
         "missing pb",
@@ -62,10 +77,15 @@ def _remove(path: Path) -> None:
         "missing shard",
         "shard 2 of 2 missing",
         "missing dir",
+        "truncated pb",
+        "truncated index",
+        "garbage index",
+        "truncated shard",
+        "stray file",
     ],
 )
 def test_incomplete_version_is_not_done(version_copy, damage):
-    """Missing pb, variables/, index or any named data shard keeps the sensor waiting."""
+    """Missing, empty, truncated or garbage pb, index or data shard keeps the sensor waiting."""
     damage(version_copy)
     assert not poke(version_copy).is_done
 

@@ -74,43 +74,48 @@ def test_rerun_of_the_same_date_is_idempotent(airflow_env, first_run):
 
 
 WEAK = {"steps": 300}  # trains a worse model than the 2,000-step one published first
+FORCED_DATE, FORCED_VERSION = "2026-10-21T00:00:00+00:00", 20261021000000
 
 
 @pytest.fixture(scope="module")
-def forced_version_7(airflow_env, first_run) -> dict:
-    """Publishes a weak model as version 7 with force_publish, and returns its manifest entry."""
-    forced = {
-        **WEAK,
-        "version": 7,
-        "force_publish": True,
-        "force_reason": "accept a smaller model for the drill",
-    }
-    airflow_env.run("dags", "test", "digits_softmax", "2026-10-21T00:00:00+00:00", "-c", json.dumps(forced))
-    return read_manifest(model_dir(airflow_env))["versions"]["7"]
+def forced_version(airflow_env, first_run) -> dict:
+    """Publishes a weak model, newer than the first, with force_publish; returns its manifest entry."""
+    forced = {**WEAK, "force_publish": True, "force_reason": "accept a smaller model for the drill"}
+    airflow_env.run("dags", "test", "digits_softmax", FORCED_DATE, "-c", json.dumps(forced))
+    return read_manifest(model_dir(airflow_env))["versions"][str(FORCED_VERSION)]
 
 
 def test_quality_gate_blocks_a_regression(airflow_env, first_run):
-    """steps=300 trains a worse model: the gate fails the run and nothing is published."""
+    """steps=300 trains a worse model than the served one: the gate fails and nothing is published."""
     done = airflow_env.run(
-        "dags",
-        "test",
-        "digits_softmax",
-        "2026-10-20T00:00:00+00:00",
-        "-c",
-        json.dumps({**WEAK, "version": 8}),
-        check=False,
+        "dags", "test", "digits_softmax", "2026-10-20T00:00:00+00:00", "-c", json.dumps(WEAK), check=False
     )
     assert "quality gate failed: eval_accuracy=" in done.stdout + done.stderr
     assert "max_accuracy_drop 0.02" in done.stdout + done.stderr
-    assert not (model_dir(airflow_env) / "8").exists()
+    assert not (model_dir(airflow_env) / "20261020000000").exists()
 
 
-def test_force_publish_overrides_the_gate_with_a_reason(airflow_env, forced_version_7):
+def test_force_publish_overrides_the_gate_with_a_reason(airflow_env, forced_version):
     """With force_publish and a reason the weak model is published; the override is recorded."""
-    assert forced_version_7["hyperparameters"]["steps"] == 300 and forced_version_7["params"]["version"] == 7
-    assert forced_version_7["quality_gate"]["verdict"] == "forced"
-    assert forced_version_7["force_reason"] == "accept a smaller model for the drill"
-    assert_complete(model_dir(airflow_env) / "7")
+    assert forced_version["hyperparameters"]["steps"] == 300
+    assert forced_version["quality_gate"]["verdict"] == "forced"
+    assert forced_version["force_reason"] == "accept a smaller model for the drill"
+    assert_complete(model_dir(airflow_env) / str(FORCED_VERSION))
+
+
+def test_backfilled_older_version_skips_the_regression_check(airflow_env, first_run):
+    """A version older than the served one cannot displace it: only absolute thresholds apply."""
+    airflow_env.run(
+        "dags",
+        "test",
+        "digits_softmax",
+        "2026-10-25T00:00:00+00:00",
+        "-c",
+        json.dumps({**WEAK, "version": 8}),
+    )
+    entry = read_manifest(model_dir(airflow_env))["versions"]["8"]
+    assert entry["quality_gate"] == {"verdict": "passed", "baseline_version": None}
+    assert "8" not in {str(v) for v in read_manifest(model_dir(airflow_env))["labels"].values()}
 
 
 def test_broken_yaml_is_listed_as_an_import_error(airflow_env, first_run):
@@ -144,22 +149,30 @@ def test_lineage_and_labels_after_runs(airflow_env, first_run):
     assert set(entry["signatures"]) == {"predict_images", "serving_default"}
     assert entry["quality_gate"]["verdict"] == "passed"
     assert entry["tensorflow_version"] == "2.21.0" and entry["airflow_version"].startswith("3.")
-    assert manifest["labels"]["canary"] == int(VERSION)
+    assert manifest["labels"]["stable"] == int(VERSION)  # the first publish; nothing moved it
 
 
-def test_promote_dag_rolls_stable_back(airflow_env, forced_version_7):
-    """The promote DAG moves stable to version 7 (published above), records why; models.config follows."""
+def test_promote_dag_rolls_canary_back(airflow_env, forced_version):
+    """The forced newer version became canary; the promote DAG moves canary back, records why,
+    and models.config follows."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    conf = {"pipeline": "digits_softmax", "version": 7, "label": "stable", "reason": "rollback drill"}
+    assert read_manifest(model_dir(airflow_env))["labels"]["canary"] == FORCED_VERSION
+    conf = {
+        "pipeline": "digits_softmax",
+        "version": int(VERSION),
+        "label": "canary",
+        "reason": "rollback drill",
+    }
     airflow_env.run("dags", "test", "savedmodel_promote", "-c", json.dumps(conf))
     manifest = read_manifest(model_dir(airflow_env))
-    assert manifest["labels"]["stable"] == 7
+    assert manifest["labels"]["canary"] == int(VERSION)
     assert manifest["history"][-1]["reason"] == "rollback drill"
+    assert manifest["history"][-1]["previous"] == FORCED_VERSION
     text = (airflow_env.root / "serving" / "models.config").read_text()
     (config,) = text_format.Parse(text, model_server_config_pb2.ModelServerConfig()).model_config_list.config
-    assert config.version_labels["stable"] == 7
+    assert config.version_labels["canary"] == int(VERSION)
 
 
 def test_promote_dag_refuses_an_unknown_version(airflow_env, first_run):
