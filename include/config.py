@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -269,6 +270,9 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
         yield (
             f"model.builder: expected 'softmax', 'mlp' or 'package.module:function', got {model.builder!r}"
         )
+    if any(not 1 <= units <= 100_000 for units in model.hidden_units) or len(model.hidden_units) > 32:
+        units = list(model.hidden_units)
+        yield f"model.hidden_units: expected at most 32 layer sizes in 1..100000, got {units}"
     if not config.signatures:
         yield "signatures: expected at least one signature"
     for key in config.signatures:
@@ -294,7 +298,7 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
 
 def _describe(value: Any) -> str:
     """Returns a short description of a YAML value for error messages."""
-    text = repr(value)
+    text = reprlib.repr(value)  # bounded: a YAML alias bomb must not explode the message
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -351,10 +355,13 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str], meta: Mapping[
             return tuple(value)
         return tuple(_convert(item_type, item, f"{path}[{i}]", problems) for i, item in enumerate(value))
     if tp is Path:
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
+        if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:
             problems.append(f"{where}: expected a non-empty path string, got {_describe(value)}")
             return Path(".")
         path_value = Path(value).expanduser()
+        if ".." in path_value.parts:
+            problems.append(f"{where}: expected a path without '..' components, got {value!r}")
+            return Path(".")
         return path_value if path_value.is_absolute() else (PROJECT_ROOT / path_value)
     if tp is dt.date:
         if isinstance(value, dt.datetime):

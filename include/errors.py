@@ -78,3 +78,9 @@ class InvalidPipelinesError(PipelineError):
             for error in self.errors
         )
         super().__init__(f"{len(self.errors)} invalid pipeline file(s); their DAGs are not loaded:\n{blocks}")
+
+
+class StorageError(PipelineError):
+    """Writing to the model store failed (disk full, I/O error); nothing partial is left behind."""
+
+    permanent = False  # space may be freed; a retry can succeed

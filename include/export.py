@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig
-from include.errors import IncompleteModelError
+from include.errors import IncompleteModelError, StorageError
 from include.model import build_serving_graph
 from include.savedmodel_dir import content_digest, fsync_tree, missing_parts
 from include.signatures import build_signature_def_map
@@ -60,12 +60,18 @@ def export_savedmodel(config: PipelineConfig, checkpoint: str, export_dir: str |
     for stale in export_dir.parent.glob(f".tmp-{export_dir.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = export_dir.parent / f".tmp-{export_dir.name}-{os.getpid()}"
-    write_savedmodel(config, checkpoint, tmp_dir)
-    problems = missing_parts(tmp_dir)
-    if problems:
-        raise IncompleteModelError(str(tmp_dir), problems)
-    fsync_tree(tmp_dir)
-    os.rename(tmp_dir, export_dir)
+    try:
+        write_savedmodel(config, checkpoint, tmp_dir)
+        problems = missing_parts(tmp_dir)
+        if problems:
+            raise IncompleteModelError(str(tmp_dir), problems)
+        fsync_tree(tmp_dir)
+        os.rename(tmp_dir, export_dir)
+    except Exception as err:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(err, OSError) or type(err).__module__.startswith("tensorflow"):
+            raise StorageError(f"cannot write the SavedModel to {tmp_dir}: {err}") from err
+        raise
     sidecar.write_text(json.dumps({"checkpoint": checkpoint, "checkpoint_digest": source}))
     log.info("exported SavedModel to %s", export_dir)
     return _describe_export(export_dir, source, reused=False)

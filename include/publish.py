@@ -15,7 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
+from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
 from include.registry import (
     MANIFEST_FILE,
     apply_retention,
@@ -103,8 +103,11 @@ def publish_version(
             status = "replaced"
         staging = base / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
         try:
-            shutil.copytree(export_path, staging)
-            fsync_tree(staging)
+            try:
+                shutil.copytree(export_path, staging)
+                fsync_tree(staging)
+            except OSError as err:
+                raise StorageError(f"cannot write {staging}: {err.strerror or err}") from err
             staged_problems = missing_parts(staging)
             if staged_problems:
                 raise IncompleteModelError(str(staging), staged_problems)

@@ -1,0 +1,71 @@
+"""Concurrency: many publishers of one model at once lose nothing; readers never see a torn manifest."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from include.publish import publish_version
+from include.registry import MANIFEST_FILE, MODELS_CONFIG_FILE, read_manifest
+from tests.helpers import assert_complete
+
+PUBLISHERS = 8
+ROUNDS = 3
+
+
+def _publish(args) -> str:
+    export, root, version = args
+    return publish_version(export, root, "digits", version, record={"run_id": f"r{version}"}).status
+
+
+def _read_until(stop, root: str, results) -> None:
+    """Polls the manifest and models.config until `stop` is set; counts reads and bad reads."""
+    model_dir = Path(root) / "digits"
+    reads = bad = 0
+    while not stop.is_set():
+        for path in (model_dir / MANIFEST_FILE, Path(root) / MODELS_CONFIG_FILE):
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue
+            reads += 1
+            if path.suffix == ".json":
+                try:
+                    json.loads(text)
+                except ValueError:
+                    bad += 1
+            elif not text.startswith("model_config_list {") or not text.rstrip().endswith("}"):
+                bad += 1
+    results.put((reads, bad))
+
+
+def test_concurrent_publishers_and_readers(exported, tmp_path):
+    """8 processes x 3 rounds publish new and repeated versions while 2 readers poll the files."""
+    root = tmp_path / "serving"
+    ctx = multiprocessing.get_context("spawn")
+    results, stop = ctx.Queue(), ctx.Event()
+    readers = [ctx.Process(target=_read_until, args=(stop, str(root), results)) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    expected: set[str] = set()
+    statuses = []
+    with ctx.Pool(PUBLISHERS) as pool:
+        for round_ in range(ROUNDS):
+            # Half the publishers publish a new version each, half repeat one from this round.
+            versions = [round_ * 100 + i + 1 for i in range(PUBLISHERS // 2)] * 2
+            expected |= {str(v) for v in versions}
+            statuses += pool.map(_publish, [(str(exported), str(root), v) for v in versions])
+    stop.set()
+    for reader in readers:
+        reader.join(60)
+    reads = [results.get(timeout=10) for _ in readers]
+
+    manifest = read_manifest(root / "digits")
+    assert set(manifest["versions"]) == expected
+    assert sorted(statuses).count("published") == len(expected)
+    assert sorted(statuses).count("unchanged") == len(expected)
+    for version in expected:
+        assert_complete(root / "digits" / version)
+    assert all(bad == 0 for _, bad in reads), reads
+    assert sum(count for count, _ in reads) > 100  # the readers really raced the writers
