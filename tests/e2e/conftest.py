@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from include.config import PROJECT_ROOT
+from include.local_airflow import LocalAirflow, free_port
 from tests.conftest import make_raw, write_pipeline
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -58,3 +61,16 @@ def airflow_env(tmp_path_factory, example_data) -> AirflowEnv:
     airflow = AirflowEnv(home, pipelines, root, env)
     airflow.run("db", "migrate")
     return airflow
+
+
+@contextlib.contextmanager
+def running_airflow(home: Path, pipelines: Path) -> Iterator[LocalAirflow]:
+    """Starts a local Airflow (all components, free ports) reading `pipelines`; always stops it."""
+    local = LocalAirflow(
+        home, port=free_port(), fast=True, extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from include.local_airflow import LocalAirflow, free_port
+from include.local_airflow import LocalAirflow
 from include.publish import read_manifest
 from include.savedmodel_dir import content_digest
 from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi, ApiError
+from tests.e2e.conftest import running_airflow
 from tests.helpers import assert_complete
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +48,8 @@ def airflow(tmp_path_factory, example_data, store):
         raw["training"]["steps"] = 500
         raw["operations"] = {**raw.get("operations", {}), "sensor_timeout_minutes": 10, **operations}
         write_pipeline(pipelines, raw)
-    local = LocalAirflow(
-        tmp_path_factory.mktemp("airflow-home"),
-        port=free_port(),
-        fast=True,
-        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
-    )
-    try:
-        local.start()
+    with running_airflow(tmp_path_factory.mktemp("airflow-home"), pipelines) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +72,13 @@ def versions(store: Path, dag_id: str) -> dict[str, dict]:
 
 def assert_run_succeeded(api: AirflowApi, dag_id: str, run: dict) -> None:
     assert run["state"] == "success", api.failure_report(dag_id, run["dag_run_id"])
+
+
+def backfill(airflow: LocalAirflow, first: str, last: str, *options: str) -> None:
+    """Runs `airflow backfill create` for ops_backfill over [first, last]."""
+    airflow.cli(
+        "backfill", "create", "--dag-id", "ops_backfill", "--from-date", first, "--to-date", last, *options
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -127,18 +126,27 @@ def test_rest_trigger_with_overrides(api, store):
     assert event["asset"] == "savedmodel/manual_digits" and event["path"].endswith("/manual_digits/42")
 
 
-@pytest.mark.parametrize(
-    "conf",
-    [
-        {"steps": -5},
-        {"version": "../x"},
-        {"version": 0},
-        {"learning_rate": "fast"},
-        {"version": 2**63},
-        {"force_reason": "x" * 1000},
-    ],
-    ids=["negative steps", "traversal version", "zero version", "wrong type", "overflow", "overlong"],
-)
+HOSTILE_CONF = {
+    "negative steps": {"steps": -5},
+    "zero steps": {"steps": 0},
+    "overflowing steps": {"steps": 10**30},
+    "steps as string": {"steps": "100"},
+    "traversal version": {"version": "../x"},
+    "absolute path version": {"version": "/etc/passwd"},
+    "NUL byte version": {"version": "1\u0000"},
+    "zero version": {"version": 0},
+    "negative version": {"version": -1},
+    "overflowing version": {"version": 2**63},
+    "float version": {"version": 1.5},
+    "learning rate as string": {"learning_rate": "fast"},
+    "zero learning rate": {"learning_rate": 0},
+    "force flag as string": {"force_publish": "yes"},
+    "overlong reason": {"force_reason": "x" * 1000},
+    "reason as list": {"force_reason": ["a"]},
+}
+
+
+@pytest.mark.parametrize("conf", list(HOSTILE_CONF.values()), ids=list(HOSTILE_CONF))
 def test_invalid_conf_is_rejected_at_trigger_time(api, store, conf):
     """Bad conf gets HTTP 400 naming the param; no run is created and nothing on disk changes."""
     before_files, before_runs = snapshot(store), len(api.runs("ops_manual"))
@@ -158,16 +166,7 @@ def test_backfill_publishes_one_version_per_date(airflow, api, store):
     newest = max(versions(store, "ops_backfill"), key=int)
     newest_digest = content_digest(model_dir(store, "ops_backfill") / newest)
 
-    airflow.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        "ops_backfill",
-        "--from-date",
-        "2026-10-10",
-        "--to-date",
-        "2026-10-12",
-    )
+    backfill(airflow, "2026-10-10", "2026-10-12")
     runs = api.wait_for_runs("ops_backfill", 4)
     api.wait_for_backfills("ops_backfill")
     backfills = [r for r in runs if r["run_type"] == "backfill"]
@@ -202,18 +201,7 @@ def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store):
     before = {v: versions(store, "ops_backfill")[v]["content_digest"] for v in dated}
     count = len(api.runs("ops_backfill"))
     api.wait_for_backfills("ops_backfill")
-    airflow.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        "ops_backfill",
-        "--from-date",
-        "2026-10-10",
-        "--to-date",
-        "2026-10-12",
-        "--reprocess-behavior",
-        "completed",
-    )
+    backfill(airflow, "2026-10-10", "2026-10-12", "--reprocess-behavior", "completed")
     time.sleep(5)  # the cleared runs go back to queued
     runs = api.wait_for_runs("ops_backfill", count)
     api.wait_for_backfills("ops_backfill")
@@ -223,18 +211,7 @@ def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store):
     assert all(after[v]["last_publish"] == "unchanged" for v in dated)  # rerun, republished as no-op
     assert len([v for v in after if v in dated]) == 3
 
-    airflow.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        "ops_backfill",
-        "--from-date",
-        "2026-10-15",
-        "--to-date",
-        "2026-10-15",
-        "--dag-run-conf",
-        '{"steps": 250}',
-    )
+    backfill(airflow, "2026-10-15", "2026-10-15", "--dag-run-conf", '{"steps": 250}')
     api.wait_for_runs("ops_backfill", count + 1)
     entry = versions(store, "ops_backfill")["20261015000000"]
     assert entry["hyperparameters"]["steps"] == 250 and entry["run_type"] == "backfill"

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from include.config import PROJECT_ROOT
-from include.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port
+from include.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
 from include.publish import read_manifest
 from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi
+from tests.e2e.conftest import running_airflow
 
 pytestmark = pytest.mark.e2e
 
@@ -42,18 +43,9 @@ def ui_airflow(tmp_path_factory, example_data):
     raw = make_raw(store, example_data, name="ui_digits", schedule=None)
     raw["model"]["name"] = "ui_digits"
     write_pipeline(pipelines, raw)
-    local = LocalAirflow(
-        tmp_path_factory.mktemp("ui-home"),
-        port=free_port(),
-        fast=True,
-        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
-    )
-    try:
-        local.start()
+    with running_airflow(tmp_path_factory.mktemp("ui-home"), pipelines) as local:
         AirflowApi(local.url).wait_for_dag("ui_digits")
         yield local, store
-    finally:
-        local.stop()
 
 
 def test_trigger_form_runs_with_a_changed_param(ui_airflow):
