@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from include.config import DEFAULT_PIPELINES_DIR, PipelineConfig, load_pipeline_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# CI must be reproducible: the same fuzz cases every run (HYPOTHESIS_PROFILE=explore for random ones).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EXAMPLE_YAML = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
 #: A date after the last example partition: runs dated here see the whole data set.
