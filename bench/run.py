@@ -1,0 +1,430 @@
+"""Benchmarks: parse cost, orchestration overhead, training and export cost, publish vs history.
+
+Every figure is a median over repeats with min and max; every ratio compares numbers measured
+in this same invocation. Prints one table and writes build/bench.json.
+
+Usage: python -m bench.run [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from include.config import DEFAULT_PIPELINES_DIR, PROJECT_ROOT
+
+EXAMPLE = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
+AS_OF = dt.date(2026, 11, 1)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+ROWS: list[dict] = []
+
+
+def record(name: str, samples: list[float], unit: str = "s", note: str = "") -> dict:
+    """Adds one table row (median, min, max of samples) and returns it."""
+    row = {
+        "name": name,
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "n": len(samples),
+        "unit": unit,
+        "note": note,
+    }
+    ROWS.append(row)
+    print(
+        f"  {name}: {row['median']:.4g} {unit} "
+        f"(min {row['min']:.4g}, max {row['max']:.4g}, n={row['n']}) {note}",
+        flush=True,
+    )
+    return row
+
+
+def ratio(name: str, numerator: dict, denominator: dict, target: str = "") -> None:
+    """Adds a ratio row of two medians measured in this run."""
+    value = numerator["median"] / denominator["median"]
+    ROWS.append({"name": name, "ratio": value, "target": target})
+    print(f"  {name}: {value:.3f}x {target}", flush=True)
+
+
+def timed(command: list[str], env: dict | None = None, cwd: Path = PROJECT_ROOT) -> float:
+    """Returns the wall time of a command (which must succeed)."""
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env or ENV, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    return time.perf_counter() - started
+
+
+def pipeline_yaml(root: Path, data: Path, name: str = "digits_softmax", **changes) -> dict:
+    """Returns the example pipeline pointed at `data`, with roots under `root`."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw.update(name=name, **changes)
+    raw["data"]["location"] = str(data)
+    raw["storage"] = {"export_root": str(root / "exports"), "serving_root": str(root / "serving")}
+    return raw
+
+
+# --- 1. parse cost ------------------------------------------------------------------------------
+
+_PARSE = """
+import json, sys, time
+started = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag
+imported = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+parsed = time.perf_counter()
+print(json.dumps({"parse": parsed - imported, "dags": len(bag.dag_ids), "errors": len(bag.import_errors),
+                  "tensorflow": any(m.split(".")[0] == "tensorflow" for m in sys.modules)}))
+"""
+
+
+def bench_parse(tmp: Path, data: Path, repeats: int) -> None:
+    print("DAG parse cost", flush=True)
+    for count in (1, 10, 100):
+        pipelines = tmp / f"pipelines-{count}"
+        pipelines.mkdir()
+        for i in range(count):
+            (pipelines / f"p{i}.yaml").write_text(yaml.safe_dump(pipeline_yaml(tmp, data, name=f"p{i}")))
+        env = {**ENV, "SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
+        samples, tf_seen = [], False
+        for _ in range(repeats):
+            out = subprocess.run(
+                [sys.executable, "-c", _PARSE, str(PROJECT_ROOT / "dags")],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            assert result["errors"] == 0 and result["dags"] == count + 2, result
+            samples.append(result["parse"] * 1000 / count)
+            tf_seen |= result["tensorflow"]
+        record(
+            f"parse, {count} pipeline(s), per pipeline",
+            samples,
+            "ms",
+            f"TensorFlow imported: {'YES' if tf_seen else 'no'}",
+        )
+
+
+# --- 2. orchestration overhead ------------------------------------------------------------------
+
+
+def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
+    print("Orchestration overhead (example pipeline, same data and steps)", flush=True)
+    from include.local_airflow import LocalAirflow, airflow_env, free_port
+
+    pipelines = tmp / "orchestration-pipelines"
+    pipelines.mkdir()
+    config_path = pipelines / "digits_softmax.yaml"
+    raw = pipeline_yaml(tmp / "orchestration", data)
+    raw["quality"]["max_accuracy_drop"] = None  # every repeat publishes; no gate interplay
+    config_path.write_text(yaml.safe_dump(raw))
+
+    bare = record(
+        "bare script (train + SavedModelBuilder, one process)",
+        [
+            timed([sys.executable, "bench/bare_tutorial.py", str(config_path), str(tmp / f"bare-{i}")])
+            for i in range(repeats)
+        ],
+    )
+
+    home = tmp / "dags-test-home"
+    home.mkdir()
+    env = {**airflow_env(home, free_port()), "SAVEDMODEL_PIPELINES_DIR": str(pipelines), **ENV}
+    timed(["airflow", "db", "migrate"], env=env)
+    dags_test = record(
+        "airflow dags test (5 tasks, in-process)",
+        [
+            timed(["airflow", "dags", "test", "digits_softmax", f"2026-11-0{i + 1}T00:00:00+00:00"], env=env)
+            for i in range(repeats)
+        ],
+    )
+    ratio("dags test / bare script", dags_test, bare, "(target <= 1.3)")
+
+    from tests.e2e.airflow_api import AirflowApi
+
+    local = LocalAirflow(
+        tmp / "scheduler-home",
+        port=free_port(),
+        fast=True,
+        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
+    )
+    try:
+        started = time.perf_counter()
+        local.start()
+        record("local Airflow start (4 components, health-checked)", [time.perf_counter() - started])
+        api = AirflowApi(local.url)
+        api.wait_for_dag("digits_softmax")
+        api.unpause("digits_softmax")
+        samples, task_totals = [], {}
+        for i in range(repeats):
+            started = time.perf_counter()
+            run_id = api.trigger("digits_softmax", {"version": 900 + i})
+            run = api.wait_for_run("digits_softmax", run_id)
+            samples.append(time.perf_counter() - started)
+            assert run["state"] == "success", api.failure_report("digits_softmax", run_id)
+            for ti in api.task_instances("digits_softmax", run_id):
+                task_totals.setdefault(ti["task_id"], []).append(ti["duration"] or 0.0)
+        scheduler = record("real scheduler, trigger -> success (LocalExecutor)", samples)
+        ratio("real scheduler / bare script", scheduler, bare, "(target <= 2)")
+        for task_id, durations in task_totals.items():
+            record(f"  task {task_id} (process start + import + work)", durations)
+        busy = statistics.median([sum(d[i] for d in task_totals.values()) for i in range(repeats)])
+        print(f"  time outside tasks (scheduling, queueing, heartbeats): {scheduler['median'] - busy:.1f} s")
+        ROWS.append(
+            {"name": "real scheduler: time outside tasks", "median": scheduler["median"] - busy, "unit": "s"}
+        )
+    finally:
+        local.stop()
+    record(
+        "python -c 'import tensorflow' (paid by train, validate, export)",
+        [timed([sys.executable, "-c", "import tensorflow"]) for _ in range(repeats)],
+    )
+
+
+# --- 3. training throughput vs Keras ------------------------------------------------------------
+
+
+def bench_training(tmp: Path, data: Path, repeats: int) -> None:
+    print("Training throughput (softmax, batch 50, 2,000 steps)", flush=True)
+    import numpy as np
+    import tensorflow as tf
+
+    from include.config import load_pipeline_config
+    from include.data import load_dataset
+    from include.training import train_model
+
+    path = tmp / "train.yaml"
+    path.write_text(yaml.safe_dump(pipeline_yaml(tmp / "train", data)))
+    config = load_pipeline_config(path)
+    ours = record(
+        "pipeline train step",
+        [
+            train_model(config, AS_OF, tmp / f"train-{i}").metrics["examples_per_second"]
+            for i in range(repeats)
+        ],
+        "examples/s",
+    )
+
+    dataset = load_dataset(config.data, AS_OF, 64)
+    steps, batch = config.training.steps, config.training.batch_size
+    epochs = int(np.ceil(steps * batch / len(dataset.train_y)))
+    samples = []
+    for _ in range(repeats):
+        model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(10, activation="softmax")])
+        model.compile(
+            optimizer=tf.keras.optimizers.SGD(config.training.learning_rate),
+            loss="sparse_categorical_crossentropy",
+        )
+        started = time.perf_counter()
+        model.fit(dataset.train_x, dataset.train_y, batch_size=batch, epochs=epochs, verbose=0)
+        samples.append(epochs * len(dataset.train_y) / (time.perf_counter() - started))
+    keras = record("Keras model.fit, same model/data/batch", samples, "examples/s")
+    ratio("pipeline / Keras throughput", ours, keras, "(target >= 1.0)")
+
+
+# --- 4. export cost vs tf.saved_model.save and raw bytes ----------------------------------------
+
+
+def bench_export(tmp: Path, data: Path, repeats: int) -> None:
+    print("Export: SavedModelBuilder operator vs tf.saved_model.save vs raw parameter bytes", flush=True)
+    import numpy as np
+    import tensorflow as tf
+
+    from include.config import load_pipeline_config
+    from include.export import write_savedmodel
+    from include.model import build_serving_graph
+
+    for label, hidden in (("example softmax", None), ("MLP 64-3200-3200-10", [3200, 3200])):
+        raw = pipeline_yaml(tmp / "export", data)
+        if hidden:
+            raw["model"].update(builder="mlp", hidden_units=hidden)
+        raw["serving"]["warmup_examples"] = 0  # compare the model alone
+        path = tmp / f"export-{len(hidden or [])}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        config = load_pipeline_config(path)
+        serving = build_serving_graph(config)
+        ckpt_dir = tmp / f"ckpt-{len(hidden or [])}"
+        with tf.compat.v1.Session(graph=serving.graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            values = sess.run(serving.model_variables)
+            tf.compat.v1.train.Saver(var_list=serving.model_variables).save(
+                sess, str(ckpt_dir / "model.ckpt")
+            )
+        params = sum(v.size for v in values)
+        raw_bytes = sum(v.nbytes for v in values)
+        ours, ours_bytes = [], 0
+        for i in range(repeats):
+            target = tmp / f"ours-{label}-{i}"
+            started = time.perf_counter()
+            write_savedmodel(config, str(ckpt_dir / "model.ckpt"), target)
+            ours.append(time.perf_counter() - started)
+            ours_bytes = _dir_bytes(target / "variables")
+        theirs, theirs_bytes = [], 0
+        for i in range(repeats):
+            module = tf.Module()
+            module.weights = [tf.Variable(v) for v in values]
+            module.serve = tf.function(
+                lambda x, m=module: _forward(m.weights, x),
+                input_signature=[tf.TensorSpec([None, 64], tf.float32)],
+            )
+            target = tmp / f"theirs-{label}-{i}"
+            started = time.perf_counter()
+            tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
+            theirs.append(time.perf_counter() - started)
+            theirs_bytes = _dir_bytes(target / "variables")
+        a = record(f"export {label} ({params:,} params), operator", ours)
+        b = record(f"export {label}, tf.saved_model.save", theirs)
+        ratio(f"export time operator / tf.saved_model.save ({label})", a, b, "(target <= 1.2)")
+        ROWS.append(
+            {
+                "name": f"variables bytes / raw parameter bytes ({label})",
+                "ratio": ours_bytes / raw_bytes,
+                "target": "(target <= 1.05)",
+                "note": f"{ours_bytes:,} vs {raw_bytes:,}; tf.saved_model.save {theirs_bytes:,}",
+            }
+        )
+        print(
+            f"  variables bytes {ours_bytes:,} vs raw {raw_bytes:,} ({ours_bytes / raw_bytes:.3f}x); "
+            f"tf.saved_model.save {theirs_bytes:,}",
+            flush=True,
+        )
+        del np
+
+
+def _forward(weights, x):
+    import tensorflow as tf
+
+    h = x
+    for i in range(0, len(weights) - 2, 2):
+        h = tf.nn.relu(tf.matmul(h, weights[i]) + weights[i + 1])
+    return tf.nn.softmax(tf.matmul(h, weights[-2]) + weights[-1])
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- 5. sensor and publish vs history -----------------------------------------------------------
+
+
+def bench_history(tmp: Path, data: Path, repeats: int) -> None:
+    print("Sensor poke and publish with 1 vs 10,000 existing versions", flush=True)
+    from include.config import load_pipeline_config
+    from include.export import export_savedmodel
+    from include.publish import publish_version
+    from include.registry import update_manifest
+    from include.savedmodel_dir import missing_parts
+    from include.training import train_model
+
+    path = tmp / "history.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            pipeline_yaml(
+                tmp / "history",
+                data,
+                training={**yaml.safe_load(EXAMPLE.read_text())["training"], "steps": 50},
+            )
+        )
+    )
+    config = load_pipeline_config(path)
+    checkpoint = train_model(config, AS_OF, tmp / "history-work").checkpoint
+    export = Path(export_savedmodel(config, checkpoint, tmp / "history-export" / "1")["export_dir"])
+    results = {}
+    for history in (1, 10_000):
+        root = tmp / f"serving-{history}"
+        model_dir = root / "digits"
+        model_dir.mkdir(parents=True)
+        for version in range(1, history + 1):  # hard links: 10,000 versions in seconds
+            shutil.copytree(export, model_dir / str(version), copy_function=os.link)
+
+        def fill(manifest, history=history):
+            for version in range(1, history + 1):
+                manifest["versions"][str(version)] = {
+                    "version": version,
+                    "status": "published",
+                    "metrics": {"eval_accuracy": 0.9},
+                }
+            manifest["labels"] = {"stable": 1, "canary": history}
+
+        update_manifest(model_dir, fill)
+        poke = []
+        for _ in range(repeats * 20):
+            started = time.perf_counter()
+            assert not missing_parts(model_dir / "1")
+            poke.append((time.perf_counter() - started) * 1000)
+        publish = []
+        for i in range(repeats):
+            started = time.perf_counter()
+            publish_version(
+                export, root, "digits", 1_000_000 + i, serving_policy={"version_policy": "latest"}
+            )
+            publish.append(time.perf_counter() - started)
+        results[history] = (
+            record(f"poke, {history:,} versions", poke, "ms"),
+            record(f"publish, {history:,} versions", publish),
+        )
+    ratio("poke 10,000 / 1 versions", results[10_000][0], results[1][0], "(target: flat, ~1.0)")
+    ratio("publish 10,000 / 1 versions", results[10_000][1], results[1][1], "(target: flat, ~1.0)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--only", nargs="*", help="parse orchestration training export history")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 3
+    sections = {
+        "parse": bench_parse,
+        "orchestration": bench_orchestration,
+        "training": bench_training,
+        "export": bench_export,
+        "history": bench_history,
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        from include.data import write_example_partitions
+
+        data = tmp / "data"
+        write_example_partitions(data)
+        for name, section in sections.items():
+            if not args.only or name in args.only:
+                section(tmp, data, repeats)
+    machine = f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}"
+    out = PROJECT_ROOT / "build" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps({"machine": machine, "rows": ROWS, "seconds": time.perf_counter() - started}, indent=2)
+    )
+    print("\n| figure | median | min | max | note |\n|---|---|---|---|---|")
+    for row in ROWS:
+        if "ratio" in row:
+            print(
+                f"| {row['name']} | **{row['ratio']:.3f}x** | | | "
+                f"{row.get('target', '')} {row.get('note', '')} |"
+            )
+        else:
+            unit = row.get("unit", "")
+            print(
+                f"| {row['name']} | {row['median']:.4g} {unit} | {row.get('min', row['median']):.4g} | "
+                f"{row.get('max', row['median']):.4g} | {row.get('note', '')} |"
+            )
+    print(f"\n{machine}; {time.perf_counter() - started:.0f} s in all; JSON in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
