@@ -142,7 +142,11 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
 
     home = tmp / "dags-test-home"
     home.mkdir()
-    env = {**airflow_env(home, free_port()), "SAVEDMODEL_PIPELINES_DIR": str(pipelines), **ENV}
+    env = {
+        **airflow_env(home, free_port()),
+        "SAVEDMODEL_PIPELINES_DIR": str(pipelines),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     timed(["airflow", "db", "migrate"], env=env)
     dags_test = record(
         "airflow dags test (5 tasks, in-process)",
@@ -240,7 +244,6 @@ def bench_training(tmp: Path, data: Path, repeats: int) -> None:
 
 def bench_export(tmp: Path, data: Path, repeats: int) -> None:
     print("Export: SavedModelBuilder operator vs tf.saved_model.save vs raw parameter bytes", flush=True)
-    import numpy as np
     import tensorflow as tf
 
     from include.config import load_pipeline_config
@@ -274,12 +277,7 @@ def bench_export(tmp: Path, data: Path, repeats: int) -> None:
             ours_bytes = _dir_bytes(target / "variables")
         theirs, theirs_bytes = [], 0
         for i in range(repeats):
-            module = tf.Module()
-            module.weights = [tf.Variable(v) for v in values]
-            module.serve = tf.function(
-                lambda x, m=module: _forward(m.weights, x),
-                input_signature=[tf.TensorSpec([None, 64], tf.float32)],
-            )
+            module = _serving_module(values)
             target = tmp / f"theirs-{label}-{i}"
             started = time.perf_counter()
             tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
@@ -301,7 +299,21 @@ def bench_export(tmp: Path, data: Path, repeats: int) -> None:
             f"tf.saved_model.save {theirs_bytes:,}",
             flush=True,
         )
-        del np
+
+
+def _serving_module(values):
+    import tensorflow as tf
+
+    class ServingModule(tf.Module):
+        def __init__(self, values):
+            super().__init__()
+            self.weights = [tf.Variable(v) for v in values]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32)])
+        def serve(self, x):
+            return _forward(self.weights, x)
+
+    return ServingModule(values)
 
 
 def _forward(weights, x):
