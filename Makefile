@@ -21,7 +21,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv airflow-home data demo test soak lint airflow versions clean
+.PHONY: help venv airflow-home data demo test soak bench lint airflow versions clean
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
@@ -29,6 +29,7 @@ help:
 	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
 	@echo "make versions PIPELINE=digits_softmax   list a model's versions, labels and accuracy"
 	@echo "make soak     the reliability suite with 500 crash trials (about 5 minutes)"
+	@echo "make bench    benchmarks (table on stdout, JSON in build/bench.json)"
 	@echo "make lint     ruff"
 
 # The virtual environment is rebuilt only when a requirements file changes.
@@ -60,6 +61,9 @@ test: venv lint
 soak: venv
 	HYPOTHESIS_PROFILE=explore CRASH_TRIALS=500 $(BIN)/python -m pytest tests/reliability -q
 	@cat test-artifacts/crash-results.json
+
+bench: venv
+	$(BIN)/python -m bench.run --quick
 
 lint: venv
 	$(BIN)/ruff check .
