@@ -26,7 +26,7 @@ from include.registry import (
     update_manifest,
     write_models_config,
 )
-from include.savedmodel_dir import content_digest, fsync_tree, missing_parts
+from include.savedmodel_dir import content_digest, fsync_path, fsync_tree, missing_parts
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def publish_version(
                 log.warning("replaced version %s (force_publish: %s)", target, force_reason)
             else:
                 os.rename(staging, target)
-            _fsync_dir(base)
+            fsync_path(base)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         labels, deleted = _record(
@@ -203,11 +203,3 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(b, side)
     os.rename(a, b)
     os.rename(side, a)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from include.errors import PipelineError
-from include.savedmodel_dir import missing_parts
+from include.savedmodel_dir import fsync_path, missing_parts
 from include.versions import is_version_name
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)  # the rename itself survives a crash
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)  # the rename itself survives a crash
 
 
 def published_versions(manifest: dict) -> list[int]:
@@ -348,9 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no model dir or pipeline named {args.model_dir!r}", file=sys.stderr)
             return 2
         model_dir = matches[0].storage.serving_root / matches[0].model.name
-    print(versions_table(read_manifest(model_dir)))
-    stray = [p.name for p in model_dir.iterdir() if is_version_name(p.name)] if model_dir.is_dir() else []
-    unknown = sorted(set(stray) - set(read_manifest(model_dir)["versions"]))
+    manifest = read_manifest(model_dir)
+    print(versions_table(manifest))
+    on_disk = [p.name for p in model_dir.iterdir() if is_version_name(p.name)] if model_dir.is_dir() else []
+    unknown = sorted(set(on_disk) - set(manifest["versions"]))
     if unknown:
         print(f"\nnot in the manifest (not published by this pipeline): {', '.join(unknown)}")
     return 0

@@ -104,11 +104,12 @@ def fsync_tree(directory: str | os.PathLike[str]) -> None:
     """Flushes every file and directory under `directory` to disk."""
     root = Path(directory)
     for path in sorted(root.rglob("*"), reverse=True):
-        _fsync(path)
-    _fsync(root)
+        fsync_path(path)
+    fsync_path(root)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flushes one file or directory (a directory's entries: renames in it survive a crash)."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
     fd = os.open(path, flags)
     try:
