@@ -129,10 +129,11 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class OperationsConfig:
-    """How Airflow runs the pipeline: concurrency caps, timeouts, retry backoff, sensor mode."""
+    """How Airflow runs the pipeline: concurrency caps, queues, timeouts, retry backoff, sensor mode."""
 
     max_active_runs: int = field(default=2, metadata=_bounded(1, 64))
     training_pool: str | None = "training"
+    training_queue: str | None = None
     train_timeout_minutes: int = field(default=60, metadata=_bounded(1, 7 * 24 * 60))
     task_timeout_minutes: int = field(default=15, metadata=_bounded(1, 24 * 60))
     retry_backoff_multiplier: float = field(default=2.0, metadata=_bounded(0, 10))
@@ -313,9 +314,10 @@ def _cross_checks(config: PipelineConfig) -> Iterator[str]:
             f"serving.keep_versions: expected at least serving.num_latest ({config.serving.num_latest}), "
             f"got {config.serving.keep_versions}"
         )
-    pool = config.operations.training_pool
-    if pool is not None and not re.match(r"^[A-Za-z0-9_.-]{1,256}$", pool):
-        yield f"operations.training_pool: expected letters, digits, '_', '.' or '-', got {pool!r}"
+    for key in ("training_pool", "training_queue"):
+        name = getattr(config.operations, key)
+        if name is not None and not re.match(r"^[A-Za-z0-9_.-]{1,256}$", name):
+            yield f"operations.{key}: expected letters, digits, '_', '.' or '-', got {name!r}"
     if config.storage.export_root == config.storage.serving_root:
         yield "storage: export_root and serving_root must be different directories"
 

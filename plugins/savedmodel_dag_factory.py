@@ -103,8 +103,12 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             "execution_timeout": dt.timedelta(minutes=ops.task_timeout_minutes),
         },
     ) as dag:
+        # With CeleryExecutor, `training_queue` sends train tasks to their own workers (a big-memory
+        # or GPU pool); the other tasks stay on [operators] default_queue. LocalExecutor ignores it.
+        queue = {"queue": ops.training_queue} if ops.training_queue else {}
         trained = train.override(
             pool=ops.training_pool or "default_pool",
+            **queue,
             execution_timeout=dt.timedelta(minutes=ops.train_timeout_minutes),
         )(pipeline_file)
         validated = validate_signatures(

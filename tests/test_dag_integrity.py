@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from airflow.configuration import conf
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
@@ -57,6 +58,19 @@ def test_tasks_run_in_the_documented_order(dagbag):
     assert [t.task_id for t in dag.topological_sort()] == TASK_ORDER
     for upstream, downstream in itertools.pairwise(TASK_ORDER):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+def test_train_goes_to_the_training_queue(monkeypatch, tmp_path):
+    """`operations.training_queue` routes only the train task; unset, train stays on the default queue."""
+    default_queue = conf.get("operators", "default_queue")
+    write_pipeline(tmp_path, example_raw())
+    raw = example_raw()
+    raw["name"], raw["operations"]["training_queue"] = "no_queue", None
+    write_pipeline(tmp_path, raw)
+    dags = load_dagbag(monkeypatch, tmp_path).dags
+    queues = {task.task_id: task.queue for task in dags["digits_softmax"].tasks}
+    assert queues == {task: ("training" if task == "train" else default_queue) for task in TASK_ORDER}
+    assert {task.queue for task in dags["no_queue"].tasks} == {default_queue}
 
 
 def test_publish_declares_the_model_asset(dagbag):

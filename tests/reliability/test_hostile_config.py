@@ -95,6 +95,7 @@ CORPUS = [
     ("storage.serving_root", "../../../tmp"),
     ("storage.export_root", {"nested": 1}),
     ("operations.training_pool", "pool with spaces"),
+    ("operations.training_queue", "queue;rm -rf"),
     ("operations.sensor_mode", "busy-wait"),
     ("serving.keep_versions", 0),
     ("serving.version_policy", "newest"),
