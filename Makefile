@@ -21,7 +21,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv airflow-home data demo test soak bench lint airflow versions clean
+.PHONY: help venv system-packages airflow-home data demo test soak bench lint airflow versions clean
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
@@ -53,7 +53,11 @@ data: venv
 demo: airflow-home
 	@$(BIN)/python scripts/demo.py
 
-test: venv lint
+# Debian packages the tests run (Chromium, docker-compose, PostgreSQL, Redis); a no-op when present.
+system-packages:
+	@scripts/system_packages.sh
+
+test: venv system-packages lint
 	$(BIN)/python -m pytest
 
 # The reliability suite, longer: 500 SIGKILL trials and fresh random fuzz cases (make test uses a

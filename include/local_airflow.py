@@ -5,6 +5,11 @@ home, free ports). Every component gets one environment, so they agree on the da
 JWT secret, the ports and the execution API URL. Each component runs in its own process group;
 `stop()` ends the groups, so task processes forked by the executor go too.
 
+The same class runs the distributed setup natively (tests/e2e/test_celery.py): given the
+settings of `airflow.env` (CeleryExecutor, shared with docker-compose.yml), a PostgreSQL URL, a
+Redis broker and `workers`, it also starts `airflow celery worker` processes, each under its own
+hostname (a UTS namespace, as a container would have), so task instances show which worker ran them.
+
 Usage: python -m include.local_airflow [--port 8080]
 """
 
@@ -14,7 +19,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -29,6 +36,9 @@ from pathlib import Path
 from include.config import PROJECT_ROOT
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Airflow settings of the distributed setup, shared by docker-compose.yml (env_file) and the
+#: native Celery test: one source of truth.
+SETTINGS_FILE = PROJECT_ROOT / "airflow.env"
 #: SQLite connect args for every component (`[database] sql_alchemy_connect_args` imports this):
 #: five processes share one SQLite file, so a writer waits up to a minute for the lock
 #: instead of failing with "database is locked" after sqlite3's default 5 s.
@@ -43,6 +53,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Returns the KEY=VALUE settings of an env file (Compose's `env_file` format, no quoting)."""
+    settings = {}
+    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        settings[key] = value
+    return settings
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One `airflow celery worker`: its hostname and the queues it consumes."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int | None = None  # None: [celery] worker_concurrency
 
 
 def airflow_env(
@@ -82,6 +115,12 @@ def airflow_env(
             }
         )
     env.update(extra or {})
+    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        for key in (
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
+        ):
+            env.pop(key, None)  # SQLite's busy timeout; not an argument other drivers accept
     return env
 
 
@@ -94,6 +133,7 @@ class LocalAirflow:
     extra_env: dict[str, str] = field(default_factory=dict)
     fast: bool = False
     training_pool_slots: int = 1
+    workers: tuple[CeleryWorker, ...] = ()
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,10 +164,11 @@ class LocalAirflow:
         if not passwords.exists():
             passwords.write_text(json.dumps({DEFAULT_USER: DEFAULT_PASSWORD}))
         self.cli("db", "migrate")
-        # Write-ahead logging lets readers (the API server, the UI) proceed while a writer holds
-        # the lock; the mode is stored in the database file itself.
-        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=60)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+            # Write-ahead logging lets readers (the API server, the UI) proceed while a writer
+            # holds the lock; the mode is stored in the database file itself.
+            with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=60)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
         self.cli(
             "pools",
             "set",
@@ -140,11 +181,22 @@ class LocalAirflow:
         """Starts every component and returns once the health endpoint reports all healthy."""
         self.prepare()
         for name in COMPONENTS:
-            log = open(self.home / "logs" / f"{name}.log", "ab")  # closed when the process ends
-            self.processes[name] = subprocess.Popen(
-                ["airflow", name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self._spawn(name, ["airflow", name], self.env)
+        for worker in self.workers:
+            command = ["airflow", "celery", "worker", "--queues", ",".join(worker.queues)]
+            command += ["--celery-hostname", f"{worker.name}@%h"]
+            if worker.concurrency is not None:
+                command += ["--concurrency", str(worker.concurrency)]
+            # Each worker serves its task logs on a port of its own, as on separate hosts.
+            env = {**self.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            self._spawn(worker.name, own_hostname(worker.name, command), env)
         self.wait_healthy(timeout)
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = open(self.log(name), "ab")  # closed when the process ends
+        self.processes[name] = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def health(self) -> dict:
         """Returns the API server's health document (raises if it does not answer)."""
@@ -195,6 +247,19 @@ class LocalAirflow:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def own_hostname(hostname: str, command: list[str]) -> list[str]:
+    """Returns `command` wrapped to run in a new UTS namespace whose hostname is `hostname`.
+
+    Several Celery workers on one machine otherwise all report the machine's hostname in their
+    task instances. Needs root, or unprivileged user namespaces (then `--map-root-user`).
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise RuntimeError("`unshare` (util-linux) is needed to give each local Celery worker its hostname")
+    namespaces = ["--uts"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--uts"]
+    return [unshare, *namespaces, "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *command]
 
 
 def main() -> int:

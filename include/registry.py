@@ -333,7 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("versions", help="list a model's versions as a table")
     show.add_argument("model_dir", help="<serving_root>/<model>, or a pipeline name from include/pipelines")
+    config = sub.add_parser(
+        "models-config", help="(re)write <serving_root>/models.config, e.g. before TF Serving first starts"
+    )
+    config.add_argument("serving_root")
     args = parser.parse_args(argv)
+    if args.command == "models-config":
+        serving_root = Path(args.serving_root)
+        serving_root.mkdir(parents=True, exist_ok=True)
+        print(write_models_config(serving_root))
+        return 0
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         from include.config import load_all_pipelines

@@ -167,3 +167,15 @@ def test_versions_table_and_cli(exported, serving_root, capsys):
     assert main(["versions", str(serving_root / "digits")]) == 0
     out = capsys.readouterr().out
     assert table in out and "not in the manifest (not published by this pipeline): 99" in out
+
+
+def test_models_config_cli_writes_an_empty_config_for_a_new_root(tmp_path, exported, capsys):
+    """`models-config` gives TF Serving a valid file before the first publish, and the full one after."""
+    root = tmp_path / "fresh" / "models"
+    assert main(["models-config", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == str(root / MODELS_CONFIG_FILE)
+    assert list(parse_models_config(root).model_config_list.config) == []
+    publish(exported, root, 7)
+    (root / MODELS_CONFIG_FILE).unlink()
+    assert main(["models-config", str(root)]) == 0
+    assert [c.name for c in parse_models_config(root).model_config_list.config] == ["digits"]
