@@ -10,11 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # The embedded Airflow: SQLite metadata DB + LocalExecutor, all inside the project (git-ignored).
+# (A LocalExecutor that imports TensorFlow once for all task processes: plugins/savedmodel_executor.py)
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+export AIRFLOW__CORE__EXECUTOR := plugins.savedmodel_executor.TensorFlowLocalExecutor
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export TF_CPP_MIN_LOG_LEVEL := 2

@@ -123,7 +123,7 @@ def bench_parse(tmp: Path, data: Path, repeats: int) -> None:
 
 def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
     print("Orchestration overhead (example pipeline, same data and steps)", flush=True)
-    from include.local_airflow import LocalAirflow, airflow_env, free_port
+    from include.local_airflow import EXECUTOR, LocalAirflow, airflow_env, free_port
 
     pipelines = tmp / "orchestration-pipelines"
     pipelines.mkdir()
@@ -159,43 +159,97 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
 
     from tests.e2e.airflow_api import AirflowApi
 
-    local = LocalAirflow(
-        tmp / "scheduler-home",
-        port=free_port(),
-        fast=True,
-        extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)},
-    )
-    try:
-        started = time.perf_counter()
-        local.start()
-        record("local Airflow start (4 components, health-checked)", [time.perf_counter() - started])
-        api = AirflowApi(local.url)
-        api.wait_for_dag("digits_softmax")
-        api.unpause("digits_softmax")
-        samples, task_totals = [], {}
-        for i in range(repeats):
-            started = time.perf_counter()
-            run_id = api.trigger("digits_softmax", {"version": 900 + i})
-            run = api.wait_for_run("digits_softmax", run_id)
-            samples.append(time.perf_counter() - started)
-            assert run["state"] == "success", api.failure_report("digits_softmax", run_id)
-            for ti in api.task_instances("digits_softmax", run_id):
-                task_totals.setdefault(ti["task_id"], []).append(ti["duration"] or 0.0)
-        scheduler = record("real scheduler, trigger -> success (LocalExecutor)", samples)
-        ratio("real scheduler / bare script", scheduler, bare, "(target <= 2)")
-        for task_id, durations in task_totals.items():
-            record(f"  task {task_id} (process start + import + work)", durations)
-        busy = statistics.median([sum(d[i] for d in task_totals.values()) for i in range(repeats)])
-        print(f"  time outside tasks (scheduling, queueing, heartbeats): {scheduler['median'] - busy:.1f} s")
-        ROWS.append(
-            {"name": "real scheduler: time outside tasks", "median": scheduler["median"] - busy, "unit": "s"}
+    # Before/after, side by side: plain LocalExecutor (TensorFlow imported by each task process)
+    # and the project's executor (imported once, inherited by every task process).
+    executors = {"LocalExecutor": "LocalExecutor", "TensorFlowLocalExecutor": EXECUTOR}
+    schedulers = {}
+    for label, executor in executors.items():
+        local = LocalAirflow(
+            tmp / f"scheduler-home-{label}",
+            port=free_port(),
+            fast=True,
+            extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines), "AIRFLOW__CORE__EXECUTOR": executor},
         )
-    finally:
-        local.stop()
+        try:
+            started = time.perf_counter()
+            local.start()
+            record(f"{label}: Airflow start (4 components, health-checked)", [time.perf_counter() - started])
+            api = AirflowApi(local.url)
+            api.wait_for_dag("digits_softmax")
+            api.unpause("digits_softmax")
+            samples, task_totals = [], {}
+            for i in range(repeats):
+                started = time.perf_counter()
+                run_id = api.trigger("digits_softmax", {"version": 900 + i})
+                run = api.wait_for_run("digits_softmax", run_id)
+                samples.append(time.perf_counter() - started)
+                assert run["state"] == "success", api.failure_report("digits_softmax", run_id)
+                for ti in api.task_instances("digits_softmax", run_id):
+                    task_totals.setdefault(ti["task_id"], []).append(ti["duration"] or 0.0)
+            scheduler = schedulers[label] = record(f"{label}: real scheduler, trigger -> success", samples)
+            ratio(f"{label}: real scheduler / bare script", scheduler, bare, "(target <= 2)")
+            for task_id, durations in task_totals.items():
+                record(f"  {label}: task {task_id}", durations)
+            busy = statistics.median([sum(d[i] for d in task_totals.values()) for i in range(repeats)])
+            outside = scheduler["median"] - busy
+            print(f"  time outside tasks (scheduling, queueing, heartbeats): {outside:.1f} s")
+            ROWS.append({"name": f"{label}: time outside tasks", "median": outside, "unit": "s"})
+        finally:
+            local.stop()
+    ratio(
+        "TensorFlowLocalExecutor / LocalExecutor run time",
+        schedulers["TensorFlowLocalExecutor"],
+        schedulers["LocalExecutor"],
+        "(< 1: faster)",
+    )
     record(
-        "python -c 'import tensorflow' (paid by train, validate, export)",
+        "python -c 'import tensorflow' (paid by each task process under plain LocalExecutor)",
         [timed([sys.executable, "-c", "import tensorflow"]) for _ in range(repeats)],
     )
+
+
+# --- 2b. backfill throughput ----------------------------------------------------------------------
+
+
+def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
+    """8 dates under the real scheduler, one run at a time vs two at a time (one sample each)."""
+    print("Backfill throughput (8 dates, real scheduler, TensorFlowLocalExecutor)", flush=True)
+    from include.local_airflow import LocalAirflow, free_port
+    from tests.e2e.airflow_api import AirflowApi
+
+    pipelines = tmp / "backfill-pipelines"
+    pipelines.mkdir()
+    parallelism = {"backfill_p1": 1, "backfill_p2": 2}
+    for name in parallelism:
+        raw = pipeline_yaml(tmp / name, data, name=name)
+        raw["model"]["name"] = name
+        raw["quality"]["max_accuracy_drop"] = None
+        (pipelines / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    env = {"SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
+    local = LocalAirflow(tmp / "backfill-home", port=free_port(), fast=True, extra_env=env)
+    results = {}
+    try:
+        local.start()
+        api = AirflowApi(local.url)
+        for name in parallelism:
+            api.wait_for_dag(name)
+            api.unpause(name)  # runs of a paused DAG stay queued; this also schedules one run
+            api.wait_for_runs(name, 1)
+        for name, runs_at_once in parallelism.items():
+            started = time.perf_counter()
+            dates = ["--from-date", "2026-10-10", "--to-date", "2026-10-17"]
+            local.cli("backfill", "create", "--dag-id", name, *dates, "--max-active-runs", str(runs_at_once))
+            runs = api.wait_for_runs(name, 9, timeout=900)
+            api.wait_for_backfills(name)
+            elapsed = time.perf_counter() - started
+            failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
+            assert not failed, failed
+            results[runs_at_once] = record(
+                f"backfill 8 dates, {runs_at_once} run(s) at a time", [elapsed], note="one sample"
+            )
+    finally:
+        local.stop()
+    ratio("backfill: 2 at a time / 1 at a time", results[2], results[1], "(< 1: faster; train pool 1 slot)")
 
 
 # --- 3. training throughput vs Keras ------------------------------------------------------------
@@ -395,12 +449,13 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--only", nargs="*", help="parse orchestration training export history")
+    parser.add_argument("--only", nargs="*", help="parse orchestration backfill training export history")
     args = parser.parse_args()
     repeats = 2 if args.quick else 3
     sections = {
         "parse": bench_parse,
         "orchestration": bench_orchestration,
+        "backfill": bench_backfill,
         "training": bench_training,
         "export": bench_export,
         "history": bench_history,

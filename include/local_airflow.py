@@ -1,5 +1,7 @@
 """A local Airflow: api-server, scheduler, dag-processor and triggerer on SQLite + LocalExecutor.
 
+(The LocalExecutor subclass of plugins/savedmodel_executor.py, which imports TensorFlow once.)
+
 Used by `make airflow` (foreground, Ctrl-C stops it) and by the end-to-end tests (temporary
 home, free ports). Every component gets one environment, so they agree on the database, the
 JWT secret, the ports and the execution API URL. Each component runs in its own process group;
@@ -36,6 +38,8 @@ from pathlib import Path
 from include.config import PROJECT_ROOT
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: LocalExecutor, importing TensorFlow once in the scheduler instead of once per task process.
+EXECUTOR = "plugins.savedmodel_executor.TensorFlowLocalExecutor"
 #: Airflow settings of the distributed setup, shared by docker-compose.yml (env_file) and the
 #: native Celery test: one source of truth.
 SETTINGS_FILE = PROJECT_ROOT / "airflow.env"
@@ -89,7 +93,7 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.local_airflow.SQLITE_CONNECT_ARGS",
