@@ -179,11 +179,13 @@ def _record(
 
 def _remove_stale_staging(base: Path) -> None:
     """Deletes staging dirs and temp files left by crashed publishers (under the lock none is live)."""
-    for stale in [
-        *base.glob(f"{STAGING_PREFIX}*"),
-        *base.glob(".deleting-*"),
-        *base.glob(f".{MANIFEST_FILE}.*.tmp"),
-    ]:
+    with os.scandir(base) as entries:  # one pass over the dir, whatever its number of versions
+        names = [entry.name for entry in entries if entry.name.startswith(".")]
+    for name in names:
+        is_temp_manifest = name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp")
+        if not (name.startswith((STAGING_PREFIX, ".deleting-")) or is_temp_manifest):
+            continue
+        stale = base / name
         log.warning("removing %s, left by a crashed publisher", stale)
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)

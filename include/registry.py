@@ -85,7 +85,31 @@ def update_manifest(model_dir: Path, change: Callable[[dict], None]) -> dict:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Writes JSON to a temp file in the same dir, flushes it and `os.replace`s it into place."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(path, dumps_manifest(data))
+
+
+_COMPACT_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
+def dumps_manifest(data: dict) -> str:
+    """Returns the manifest as JSON with one line per version, label and history event.
+
+    Readable and greppable like `indent=2`, but each line is encoded by json's C encoder (which
+    `indent` turns off): 10,000 versions take milliseconds instead of a fifth of a second.
+    Versions keep their numeric order (`sort_keys` would put "10" before "9").
+    """
+
+    compact = _COMPACT_JSON.encode
+    fields = []
+    for key, value in sorted(data.items()):
+        if isinstance(value, dict) and value:
+            lines = [f"    {compact(str(k))}: {compact(v)}" for k, v in value.items()]
+            fields.append(f"  {compact(key)}: {{\n" + ",\n".join(lines) + "\n  }")
+        elif isinstance(value, list) and value:
+            fields.append(f"  {compact(key)}: [\n" + ",\n".join(f"    {compact(v)}" for v in value) + "\n  ]")
+        else:
+            fields.append(f"  {compact(key)}: {compact(value)}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
