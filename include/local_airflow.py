@@ -208,7 +208,7 @@ class LocalAirflow:
             return json.load(response)
 
     def wait_healthy(self, timeout: float) -> None:
-        """Waits until the DB, scheduler, triggerer and dag-processor are all healthy."""
+        """Waits until the DB, scheduler, triggerer and dag-processor are healthy, and workers ready."""
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
@@ -219,12 +219,20 @@ class LocalAirflow:
                     )
             try:
                 last = self.health()
-                if all(part.get("status") == "healthy" for part in last.values()):
+                if all(part.get("status") == "healthy" for part in last.values()) and self._workers_ready():
                     return
             except (urllib.error.URLError, OSError, ValueError) as err:
                 last = err
             time.sleep(1)
         raise TimeoutError(f"Airflow not healthy after {timeout:.0f}s: {last}")
+
+    def _workers_ready(self) -> bool:
+        """Whether every Celery worker has logged that it is ready to take tasks."""
+        for worker in self.workers:
+            log = self.log(worker.name)
+            if f"{worker.name}@{worker.name} ready." not in log.read_text(errors="replace"):
+                return False
+        return True
 
     def log(self, name: str) -> Path:
         """Returns the log file of one component."""

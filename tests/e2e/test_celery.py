@@ -24,7 +24,13 @@ from include.publish import read_manifest
 from include.savedmodel_dir import content_digest
 from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi
-from tests.e2e.native_services import postgres_server, processes_with_env, redis_server
+from tests.e2e.native_services import (
+    child_processes,
+    has_tensorflow_loaded,
+    postgres_server,
+    processes_with_env,
+    redis_server,
+)
 from tests.helpers import assert_complete
 
 pytestmark = pytest.mark.e2e
@@ -75,8 +81,8 @@ def celery(tmp_path_factory, pipeline):
             yield airflow
         finally:
             airflow.stop()
-    assert processes_with_env("AIRFLOW_HOME", str(airflow.home)) == []
-    assert processes_with_env("AIRFLOW__CELERY__BROKER_URL", broker) == []
+    assert processes_with_env("AIRFLOW_HOME", str(airflow.home)) == {}
+    assert processes_with_env("AIRFLOW__CELERY__BROKER_URL", broker) == {}
 
 
 def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
@@ -126,3 +132,19 @@ def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
         "dt=2026-10-11",
         "dt=2026-10-12",
     ]
+
+
+def test_workers_preload_tensorflow(celery):
+    """airflow.env's Celery config imports TensorFlow in each worker before it forks its pool."""
+    mains = {  # Celery's process title of a worker's main process
+        pid: command
+        for pid, command in processes_with_env("AIRFLOW_HOME", str(celery.home)).items()
+        if command.startswith("[celeryd:") and ":MainProcess]" in command
+    }
+    assert len(mains) == 2, mains
+    pools = {
+        pid: cmd for main in mains for pid, cmd in child_processes(main).items() if "ForkPoolWorker" in cmd
+    }
+    # worker-default: 2 pool processes ([celery] worker_concurrency), worker-training: 1
+    assert len(pools) == 3, {main: child_processes(main) for main in mains}
+    assert all(has_tensorflow_loaded(pid) for pid in [*mains, *pools])
