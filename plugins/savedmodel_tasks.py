@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+import sys
 from importlib import metadata
 
 from airflow.sdk import get_current_context, task
@@ -17,6 +18,15 @@ from airflow.sdk.exceptions import AirflowFailException
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
 log = logging.getLogger(__name__)
+
+#: Logged by the TensorFlow tasks: whether they inherited TensorFlow from their worker process
+#: (TensorFlowLocalExecutor, include/celery_config.py) or pay the import themselves.
+PRELOADED = "TensorFlow already loaded (inherited from the worker process)"
+NOT_PRELOADED = "TensorFlow not loaded yet: this task process imports it"
+
+
+def _log_tensorflow_preload() -> None:
+    log.info(PRELOADED if "tensorflow" in sys.modules else NOT_PRELOADED)
 
 
 @task(multiple_outputs=True)
@@ -27,6 +37,7 @@ def train(pipeline_file: str) -> dict:
     from include.training import train_model
     from include.versions import export_dir, run_work_dir
 
+    _log_tensorflow_preload()
     context = get_current_context()
     dag_run = context["dag_run"]
     with fail_fast_on_permanent_errors():
@@ -61,6 +72,7 @@ def validate_signatures(pipeline_file: str, checkpoint: str, metrics: dict, opti
     from include.signatures import validate_checkpoint
     from include.versions import model_dir
 
+    _log_tensorflow_preload()
     with fail_fast_on_permanent_errors():
         config = load_pipeline_config(pipeline_file)
         served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))

@@ -145,20 +145,6 @@ def processes_with_env(key: str, value: str) -> dict[int, str]:
     return found
 
 
-def child_processes(parent: int) -> dict[int, str]:
-    """Returns {pid: command line} of the live children of a process."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            status = (proc / "status").read_text()
-            if f"\nPPid:\t{parent}\n" in status:
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found[int(proc.name)] = command
-    return found
-
-
 def has_tensorflow_loaded(pid: int) -> bool:
     """Whether TensorFlow's native library is mapped into a process."""
     return "_pywrap_tensorflow_internal" in Path(f"/proc/{pid}/maps").read_text()

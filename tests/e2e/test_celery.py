@@ -22,10 +22,10 @@ from include.config import load_pipeline_config
 from include.local_airflow import SETTINGS_FILE, CeleryWorker, LocalAirflow, free_port, read_env_file
 from include.publish import read_manifest
 from include.savedmodel_dir import content_digest
+from plugins.savedmodel_tasks import NOT_PRELOADED, PRELOADED
 from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi
 from tests.e2e.native_services import (
-    child_processes,
     has_tensorflow_loaded,
     postgres_server,
     processes_with_env,
@@ -135,16 +135,26 @@ def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
 
 
 def test_workers_preload_tensorflow(celery):
-    """airflow.env's Celery config imports TensorFlow in each worker before it forks its pool."""
+    """airflow.env's Celery config imports TensorFlow in each worker before it forks its pool.
+
+    Run after the backfill: both workers' main processes have TensorFlow's library mapped, and
+    every train (worker-training) and validate_signatures (worker-default) task logged that it
+    inherited TensorFlow instead of importing it.
+    """
     mains = {  # Celery's process title of a worker's main process
         pid: command
         for pid, command in processes_with_env("AIRFLOW_HOME", str(celery.home)).items()
         if command.startswith("[celeryd:") and ":MainProcess]" in command
     }
-    assert len(mains) == 2, mains
-    pools = {
-        pid: cmd for main in mains for pid, cmd in child_processes(main).items() if "ForkPoolWorker" in cmd
+    assert len(mains) == 2 and all(has_tensorflow_loaded(pid) for pid in mains), mains
+    logs = {
+        task: sorted(
+            (celery.home / "logs" / f"dag_id={DAG_ID}").glob(f"run_id=*/task_id={task}/attempt=*.log")
+        )
+        for task in ("train", "validate_signatures")
     }
-    # worker-default: 2 pool processes ([celery] worker_concurrency), worker-training: 1
-    assert len(pools) == 3, {main: child_processes(main) for main in mains}
-    assert all(has_tensorflow_loaded(pid) for pid in [*mains, *pools])
+    for task, files in logs.items():
+        assert len(files) == len(DATES) + 1, (task, files)
+        for path in files:
+            text = path.read_text()
+            assert PRELOADED in text and NOT_PRELOADED not in text, path

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from include.local_airflow import LocalAirflow
+from include.local_airflow import EXECUTOR, LocalAirflow
 from include.publish import read_manifest
 from include.savedmodel_dir import content_digest
+from plugins.savedmodel_tasks import PRELOADED
 from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi, ApiError
 from tests.e2e.conftest import running_airflow
@@ -86,8 +87,11 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def test_scheduled_run_publishes(api, store):
-    """Unpausing a scheduled pipeline makes the scheduler run it; the run publishes its version."""
+def test_scheduled_run_publishes(airflow, api, store):
+    """Unpausing a scheduled pipeline makes the scheduler run it; the run publishes its version.
+
+    Its TensorFlow tasks inherit TensorFlow from TensorFlowLocalExecutor's worker processes.
+    """
     api.unpause("ops_scheduled")
     (run,) = api.wait_for_runs("ops_scheduled", 1)
     assert_run_succeeded(api, "ops_scheduled", run)
@@ -97,6 +101,10 @@ def test_scheduled_run_publishes(api, store):
     entry = versions(store, "ops_scheduled")[version]
     assert entry["run_type"] == "scheduled" and entry["run_id"] == run["dag_run_id"]
     assert_complete(model_dir(store, "ops_scheduled") / version)
+    assert airflow.env["AIRFLOW__CORE__EXECUTOR"] == EXECUTOR
+    for task in ("train", "validate_signatures"):
+        (task_log,) = (airflow.home / "logs" / "dag_id=ops_scheduled").glob(f"run_id=*/task_id={task}/*.log")
+        assert PRELOADED in task_log.read_text(), task_log
 
 
 def test_rest_trigger_with_overrides(api, store):

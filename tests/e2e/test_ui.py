@@ -77,7 +77,8 @@ def test_trigger_form_runs_with_a_changed_param(ui_airflow):
             expect(submit).to_be_enabled()
             page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"), full_page=True)
             submit.click()
-            expect(dialog).to_be_hidden()
+            # The dialog closes once the API created the run; give a loaded 2-core machine time.
+            expect(dialog).to_be_hidden(timeout=30_000)
         finally:
             browser.close()
 
