@@ -1,6 +1,5 @@
-"""A local Airflow: api-server, scheduler, dag-processor and triggerer on SQLite + LocalExecutor.
-
-(The LocalExecutor subclass of plugins/savedmodel_executor.py, which imports TensorFlow once.)
+"""A local Airflow: api-server, scheduler, dag-processor and triggerer on SQLite + LocalExecutor
+(the subclass in plugins/savedmodel_executor.py, which imports TensorFlow once for all tasks).
 
 Used by `make airflow` (foreground, Ctrl-C stops it) and by the end-to-end tests (temporary
 home, free ports). Every component gets one environment, so they agree on the database, the

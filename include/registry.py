@@ -95,7 +95,7 @@ def dumps_manifest(data: dict) -> str:
     """Returns the manifest as JSON with one line per version, label and history event.
 
     Readable and greppable like `indent=2`, but each line is encoded by json's C encoder (which
-    `indent` turns off): 10,000 versions take milliseconds instead of a fifth of a second.
+    `indent` turns off): a 10,000-version manifest encodes about 4x faster.
     Versions keep their numeric order (`sort_keys` would put "10" before "9").
     """
 

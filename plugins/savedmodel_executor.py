@@ -6,9 +6,10 @@ imports TensorFlow in the scheduler before LocalExecutor forks its worker proces
 and the task processes they fork, inherit the loaded modules (copy-on-write), so a task's
 `import tensorflow` is a dictionary lookup.
 
-Forking after the import is safe because importing creates no TensorFlow runtime state: no
-session, no thread pool, no device (sessions and graphs are only ever made in task processes).
-It needs the `fork` start method (Linux's default); with `spawn` it behaves like LocalExecutor.
+Forking after the import is safe because importing creates no session, device or op thread pool
+(sessions and graphs are only ever made in task processes, after the fork); tests/test_executor.py
+checks the workers have the library mapped, and every end-to-end run uses this executor. It
+needs the `fork` start method (Linux's default); with `spawn` it behaves like LocalExecutor.
 
 Select it with `[core] executor = plugins.savedmodel_executor.TensorFlowLocalExecutor`
 (the Makefile and `include/local_airflow.py` do).
