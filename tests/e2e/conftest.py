@@ -63,6 +63,12 @@ def airflow_env(tmp_path_factory, example_data) -> AirflowEnv:
     return airflow
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """A module's model store: export and serving roots of its pipelines."""
+    return tmp_path_factory.mktemp("store")
+
+
 @contextlib.contextmanager
 def running_airflow(home: Path, pipelines: Path) -> Iterator[LocalAirflow]:
     """Starts a local Airflow (all components, free ports) reading `pipelines`; always stops it."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import secrets
 import time
-from pathlib import Path
 
 import pytest
 
@@ -39,11 +38,6 @@ DAG_ID = "celery_digits"
 DATES = ["2026-10-10", "2026-10-11", "2026-10-12", "2026-10-13"]
 SETTINGS = read_env_file(SETTINGS_FILE)
 DEFAULT_QUEUE = SETTINGS["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("store")
 
 
 @pytest.fixture(scope="module")

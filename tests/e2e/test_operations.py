@@ -35,11 +35,6 @@ PIPELINES = {
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("store")
-
-
-@pytest.fixture(scope="module")
 def airflow(tmp_path_factory, example_data, store):
     """Yields a healthy local Airflow whose pipelines dir holds this module's pipelines."""
     pipelines = tmp_path_factory.mktemp("pipelines")
