@@ -76,7 +76,25 @@ def test_trigger_form_runs_with_a_changed_param(ui_airflow):
             submit = dialog.get_by_test_id("trigger-dag-submit")
             expect(submit).to_be_enabled()
             page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"), full_page=True)
-            submit.click()
+            # The form lazily loads its JSON editor; a click while it loads can be swallowed
+            # (seen in CI: no request sent). Like a user, click again if nothing was sent.
+            posts = []
+
+            def record_trigger(request) -> None:
+                if request.method == "POST" and "/dagRuns" in request.url:
+                    posts.append(request)
+
+            page.on("request", record_trigger)
+            for _ in range(3):
+                page.wait_for_load_state("networkidle")
+                submit.click()
+                for _ in range(20):
+                    if posts:
+                        break
+                    page.wait_for_timeout(500)
+                if posts:
+                    break
+            assert len(posts) == 1, f"{len(posts)} trigger requests sent"
             # The dialog closes once the API created the run; give a loaded 2-core machine time.
             expect(dialog).to_be_hidden(timeout=30_000)
         finally:
