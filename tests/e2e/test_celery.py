@@ -2,11 +2,12 @@
 
 docker-compose.yml cannot run here (no Docker engine), so this test runs the same stack as
 plain processes: PostgreSQL and Redis from Debian's packages on loopback, and Airflow configured
-from `airflow.env`, the settings file the compose file loads. Only addresses differ. Two Celery
-workers, each under its own hostname like two containers: `worker-default` consumes the default
-queue, `worker-training` the training queue. A 4-date backfill (plus the scheduled run that
-unpausing creates) must run every task on a worker, send train tasks to the training queue and
-publish consistent versions; then everything must be stopped, with no process left behind.
+from `airflow.env`, the settings file the compose file loads; only addresses differ (and the
+test's shorter polling intervals). Two Celery workers, each under its own hostname like two
+containers: `worker-default` consumes the default queue, `worker-training` the training queue.
+A 4-date backfill (plus the scheduled run that unpausing creates) must run every task on a
+worker, send train tasks to the training queue and publish consistent versions; then
+everything must be stopped, with no process left behind.
 """
 
 from __future__ import annotations
