@@ -95,8 +95,6 @@ def airflow_env(
         "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.local_airflow.SQLITE_CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "include.local_airflow.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEFAULT_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -117,13 +115,13 @@ def airflow_env(
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             }
         )
-    env.update(extra or {})
-    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
-        for key in (
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
-        ):
-            env.pop(key, None)  # SQLite's busy timeout; not an argument other drivers accept
+    extra = extra or {}
+    env.update(extra)
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        for suffix in ("", "_ASYNC"):  # SQLite's busy timeout (other drivers take no such argument)
+            key = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS{suffix}"
+            if key not in extra:
+                env[key] = "include.local_airflow.SQLITE_CONNECT_ARGS"
     return env
 
 

@@ -12,7 +12,8 @@ Every change happens under the model dir's lock and is written with temp file + 
 so readers never see a torn file and concurrent publishers lose nothing. `models.config` under
 the serving root lists every model with its policy and labels, for `--model_config_file`.
 
-Usage: python -m include.registry versions <model dir>
+Usage: python -m include.registry versions <model dir | pipeline name>
+       python -m include.registry models-config <serving root>
 """
 
 from __future__ import annotations
@@ -147,25 +148,22 @@ def auto_label(manifest: dict, version: int) -> list[str]:
     The newest version becomes `canary`; it becomes `stable` too when nothing is stable yet.
     An older version (a backfill) gets no label, so it never displaces what is served.
     """
+    published = published_versions(manifest)
     given = []
-    if version >= max(published_versions(manifest), default=version):
-        manifest["labels"]["canary"] = version
+    if version >= max(published, default=version):
         given.append("canary")
-    if manifest["labels"].get("stable") not in published_versions(manifest):
-        manifest["labels"]["stable"] = version
+    if manifest["labels"].get("stable") not in published:
         given.append("stable")
     for label in given:
-        manifest["history"].append(
-            {
-                "event": "label",
-                "label": label,
-                "version": version,
-                "at": now_iso(),
-                "by": "publish",
-                "reason": "automatic on publish",
-            }
-        )
+        _move_label(manifest, label, version, by="publish", reason="automatic on publish")
     return given
+
+
+def _move_label(manifest: dict, label: str, version: int, *, by: str, reason: str, **details) -> None:
+    """Points `label` at `version` in the manifest and records the move in its history."""
+    manifest["labels"][label] = version
+    event = {"event": "label", "label": label, "version": version, **details}
+    manifest["history"].append({**event, "at": now_iso(), "by": by, "reason": reason})
 
 
 def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str) -> dict:
@@ -186,19 +184,7 @@ def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str
             raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
 
         def change(m: dict) -> None:
-            previous = m["labels"].get(label)
-            m["labels"][label] = version
-            m["history"].append(
-                {
-                    "event": "label",
-                    "label": label,
-                    "version": version,
-                    "previous": previous,
-                    "at": now_iso(),
-                    "by": by,
-                    "reason": reason,
-                }
-            )
+            _move_label(m, label, version, by=by, reason=reason, previous=m["labels"].get(label))
 
         return update_manifest(model_dir, change)
 

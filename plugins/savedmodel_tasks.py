@@ -183,7 +183,8 @@ def _code_revision() -> str | None:
         )
     except OSError:
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    revision = done.stdout.strip() if done.returncode == 0 else ""
+    return revision or None
 
 
 def _package_version(name: str) -> str | None:
@@ -204,7 +205,7 @@ def move_label() -> dict:
     params, dag_run = context["params"], context["dag_run"]
     with fail_fast_on_permanent_errors():
         configs, _ = load_all_pipelines()
-        (config,) = [c for c in configs if c.name == params["pipeline"]] or [None]
+        config = next((c for c in configs if c.name == params["pipeline"]), None)
         if config is None:
             raise AirflowFailException(f"pipeline {params['pipeline']!r} is not a valid pipeline")
         by = getattr(dag_run, "triggering_user_name", None) or dag_run.run_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from include.config import PROJECT_ROOT
+from include import local_airflow
 from include.local_airflow import LocalAirflow, free_port
 from tests.conftest import make_raw, write_pipeline
 
@@ -47,17 +46,8 @@ def airflow_env(tmp_path_factory, example_data) -> AirflowEnv:
     home, pipelines, root = base / "home", base / "pipelines", base / "store"
     home.mkdir()
     write_pipeline(pipelines, make_raw(root, example_data))
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "SAVEDMODEL_PIPELINES_DIR": str(pipelines),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    # The same environment as a running local Airflow (`airflow dags test` uses its DB and folders).
+    env = local_airflow.airflow_env(home, free_port(), extra={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)})
     airflow = AirflowEnv(home, pipelines, root, env)
     airflow.run("db", "migrate")
     return airflow
