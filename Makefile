@@ -78,11 +78,11 @@ lint: venv
 # http://localhost:8080 (loopback only; AIRFLOW_PORT=8081 make airflow picks another port).
 # Login admin / admin. Ctrl-C stops every component.
 airflow: airflow-home data
-	$(BIN)/python -m include.local_airflow
+	$(BIN)/python -m tools.local_airflow
 
 PIPELINE ?= digits_softmax
 versions: venv
-	@$(BIN)/python -m include.registry versions $(PIPELINE)
+	@$(BIN)/python -m include.registry_cli versions $(PIPELINE)
 
 clean:
 	rm -rf .airflow build data

@@ -123,7 +123,7 @@ def bench_parse(tmp: Path, data: Path, repeats: int) -> None:
 
 def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
     print("Orchestration overhead (example pipeline, same data and steps)", flush=True)
-    from include.local_airflow import EXECUTOR, LocalAirflow, airflow_env, free_port
+    from tools.local_airflow import EXECUTOR, LocalAirflow, airflow_env, free_port
 
     pipelines = tmp / "orchestration-pipelines"
     pipelines.mkdir()
@@ -214,8 +214,8 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
 def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
     """8 dates under the real scheduler, one run at a time vs two at a time (one sample each)."""
     print("Backfill throughput (8 dates, real scheduler, TensorFlowLocalExecutor)", flush=True)
-    from include.local_airflow import LocalAirflow, free_port
     from tests.e2e.airflow_api import AirflowApi
+    from tools.local_airflow import LocalAirflow, free_port
 
     pipelines = tmp / "backfill-pipelines"
     pipelines.mkdir()
@@ -390,8 +390,8 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
     print("Sensor poke and publish with 1 vs 10,000 existing versions", flush=True)
     from include.config import load_pipeline_config
     from include.export import export_savedmodel
+    from include.manifest import update_manifest
     from include.publish import publish_version
-    from include.registry import update_manifest
     from include.savedmodel_dir import missing_parts
     from include.training import train_model
 
@@ -463,7 +463,7 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
-        from include.data import write_example_partitions
+        from tools.example_data import write_example_partitions
 
         data = tmp / "data"
         write_example_partitions(data)

@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from include.config import load_all_pipelines
-from include.registry import LABELS
+from include.manifest import LABELS
 from include.versions import MAX_VERSION
 from plugins.savedmodel_tasks import move_label
 

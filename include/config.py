@@ -1,25 +1,37 @@
 """Pipeline YAML files: the schema, loading and validation into frozen config objects.
 
-This module is the one place that knows the YAML schema. It imports no TensorFlow and no
-Airflow, so the DAG factory can call it on every parse.
+This module is the one place that knows the YAML schema: pydantic models whose JSON Schema
+(`python -m include.config schema`, kept in docs/pipeline.schema.json) lets editors check the YAML
+as it is typed. It imports no TensorFlow and no Airflow, so the DAG factory can call it on every parse.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import datetime as dt
 import functools
+import json
 import os
 import re
 import reprlib
+import sys
 import types
 import typing
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from include.errors import ConfigError
 
@@ -29,146 +41,371 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Where the pipeline YAML files live; `SAVEDMODEL_PIPELINES_DIR` overrides it.
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
-_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_SIGNATURE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_BUILDER_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_SCHEDULE_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 _MAX_CONFIG_BYTES = 1_000_000
+_SCHEDULE_PRESETS = ("@daily", "@hourly", "@monthly", "@once", "@weekly", "@yearly")
+_CRON_FIELD = r"^[0-9A-Za-z*/,\-?LW#]+$"
+_IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
+_SIGNATURE_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_BUILDER = r"^(softmax|mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+_QUEUE_NAME = r"^[A-Za-z0-9_.-]{1,256}$"
+
+#: What a string matching each pattern looks like, in the words of error messages.
+_PATTERN_WORDS = {
+    _IDENTIFIER: "lowercase letters, digits and '_' starting with a letter (at most 64)",
+    _SIGNATURE_KEY: "a signature key made of letters, digits and '_'",
+    _BUILDER: "'softmax', 'mlp' or 'package.module:function'",
+    _QUEUE_NAME: "letters, digits, '_', '.' or '-'",
+}
 
 DType = Literal["float16", "float32", "float64", "int32", "int64", "string", "bool"]
 Method = Literal["predict", "classify", "regress"]
+ModelTensor = Literal["examples", "features", "logits", "scores", "top_scores", "top_classes"]
+
+#: The model tensors a signature input or output can map to (`tensor:`); `examples` are serialized
+#: tf.Example strings, `features` the float rows parsed from them.
+MODEL_TENSORS: tuple[str, ...] = typing.get_args(ModelTensor)
+
+#: TF Serving's classify and regress APIs: {method: {kind: {name: (default model tensor, dtype)}}}.
+#: Their requests carry tf.Examples, so the one input is `inputs`, a string tensor.
+_SERVING_APIS: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
+    "classify": {
+        "inputs": {"inputs": ("examples", "string")},
+        "outputs": {"classes": ("top_classes", "string"), "scores": ("top_scores", "float32")},
+    },
+    "regress": {
+        "inputs": {"inputs": ("examples", "string")},
+        "outputs": {"outputs": ("scores", "float32")},
+    },
+}
 
 
-def _bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False):
-    """Returns dataclass field metadata that bounds a number."""
-    return {"low": low, "high": high, "low_open": low_open}
+def _describe(value: Any) -> str:
+    """Returns a short description of a YAML value for error messages."""
+    if isinstance(value, tuple):  # a YAML list, already made a tuple by _AsTuple
+        value = list(value)
+    text = reprlib.repr(value)  # bounded: a YAML alias bomb must not explode the message
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a signature: dtype and shape (-1 = any size, null = any rank)."""
+def _project_path(value: Any) -> Any:
+    """Returns a path string as an absolute Path: `~` expanded, relative ones under PROJECT_ROOT."""
+    if isinstance(value, Path):  # configs built in code (tests, model_copy) pass Paths
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:
+        raise ValueError(f"expected a non-empty path string, got {_describe(value)}")
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # `~user` of an unknown user
+        raise ValueError(f"expected a path whose '~' can be expanded, got {value!r}") from None
+    if ".." in path.parts:
+        raise ValueError(f"expected a path without '..' components, got {value!r}")
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _iso_date(value: Any) -> Any:
+    """Returns a YAML date, datetime or quoted YYYY-MM-DD as a date; other values unchanged, to be refused."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    return value
+
+
+# A YAML list is read as a tuple, so that configs stay immutable. Length constraints go before it in
+# Annotated[...]: after it, pydantic's JSON Schema says maxLength instead of maxItems.
+_AsTuple = BeforeValidator(lambda value: tuple(value) if isinstance(value, list) else value)
+_ProjectPath = Annotated[Path, BeforeValidator(_project_path)]
+_Date = Annotated[dt.date, BeforeValidator(_iso_date)]
+_Identifier = Annotated[str, Field(pattern=_IDENTIFIER)]
+_QueueName = Annotated[str, Field(pattern=_QUEUE_NAME)]
+_Dimension = Annotated[int, Field(ge=-1, le=2**31)]
+
+
+def _refuse(problems: list[tuple[tuple[str, ...], str]], checked: Any) -> ValidationError:
+    """Returns a ValidationError of (key path below the checked mapping, "expected ..., got ...") pairs."""
+    return ValidationError.from_exception_data(
+        type(checked).__name__,
+        [
+            {"type": "value_error", "loc": loc, "input": checked, "ctx": {"error": ValueError(text)}}
+            for loc, text in problems
+        ],
+    )
+
+
+class _Section(BaseModel):
+    """A mapping of the pipeline YAML: unknown keys, loose types and NaN are refused; frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class TensorSpec(_Section):
+    """One input or output of a signature: dtype, shape and the model tensor it maps to."""
 
     dtype: DType
-    shape: tuple[int, ...] | None = field(default=None, metadata={"shape": True})
+    shape: Annotated[
+        Annotated[tuple[_Dimension, ...], Field(max_length=32), _AsTuple] | None,
+        Field(description="Dimension sizes (-1 = any size); null = any rank."),
+    ] = None
+    tensor: Annotated[
+        ModelTensor | None,
+        Field(
+            description="Model tensor to map to; default: TF Serving's (classify, regress), else its name."
+        ),
+    ] = None
+
+    @field_validator("shape", mode="wrap")
+    @classmethod
+    def _one_problem_per_shape(cls, value: Any, handler: Any) -> Any:
+        """Returns the validated shape; a bad one is one problem, not one per dimension."""
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                f"expected a list of dimension sizes (-1 = any), got {_describe(value)}"
+            ) from None
 
 
-@dataclass(frozen=True)
-class SignatureSpec:
-    """What one serving signature must look like."""
+class SignatureSpec(_Section):
+    """What one serving signature must look like (TF Serving's method, inputs and outputs)."""
 
     method: Method
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
 
+    def tensor_of(self, kind: Literal["inputs", "outputs"], name: str) -> str:
+        """Returns the model tensor that the input or output `name` maps to."""
+        tensor = getattr(self, kind)[name].tensor or _default_tensor(self.method, kind, name)
+        if tensor is None:
+            raise KeyError(f"{kind[:-1]} {name!r} maps to no model tensor")
+        return tensor
 
-@dataclass(frozen=True)
-class DataConfig:
+    @model_validator(mode="after")
+    def _servable(self) -> SignatureSpec:
+        """Returns self when TF Serving's API for its method takes it and each name maps to a tensor."""
+        problems = []
+        api, why = _SERVING_APIS.get(self.method), f"(TF Serving's {self.method} API)"
+        for kind in ("inputs", "outputs"):
+            specs: dict[str, TensorSpec] = getattr(self, kind)
+            allowed = api[kind] if api else {}
+            if api and (not specs or not specs.keys() <= allowed.keys()):
+                names = list(allowed)
+                wanted = (
+                    f"one {kind[:-1]} named {names[0]!r}" if len(names) == 1 else f"one or more of {names}"
+                )
+                problems.append(((kind,), f"expected {wanted} {why}, got {sorted(specs)}"))
+            for name, spec in specs.items():
+                if name in allowed and spec.dtype != allowed[name][1]:
+                    problems.append(
+                        ((kind, name, "dtype"), f"expected {allowed[name][1]!r} {why}, got {spec.dtype!r}")
+                    )
+                if not api and spec.tensor is None and name not in MODEL_TENSORS:
+                    known = f"no model tensor is named {name!r}; expected one of {list(MODEL_TENSORS)}"
+                    problems.append(((kind, name, "tensor"), f"required ({known})"))
+        if problems:
+            raise _refuse(problems, self)
+        return self
+
+
+def _default_tensor(method: str, kind: str, name: str) -> str | None:
+    """Returns the model tensor of an input or output without `tensor:`, None where there is none."""
+    api = _SERVING_APIS.get(method)
+    if api is None:
+        return name if name in MODEL_TENSORS else None
+    default = api[kind].get(name)
+    return default[0] if default else None
+
+
+class DataConfig(_Section):
     """Where the training data lives and which part of it a run reads."""
 
-    location: Path
+    location: Annotated[
+        _ProjectPath, Field(description="Folder of date partitions; relative to the project.")
+    ]
     format: Literal["tfrecord"] = "tfrecord"
-    window_days: int | None = field(default=None, metadata=_bounded(1, 36500))
-    eval_percent: int = field(default=20, metadata=_bounded(1, 50))
+    window_days: Annotated[
+        int | None, Field(ge=1, le=36500, description="Days of data before the run's date; null = all of it.")
+    ] = None
+    eval_percent: Annotated[int, Field(ge=1, le=50, description="Percent held out for evaluation.")] = 20
     feature_key: str = "x"
     label_key: str = "label"
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """The model: its served name and the graph builder that makes it."""
 
-    name: str = field(metadata={"identifier": True})
-    builder: str
-    num_features: int = field(metadata=_bounded(1, 1_000_000))
-    num_classes: int = field(metadata=_bounded(2, 100_000))
-    class_names: tuple[str, ...] | None = None
-    hidden_units: tuple[int, ...] = ()
+    name: Annotated[_Identifier, Field(description="Its name in TF Serving and folder in serving_root.")]
+    builder: Annotated[str, Field(pattern=_BUILDER, description="softmax, mlp or package.module:function")]
+    num_features: Annotated[int, Field(ge=1, le=1_000_000)]
+    num_classes: Annotated[int, Field(ge=2, le=100_000)]
+    class_names: Annotated[
+        Annotated[tuple[str, ...], _AsTuple] | None,
+        Field(description="Labels the classify signature returns; default '0', '1', ..."),
+    ] = None
+    hidden_units: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=100_000)], ...],
+        Field(max_length=32, description="Layer sizes of the 'mlp' builder."),
+        _AsTuple,
+    ] = ()
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> ModelConfig:
+        """Returns self when class_names, if given, names each class once."""
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            got = len(self.class_names)
+            raise _refuse(
+                [(("class_names",), f"expected {self.num_classes} names (model.num_classes), got {got}")],
+                self,
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
     """Hyperparameters of one training run."""
 
-    steps: int = field(metadata=_bounded(1, 1_000_000))
-    batch_size: int = field(metadata=_bounded(1, 65_536))
-    learning_rate: float = field(metadata=_bounded(0, 10, low_open=True))
+    steps: Annotated[int, Field(ge=1, le=1_000_000)]
+    batch_size: Annotated[int, Field(ge=1, le=65_536)]
+    learning_rate: Annotated[float, Field(gt=0, le=10)]
     optimizer: Literal["sgd", "adam"] = "sgd"
-    seed: int = field(default=0, metadata=_bounded(0, 2**31 - 1))
-    log_every_steps: int = field(default=100, metadata=_bounded(1, 1_000_000))
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    log_every_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 100
 
 
-@dataclass(frozen=True)
-class QualityConfig:
+class QualityConfig(_Section):
     """The quality gate: absolute thresholds and no regression against the served version."""
 
-    min_accuracy: float = field(default=0.0, metadata=_bounded(0, 1))
-    max_loss: float | None = field(default=None, metadata=_bounded(0, None))
-    # No regression: accuracy may drop at most this much below the `stable` (or newest) version.
-    max_accuracy_drop: float | None = field(default=0.02, metadata=_bounded(0, 1))
-    allow_breaking_signature_change: bool = False
+    min_accuracy: Annotated[float, Field(ge=0, le=1, description="Floor on held-out accuracy.")] = 0.0
+    max_loss: Annotated[float | None, Field(ge=0, description="Ceiling on held-out loss.")] = None
+    max_accuracy_drop: Annotated[
+        float | None, Field(ge=0, le=1, description="Most accuracy may drop below the stable/newest version.")
+    ] = 0.02
+    allow_breaking_signature_change: Annotated[
+        bool, Field(description="Publish even if a signature, input or output that clients use changed.")
+    ] = False
 
 
-@dataclass(frozen=True)
-class ServingConfig:
+class ServingConfig(_Section):
     """What TensorFlow Serving loads (models.config) and how many versions stay on disk."""
 
-    version_policy: Literal["latest", "all", "specific"] = "latest"
-    num_latest: int = field(default=1, metadata=_bounded(1, 100))
-    keep_versions: int | None = field(default=None, metadata=_bounded(1, 100_000))
-    warmup_examples: int = field(default=8, metadata=_bounded(0, 1000))
+    version_policy: Annotated[
+        Literal["latest", "all", "specific"],
+        Field(description="specific = the labelled versions and latest."),
+    ] = "latest"
+    num_latest: Annotated[int, Field(ge=1, le=100, description="Latest versions TF Serving loads.")] = 1
+    keep_versions: Annotated[
+        int | None, Field(ge=1, le=100_000, description="Versions kept on disk, besides labelled ones.")
+    ] = None
+    warmup_examples: Annotated[int, Field(ge=0, le=1000, description="Rows per warmup request.")] = 8
+
+    @model_validator(mode="after")
+    def _keep_what_is_served(self) -> ServingConfig:
+        """Returns self when retention keeps at least the versions TF Serving loads."""
+        if self.keep_versions is not None and self.keep_versions < self.num_latest:
+            wanted = f"at least serving.num_latest ({self.num_latest})"
+            raise _refuse([(("keep_versions",), f"expected {wanted}, got {self.keep_versions}")], self)
+        return self
 
 
-@dataclass(frozen=True)
-class StorageConfig:
+class StorageConfig(_Section):
     """Roots on disk: run-scoped work/export area, and the tree TF Serving reads."""
 
-    export_root: Path
-    serving_root: Path
+    export_root: _ProjectPath
+    serving_root: _ProjectPath
+
+    @model_validator(mode="after")
+    def _roots_differ(self) -> StorageConfig:
+        """Returns self when the roots differ: TF Serving must never see a run's scratch directories."""
+        if self.export_root == self.serving_root:
+            raise ValueError("export_root and serving_root must be different directories")
+        return self
 
 
-@dataclass(frozen=True)
-class OperationsConfig:
+class OperationsConfig(_Section):
     """How Airflow runs the pipeline: concurrency caps, queues, timeouts, retry backoff, sensor mode."""
 
-    max_active_runs: int = field(default=2, metadata=_bounded(1, 64))
-    training_pool: str | None = "training"
-    training_queue: str | None = None
-    train_timeout_minutes: int = field(default=60, metadata=_bounded(1, 7 * 24 * 60))
-    task_timeout_minutes: int = field(default=15, metadata=_bounded(1, 24 * 60))
-    retry_backoff_multiplier: float = field(default=2.0, metadata=_bounded(0, 10))
-    max_retry_delay_minutes: int = field(default=30, metadata=_bounded(1, 24 * 60))
+    max_active_runs: Annotated[int, Field(ge=1, le=64, description="Runs of this pipeline at once.")] = 2
+    training_pool: Annotated[_QueueName | None, Field(description="Airflow pool of train tasks.")] = (
+        "training"
+    )
+    training_queue: Annotated[_QueueName | None, Field(description="Celery queue of train tasks.")] = None
+    train_timeout_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 60
+    task_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    retry_backoff_multiplier: Annotated[
+        float, Field(ge=0, le=10, description="Each retry waits this many times longer; 0 = constant.")
+    ] = 2.0
+    max_retry_delay_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
     sensor_mode: Literal["poke", "reschedule", "deferrable"] = "reschedule"
-    sensor_timeout_minutes: int = field(default=30, metadata=_bounded(1, 24 * 60))
+    sensor_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(_Section):
     """One pipeline, as declared by one YAML file."""
 
-    name: str = field(metadata={"identifier": True})
-    start_date: dt.date
+    name: Annotated[_Identifier, Field(description="The pipeline's name and DAG id, unique in the folder.")]
+    start_date: _Date
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig
-    signatures: dict[str, SignatureSpec]
+    signatures: Annotated[
+        dict[Annotated[str, Field(pattern=_SIGNATURE_KEY)], SignatureSpec],
+        Field(
+            description="The signatures the SavedModel must have, by key: the contract clients rely on.",
+            json_schema_extra={"minProperties": 1, "additionalProperties": False},
+        ),
+    ]
     storage: StorageConfig
     description: str = ""
-    schedule: str | None = None
+    schedule: Annotated[
+        str | None, Field(description="A preset (@daily, ...) or a 5-field cron expression; null = none.")
+    ] = None
     catchup: bool = False
     owner: str = "airflow"
-    tags: tuple[str, ...] = ()
-    retries: int = field(default=2, metadata=_bounded(0, 20))
-    retry_delay_minutes: int = field(default=2, metadata=_bounded(0, 1440))
+    tags: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=100)], ...], _AsTuple] = ()
+    retries: Annotated[int, Field(ge=0, le=20)] = 2
+    retry_delay_minutes: Annotated[int, Field(ge=0, le=1440)] = 2
     quality: QualityConfig = QualityConfig()
     operations: OperationsConfig = OperationsConfig()
     serving: ServingConfig = ServingConfig()
-    source_path: Path | None = field(default=None, metadata={"internal": True})
+    # The file it was read from: not a YAML key, so not in the schema; model_copy keeps it.
+    _source_path: Path | None = PrivateAttr(default=None)
 
     @property
     def dag_id(self) -> str:
         """Returns the Airflow DAG id of this pipeline."""
         return self.name
+
+    @property
+    def source_path(self) -> Path | None:
+        """Returns the YAML file this config was loaded from (None for one built in code)."""
+        return self._source_path
+
+    @field_validator("schedule")
+    @classmethod
+    def _preset_or_cron(cls, schedule: str | None) -> str | None:
+        """Returns the schedule when it is a known preset or a 5-field cron expression."""
+        if schedule is None:
+            return None
+        text = schedule.strip()
+        if text.startswith("@"):
+            if text not in _SCHEDULE_PRESETS:
+                raise ValueError(
+                    f"expected one of {list(_SCHEDULE_PRESETS)} or a cron expression, got {text!r}"
+                )
+        elif len(text.split()) != 5 or not all(re.match(_CRON_FIELD, f) for f in text.split()):
+            raise ValueError(f"expected a 5-field cron expression or a preset, got {text!r}")
+        return schedule
+
+    @field_validator("signatures")
+    @classmethod
+    def _at_least_one(cls, signatures: dict[str, SignatureSpec]) -> dict[str, SignatureSpec]:
+        """Returns the signatures when there is one or more: a model nobody can call is no use."""
+        if not signatures:
+            raise ValueError("expected at least one signature")
+        return signatures
 
 
 # libyaml's C parser when PyYAML has it (about 10x faster: the scheduler parses every file every
@@ -197,30 +434,107 @@ def load_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
     try:
         if path.stat().st_size > _MAX_CONFIG_BYTES:
             raise ConfigError(str(path), [f"file is larger than {_MAX_CONFIG_BYTES} bytes"])
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
         raise ConfigError(str(path), [f"cannot read file: {err}"]) from None
+    return parse_pipeline_yaml(data, source=path.resolve())
+
+
+def parse_pipeline_yaml(data: bytes, source: str | os.PathLike[str] = "<string>") -> PipelineConfig:
+    """Returns the validated config of a pipeline YAML file's bytes; raises ConfigError naming `source`."""
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(str(source), [f"file is larger than {_MAX_CONFIG_BYTES} bytes"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(source), [f"cannot read file: {err}"]) from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
-    return parse_pipeline_config(raw, source=path.resolve())
+        raise ConfigError(str(source), [f"not valid YAML: {err}"]) from None
+    return parse_pipeline_config(raw, source=source)
 
 
 def parse_pipeline_config(raw: Any, source: str | os.PathLike[str] = "<string>") -> PipelineConfig:
-    """Returns a PipelineConfig built from already-parsed YAML; raises ConfigError."""
-    problems: list[str] = []
-    config = _convert(PipelineConfig, raw, "", problems)
-    if not problems:
-        problems.extend(_cross_checks(config))
-    if problems:
-        raise ConfigError(str(source), problems)
-    return dataclasses.replace(config, source_path=Path(source))
+    """Returns a PipelineConfig built from already-parsed YAML; raises ConfigError listing every problem."""
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(str(source), [_problem(e) for e in err.errors()]) from None
+    config._source_path = Path(source)
+    return config
+
+
+#: What pydantic's error types expected, in the words of our messages ({...} from the error's ctx).
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "string_unicode": "a string without lone surrogates",
+    "string_too_short": "a string of length >= {min_length}",
+    "string_too_long": "a string of length <= {max_length}",
+    "too_long": "at most {max_length} items",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "tuple_type": "a list",
+    "date_type": "a date YYYY-MM-DD",
+    "invalid_key": "string keys",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _problem(error: ErrorDetails) -> str:
+    """Returns one pydantic error as `<dotted.key>: expected ..., got ...`."""
+    loc, kind, ctx, value = error["loc"], error["type"], error.get("ctx", {}), error["input"]
+    if loc[-1:] == ("[key]",) or kind == "invalid_key":  # a bad key is a problem of its mapping
+        loc = loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1]
+        kind = "invalid_key" if kind == "string_type" else kind
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    key = key or "<top level>"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (expected one of {sorted(_type_at(loc[:-1]).model_fields)})"
+    if kind == "value_error":  # our own validators word their problems themselves
+        return f"{key}: {ctx['error']}"
+    if kind in _BOUNDS:
+        limit = next(iter(ctx.values()))  # a float field's bounds come back as floats: 0 is 0.0
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
+        return f"{key}: expected a value {_BOUNDS[kind]} {limit}, got {reprlib.repr(value)}"
+    if kind == "literal_error":
+        expected = f"one of {list(typing.get_args(_type_at(loc)))}"
+    elif kind == "string_pattern_mismatch":
+        expected = _PATTERN_WORDS.get(ctx["pattern"], f"a match of {ctx['pattern']}")
+    elif kind in _EXPECTED:
+        expected = _EXPECTED[kind].format(**ctx)
+    else:  # an error type this schema does not cause today: pydantic's own words
+        expected = error["msg"].removeprefix("Input should be ")
+    return f"{key}: expected {expected}, got {_describe(value)}"
+
+
+def _type_at(loc: tuple[int | str, ...]) -> Any:
+    """Returns the type that validates the value at `loc` of a pipeline YAML (no Annotated, no None)."""
+    node: Any = PipelineConfig
+    for part in loc:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            node = node.model_fields[str(part)].annotation
+        else:  # dict[str, X] or tuple[X, ...]: X
+            node = typing.get_args(node)[-1 if typing.get_origin(node) is dict else 0]
+        while typing.get_origin(node) in (Annotated, Union, types.UnionType):
+            node = next(arg for arg in typing.get_args(node) if arg is not type(None))
+    return node
+
+
+def _pipelines_dir(directory: str | os.PathLike[str] | None) -> Path:
+    """Returns the folder of pipeline files: `directory`, else $SAVEDMODEL_PIPELINES_DIR, else the default."""
+    return Path(directory or os.environ.get("SAVEDMODEL_PIPELINES_DIR") or DEFAULT_PIPELINES_DIR)
 
 
 def iter_pipeline_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
     """Returns the pipeline YAML files in the pipelines folder, sorted by name."""
-    directory = Path(directory or os.environ.get("SAVEDMODEL_PIPELINES_DIR") or DEFAULT_PIPELINES_DIR)
+    directory = _pipelines_dir(directory)
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -235,6 +549,22 @@ def load_all_pipelines(
     """
     configs, errors = _load_all(tuple(_file_stamp(p) for p in iter_pipeline_files(directory)))
     return list(configs), list(errors)
+
+
+def find_pipeline(name: str, directory: str | os.PathLike[str] | None = None) -> PipelineConfig:
+    """Returns the valid pipeline called `name`, or else the one whose model is; raises ConfigError."""
+    configs, errors = load_all_pipelines(directory)
+    matches = [c for c in configs if c.name == name] or [c for c in configs if c.model.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        problem = f"{name!r} is the model of several pipelines ({sorted(c.name for c in matches)}): name one"
+    else:
+        known = [f"{c.name} (model {c.model.name})" for c in configs]
+        problem = f"no valid pipeline or model is named {name!r}; known: {', '.join(known) or 'none'}"
+        if errors:
+            problem += f"; invalid files: {', '.join(sorted(Path(e.path).name for e in errors))}"
+    raise ConfigError(str(_pipelines_dir(directory)), [problem])
 
 
 def _file_stamp(path: Path) -> tuple[str, int, int]:
@@ -276,192 +606,15 @@ def _load_all(
     return tuple(valid), tuple(errors)
 
 
-def _cross_checks(config: PipelineConfig) -> Iterator[str]:
-    """Yields problems that involve more than one key."""
-    if config.schedule is not None:
-        schedule = config.schedule.strip()
-        if schedule.startswith("@"):
-            if schedule not in _SCHEDULE_PRESETS:
-                presets = sorted(_SCHEDULE_PRESETS)
-                yield f"schedule: expected one of {presets} or a cron expression, got {schedule!r}"
-        else:
-            fields = schedule.split()
-            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-                yield f"schedule: expected a 5-field cron expression or a preset, got {schedule!r}"
-    model = config.model
-    if model.class_names is not None and len(model.class_names) != model.num_classes:
-        yield (
-            f"model.class_names: expected {model.num_classes} names (model.num_classes), "
-            f"got {len(model.class_names)}"
-        )
-    if model.builder not in ("softmax", "mlp") and not _BUILDER_PATH.match(model.builder):
-        yield (
-            f"model.builder: expected 'softmax', 'mlp' or 'package.module:function', got {model.builder!r}"
-        )
-    if any(not 1 <= units <= 100_000 for units in model.hidden_units) or len(model.hidden_units) > 32:
-        units = list(model.hidden_units)
-        yield f"model.hidden_units: expected at most 32 layer sizes in 1..100000, got {units}"
-    if not config.signatures:
-        yield "signatures: expected at least one signature"
-    for key in config.signatures:
-        if not _SIGNATURE_KEY.match(key):
-            yield f"signatures.{key}: expected a signature key made of letters, digits and '_'"
-    for tag in config.tags:
-        if not tag or len(tag) > 100:
-            yield f"tags: expected non-empty tags of at most 100 characters, got {tag!r}"
-    if config.serving.keep_versions is not None and config.serving.keep_versions < config.serving.num_latest:
-        yield (
-            f"serving.keep_versions: expected at least serving.num_latest ({config.serving.num_latest}), "
-            f"got {config.serving.keep_versions}"
-        )
-    for key in ("training_pool", "training_queue"):
-        name = getattr(config.operations, key)
-        if name is not None and not re.match(r"^[A-Za-z0-9_.-]{1,256}$", name):
-            yield f"operations.{key}: expected letters, digits, '_', '.' or '-', got {name!r}"
-    if config.storage.export_root == config.storage.serving_root:
-        yield "storage: export_root and serving_root must be different directories"
+def main(argv: list[str] | None = None) -> int:
+    """Runs `python -m include.config schema`: prints the JSON Schema of a pipeline YAML."""
+    parser = argparse.ArgumentParser(prog="python -m include.config", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("schema", help="print the JSON Schema of a pipeline YAML (docs/pipeline.schema.json)")
+    parser.parse_args(argv)
+    print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+    return 0
 
 
-# --- generic conversion of parsed YAML into the dataclasses above ---------------------------
-
-
-def _describe(value: Any) -> str:
-    """Returns a short description of a YAML value for error messages."""
-    text = reprlib.repr(value)  # bounded: a YAML alias bomb must not explode the message
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(tp: Any, value: Any, path: str, problems: list[str], meta: Mapping[str, Any] = {}) -> Any:
-    """Returns `value` converted to type `tp`, appending a message to `problems` on error."""
-    where = path or "<top level>"
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            if type(None) in typing.get_args(tp):
-                return None
-        if len(options) == 1:
-            return _convert(options[0], value, path, problems, meta)
-    if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, value, path, problems)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed or isinstance(value, bool):
-            problems.append(f"{where}: expected one of {list(allowed)}, got {_describe(value)}")
-        return value
-    if origin is dict:
-        _, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {_describe(value)}")
-            return {}
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                problems.append(f"{where}: expected string keys, got {_describe(key)}")
-                continue
-            result[key] = _convert(value_type, item, _join(path, key), problems)
-        return result
-    if origin is tuple:
-        (item_type, _) = typing.get_args(tp)
-        if meta.get("shape") and value is None:
-            return None
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {_describe(value)}")
-            return ()
-        if meta.get("shape"):
-            bad = [d for d in value if isinstance(d, bool) or not isinstance(d, int) or not -1 <= d <= 2**31]
-            if bad or len(value) > 32:
-                problems.append(
-                    f"{where}: expected a list of dimension sizes (-1 = any), got {_describe(value)}"
-                )
-                return ()
-            return tuple(value)
-        return tuple(_convert(item_type, item, f"{path}[{i}]", problems) for i, item in enumerate(value))
-    if tp is Path:
-        if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:
-            problems.append(f"{where}: expected a non-empty path string, got {_describe(value)}")
-            return Path(".")
-        path_value = Path(value).expanduser()
-        if ".." in path_value.parts:
-            problems.append(f"{where}: expected a path without '..' components, got {value!r}")
-            return Path(".")
-        return path_value if path_value.is_absolute() else (PROJECT_ROOT / path_value)
-    if tp is dt.date:
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        if isinstance(value, str):
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                pass
-        problems.append(f"{where}: expected a date YYYY-MM-DD, got {_describe(value)}")
-        return dt.date(1970, 1, 1)
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{where}: expected true or false, got {_describe(value)}")
-        return value
-    if tp in (int, float):
-        ok = isinstance(value, int) if tp is int else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool):
-            problems.append(
-                f"{where}: expected {'an integer' if tp is int else 'a number'}, got {_describe(value)}"
-            )
-            return value
-        if tp is float and value != value:  # NaN
-            problems.append(f"{where}: expected a number, got NaN")
-            return value
-        low, high = meta.get("low"), meta.get("high")
-        if low is not None and (value <= low if meta.get("low_open") else value < low):
-            problems.append(
-                f"{where}: expected a value {'>' if meta.get('low_open') else '>='} {low}, got {value}"
-            )
-        elif high is not None and value > high:
-            problems.append(f"{where}: expected a value <= {high}, got {value}")
-        return tp(value) if tp is float else value
-    if tp is str:
-        if not isinstance(value, str):
-            problems.append(f"{where}: expected a string, got {_describe(value)}")
-            return ""
-        if meta.get("identifier") and not _IDENTIFIER.match(value):
-            problems.append(
-                f"{where}: expected lowercase letters, digits and '_' starting with a letter "
-                f"(at most 64), got {value!r}"
-            )
-        return value
-    raise TypeError(f"config schema uses an unsupported type {tp!r} at {where}")
-
-
-@functools.cache
-def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
-    """Returns the resolved type hints and the YAML-visible fields of a config dataclass (cached)."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    return typing.get_type_hints(cls), fields
-
-
-def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) -> Any:
-    """Returns an instance of the dataclass `cls` built from a YAML mapping."""
-    where = path or "<top level>"
-    if not isinstance(value, dict):
-        problems.append(f"{where}: expected a mapping, got {_describe(value)}")
-        return None
-    hints, fields = _schema(cls)
-    for key in value:
-        if key not in fields:
-            problems.append(f"{_join(path, str(key))}: unknown key (expected one of {sorted(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in value:
-            kwargs[name] = _convert(hints[name], value[name], _join(path, name), problems, f.metadata)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(f"{_join(path, name)}: required key is missing")
-    if problems:
-        return None
-    return cls(**kwargs)
+if __name__ == "__main__":
+    sys.exit(main())

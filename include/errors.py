@@ -56,6 +56,20 @@ class IncompleteModelError(PipelineError):
         super().__init__(f"incomplete SavedModel at {self.path}: {'; '.join(self.problems)}")
 
 
+class ExportVerificationError(PipelineError):
+    """The exported SavedModel does not load, or does not answer like the trained model."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        details = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"the exported SavedModel at {self.path} is refused, nothing published:\n{details}")
+
+
+class RunRecordError(PipelineError):
+    """A run record is missing, unreadable, or its config snapshot no longer matches its digest."""
+
+
 class VersionConflictError(PipelineError):
     """A version already exists with different content and no overwrite was asked for."""
 
@@ -78,6 +92,10 @@ class InvalidPipelinesError(PipelineError):
             for error in self.errors
         )
         super().__init__(f"{len(self.errors)} invalid pipeline file(s); their DAGs are not loaded:\n{blocks}")
+
+
+class RegistryError(PipelineError):
+    """A registry operation was refused (unknown version, incomplete dir, bad label, ...)."""
 
 
 class StorageError(PipelineError):

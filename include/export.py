@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig
+from include.durable import fsync_tree
 from include.errors import IncompleteModelError, StorageError
 from include.model import build_serving_graph
-from include.savedmodel_dir import content_digest, fsync_tree, missing_parts
+from include.savedmodel_dir import content_digest, missing_parts
 from include.signatures import build_signature_def_map
 from include.training import EVAL_SAMPLE_FILE
 from include.warmup import warmup_logs, write_warmup_requests
@@ -80,7 +81,7 @@ def export_savedmodel(config: PipelineConfig, checkpoint: str, export_dir: str |
 def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | os.PathLike[str]) -> None:
     """Writes the SavedModel of a checkpoint into `target_dir` (which must not exist yet).
 
-    This is the TensorFlow Serving tutorial's export: SERVING tag, both signatures,
+    This is the TensorFlow Serving tutorial's export: SERVING tag, the YAML's signatures,
     `main_op=tables_initializer()`, `strip_default_attrs=True`; plus warmup requests in
     `assets.extra/` built from held-out examples.
     """
@@ -88,7 +89,7 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
 
     v1 = tf.compat.v1
     serving = build_serving_graph(config)
-    signature_def_map = build_signature_def_map(serving)
+    signature_def_map = build_signature_def_map(serving, config.signatures)
     with v1.Session(graph=serving.graph) as sess:
         try:
             v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
@@ -107,7 +108,7 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
         builder.save()
     if config.serving.warmup_examples:
         sample = np.load(Path(checkpoint).parent / EVAL_SAMPLE_FILE)["x"][: config.serving.warmup_examples]
-        logs = warmup_logs(config.model.name, signature_def_map, sample, config.data.feature_key)
+        logs = warmup_logs(config, signature_def_map, sample)
         write_warmup_requests(Path(target_dir), logs)
 
 

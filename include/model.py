@@ -31,11 +31,28 @@ class ServingGraph:
     top_scores: Any  # float32 [batch, num_classes]: scores sorted high to low (classify output)
     top_classes: Any  # string [batch, num_classes]: class names in the order of top_scores
     model_variables: list  # what the checkpoint must restore for serving
+    logits: Any = None  # float32 [batch, num_classes]: pre-softmax scores
     # Training only (None in a serving-only graph), never part of a signature:
     labels: Any = None  # int64 [batch]
     loss: Any = None
     train_op: Any = None
     learning_rate: Any = None  # float32 scalar placeholder, defaults to the YAML value
+
+    def tensor(self, name: str) -> Any:
+        """Returns the model tensor a signature names in the YAML (`tensor:`, see MODEL_TENSORS)."""
+        tensors = {
+            "examples": self.serialized_examples,
+            "features": self.features,
+            "logits": self.logits,
+            "scores": self.scores,
+            "top_scores": self.top_scores,
+            "top_classes": self.top_classes,
+        }
+        if tensors.get(name) is None:
+            raise KeyError(
+                f"the serving graph has no model tensor {name!r} (expected one of {sorted(tensors)})"
+            )
+        return tensors[name]
 
 
 def softmax(x, num_classes: int, model: ModelConfig):
@@ -138,7 +155,9 @@ def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) 
         )
         top_classes = table.lookup(tf.cast(indices, tf.int64))
         if not with_training:
-            return ServingGraph(graph, serialized, features, scores, top_scores, top_classes, model_variables)
+            return ServingGraph(
+                graph, serialized, features, scores, top_scores, top_classes, model_variables, logits
+            )
         labels = v1.placeholder(tf.int64, shape=[None], name="labels")
         loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss"
@@ -159,6 +178,7 @@ def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) 
         top_scores=top_scores,
         top_classes=top_classes,
         model_variables=model_variables,
+        logits=logits,
         labels=labels,
         loss=loss,
         train_op=train_op,

@@ -15,23 +15,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from include.durable import fsync_path, fsync_tree, locked
 from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
-from include.registry import (
-    MANIFEST_FILE,
-    apply_retention,
-    auto_label,
-    locked,
-    now_iso,
-    read_manifest,
-    update_manifest,
-    write_models_config,
-)
-from include.savedmodel_dir import content_digest, fsync_path, fsync_tree, missing_parts
+from include.manifest import MANIFEST_FILE, apply_retention, auto_label, now_iso, update_manifest
+from include.savedmodel_dir import content_digest, missing_parts
+from include.serving_config import write_models_config
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)
-
-__all__ = ["MANIFEST_FILE", "PublishResult", "publish_version", "read_manifest"]
 
 STAGING_PREFIX = ".staging-"
 _RENAME_EXCHANGE = 2
@@ -64,6 +55,7 @@ def publish_version(
     record: dict | None = None,
     keep_versions: int | None = None,
     serving_policy: dict | None = None,
+    expected_digest: str | None = None,
 ) -> PublishResult:
     """Returns the result of promoting `export_path` to `<serving_root>/<model>/<version>`.
 
@@ -71,7 +63,8 @@ def publish_version(
     VersionConflictError unless `force` (with a reason) asks to replace it. Then, under the
     same lock: the manifest records the version, the newest version is labelled `canary`
     (and `stable` if nothing is), retention keeps `keep_versions`; finally the serving root's
-    `models.config` is regenerated.
+    `models.config` is regenerated. With `expected_digest` (of the export as verified), any other
+    content is refused.
     """
     version = parse_version(version)
     if force and not (force_reason or "").strip():
@@ -81,6 +74,11 @@ def publish_version(
     if problems:
         raise IncompleteModelError(str(export_path), problems)
     digest = content_digest(export_path)
+    if expected_digest is not None and digest != expected_digest:
+        # The export changed after it was verified: publish only what was checked.
+        raise IncompleteModelError(
+            str(export_path), [f"content sha256 {digest[:12]} is not the verified {expected_digest[:12]}"]
+        )
     base = model_dir(serving_root, model_name)
     target = base / str(version)
 

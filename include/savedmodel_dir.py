@@ -100,24 +100,6 @@ def content_digest(directory: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def fsync_tree(directory: str | os.PathLike[str]) -> None:
-    """Flushes every file and directory under `directory` to disk."""
-    root = Path(directory)
-    for path in sorted(root.rglob("*"), reverse=True):
-        fsync_path(path)
-    fsync_path(root)
-
-
-def fsync_path(path: Path) -> None:
-    """Flushes one file or directory (a directory's entries: renames in it survive a crash)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- structural checks that need no TensorFlow ------------------------------------------------
 #
 # variables.index is a LevelDB-style table (TensorFlow's tensor_bundle): a 48-byte footer ending

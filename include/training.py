@@ -57,10 +57,11 @@ def train_model(
     import tensorflow as tf
 
     v1 = tf.compat.v1
-    training = dataclasses.replace(
-        config.training,
-        steps=steps if steps is not None else config.training.steps,
-        learning_rate=learning_rate if learning_rate is not None else config.training.learning_rate,
+    training = config.training.model_copy(
+        update={
+            "steps": steps if steps is not None else config.training.steps,
+            "learning_rate": learning_rate if learning_rate is not None else config.training.learning_rate,
+        }
     )
     dataset = load_dataset(config.data, as_of, config.model.num_features)
     log.info(
@@ -145,7 +146,7 @@ def train_model(
         checkpoint=str(final_dir / CHECKPOINT_PREFIX),
         metrics=metrics,
         data=dataset.summary(),
-        hyperparameters=dataclasses.asdict(training),
+        hyperparameters=training.model_dump(),
     )
 
 

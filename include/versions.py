@@ -76,6 +76,6 @@ def run_work_dir(export_root: str | Path, model_name: str, run_id: str) -> Path:
     return Path(export_root) / model_name / "runs" / run_key(run_id)
 
 
-def export_dir(export_root: str | Path, model_name: str, run_id: str, version: int) -> Path:
-    """Returns where a run exports its SavedModel before publishing."""
-    return run_work_dir(export_root, model_name, run_id) / "export" / str(parse_version(version))
+def export_dir(work_dir: str | Path, version: int) -> Path:
+    """Returns where a run (its work dir) exports its SavedModel before publishing."""
+    return Path(work_dir) / "export" / str(parse_version(version))

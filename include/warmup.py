@@ -11,12 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from include.config import PipelineConfig
+
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-def warmup_logs(model_name: str, signature_def_map: dict, x: np.ndarray, feature_key: str) -> list:
-    """Returns one PredictionLog per signature (predict, classify or regress) for the rows in x."""
+def warmup_logs(config: PipelineConfig, signature_def_map: dict, x: np.ndarray) -> list:
+    """Returns one PredictionLog per signature (predict, classify or regress) for the rows in x.
+
+    Each signature's inputs get the model tensor its YAML declaration maps them to.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import (
         classification_pb2,
@@ -27,27 +32,24 @@ def warmup_logs(model_name: str, signature_def_map: dict, x: np.ndarray, feature
         regression_pb2,
     )
 
-    from include.data import serialize_examples
+    from include.signatures import model_inputs, signature_feeds
 
     sm = tf.compat.v1.saved_model.signature_constants
-    serialized = serialize_examples(x, feature_key)
+    inputs = model_inputs(x, config.data.feature_key)
     logs = []
     for key, signature in sorted(signature_def_map.items()):
-        spec = model_pb2.ModelSpec(name=model_name, signature_name=key)
+        spec = model_pb2.ModelSpec(name=config.model.name, signature_name=key)
+        feeds = signature_feeds(config.signatures[key], key, inputs)
         if signature.method_name == sm.PREDICT_METHOD_NAME:
             request = predict_pb2.PredictRequest(model_spec=spec)
-            for name, info in signature.inputs.items():
-                dtype = tf.dtypes.as_dtype(info.dtype)
-                value = (
-                    np.array(serialized, dtype=object)
-                    if dtype == tf.string
-                    else x.astype(dtype.as_numpy_dtype)
-                )
+            for name, value in feeds.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             logs.append(
                 prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             )
             continue
+        # Classify and Regress take tf.Examples (TF Serving serializes them into the `inputs` tensor).
+        (serialized,) = feeds.values()
         examples = input_pb2.Input(
             example_list=input_pb2.ExampleList(examples=[tf.train.Example.FromString(s) for s in serialized])
         )
@@ -64,6 +66,20 @@ def warmup_logs(model_name: str, signature_def_map: dict, x: np.ndarray, feature
     return logs
 
 
+def request_feeds(log) -> tuple[str, dict[str, np.ndarray]]:
+    """Returns (signature key, {input name: value}) of one warmup PredictionLog, as TF Serving feeds it."""
+    import tensorflow as tf
+
+    kind = log.WhichOneof("log_type")
+    request = getattr(log, kind).request
+    if kind == "predict_log":
+        return request.model_spec.signature_name, {
+            name: tf.make_ndarray(proto) for name, proto in request.inputs.items()
+        }
+    serialized = [example.SerializeToString() for example in request.input.example_list.examples]
+    return request.model_spec.signature_name, {"inputs": np.array(serialized, dtype=object)}
+
+
 def write_warmup_requests(savedmodel_dir: Path, logs: list) -> Path:
     """Writes PredictionLogs as the TFRecord file TF Serving reads at load; returns its path."""
     import tensorflow as tf
@@ -77,11 +93,13 @@ def write_warmup_requests(savedmodel_dir: Path, logs: list) -> Path:
 
 
 def read_warmup_requests(savedmodel_dir: Path) -> list:
-    """Returns the PredictionLogs stored in a SavedModel's warmup file."""
+    """Returns the PredictionLogs stored in a SavedModel's warmup file (none if it has no file)."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = Path(savedmodel_dir) / WARMUP_DIR / WARMUP_FILE
+    if not path.is_file():
+        return []
     return [
         prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))
     ]

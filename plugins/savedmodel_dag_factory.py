@@ -111,16 +111,8 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             **queue,
             execution_timeout=dt.timedelta(minutes=ops.train_timeout_minutes),
         )(pipeline_file)
-        validated = validate_signatures(
-            pipeline_file, trained["checkpoint"], trained["metrics"], trained["options"]
-        )
-        exported = SavedModelExportOperator(
-            task_id="export_savedmodel",
-            pipeline_file=pipeline_file,
-            checkpoint=trained["checkpoint"],
-            export_base=trained["export_base"],
-            version=trained["version"],
-        )
+        validated = validate_signatures(trained["record"])
+        exported = SavedModelExportOperator(task_id="export_savedmodel", run_record=trained["record"])
         waited = SavedModelVersionSensor(
             task_id="wait_for_version",
             version_dir=trained["export_dir"],
@@ -129,19 +121,7 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             poke_interval=10,
             timeout=dt.timedelta(minutes=ops.sensor_timeout_minutes).total_seconds(),
         )
-        published = publish_version.override(outlets=[model_asset(config)])(
-            pipeline_file,
-            waited.output,
-            trained["version"],
-            trained["options"],
-            trained["metrics"],
-            trained["data"],
-            trained["hyperparameters"],
-            validated["signature_fingerprint"],
-            validated["signatures"],
-            validated["verdict"],
-            validated["baseline_version"],
-        )
+        published = publish_version.override(outlets=[model_asset(config)])(trained["record"], waited.output)
         validated >> exported >> waited >> published
     return dag
 

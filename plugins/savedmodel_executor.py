@@ -12,7 +12,7 @@ checks the workers have the library mapped, and every end-to-end run uses this e
 needs the `fork` start method (Linux's default); with `spawn` it behaves like LocalExecutor.
 
 Select it with `[core] executor = plugins.savedmodel_executor.TensorFlowLocalExecutor`
-(the Makefile and `include/local_airflow.py` do).
+(the Makefile and `tools/local_airflow.py` do).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator
 
+from include.summary import summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
 if TYPE_CHECKING:
@@ -15,41 +16,38 @@ if TYPE_CHECKING:
 
 
 class SavedModelExportOperator(BaseOperator):
-    """Restores a training checkpoint into a session and exports it with SavedModelBuilder.
+    """Restores a run's training checkpoint into a session and exports it with SavedModelBuilder.
 
     Calls `add_meta_graph_and_variables(sess, [SERVING], signature_def_map,
-    main_op=tables_initializer(), strip_default_attrs=True)` then `save()`, into a temporary
-    sibling of `export_dir` renamed into place when complete. A complete export of the same
-    checkpoint is reused on rerun; a partial or stale one is replaced.
+    main_op=tables_initializer(), strip_default_attrs=True)` then `save()`, with the signatures
+    the run's config declares, into a temporary sibling of the run's export dir that is renamed
+    into place when complete. A complete export of the same checkpoint is reused on rerun; a
+    partial or stale one is replaced.
 
-    :param pipeline_file: the pipeline YAML (model builder, signatures). (templated)
-    :param checkpoint: the checkpoint prefix written by the train task. (templated)
-    :param export_base: the directory that receives the numeric version dir. (templated)
-    :param version: the version number, a positive int64. (templated)
+    :param run_record: path of the run record written by the train task (`run.json`). (templated)
     """
 
-    template_fields: Sequence[str] = ("pipeline_file", "checkpoint", "export_base", "version")
+    template_fields: Sequence[str] = ("run_record",)
     ui_color = "#ffb74d"
 
-    def __init__(
-        self, *, pipeline_file: str, checkpoint: str, export_base: str, version: int | str, **kwargs
-    ) -> None:
+    def __init__(self, *, run_record: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.pipeline_file = pipeline_file
-        self.checkpoint = checkpoint
-        self.export_base = export_base
-        self.version = version
+        self.run_record = run_record
 
     def execute(self, context: Context) -> dict:
-        from include.config import load_pipeline_config
-        from include.export import export_savedmodel
-        from include.versions import parse_version
+        from include.run_record import load_run
+        from include.run_steps import export_run
 
         with fail_fast_on_permanent_errors():
-            export_dir = Path(self.export_base) / str(parse_version(self.version))
-            config = load_pipeline_config(self.pipeline_file)
-            result = export_savedmodel(config, str(self.checkpoint), export_dir)
+            result = export_run(load_run(self.run_record))
         self.log.info(
             "SavedModel at %s (%d bytes, reused=%s)", result["export_dir"], result["bytes"], result["reused"]
+        )
+        self.log.info(
+            summary_line(
+                self.task_id,
+                f"SavedModelBuilder wrote version {Path(result['export_dir']).name} "
+                f"({result['bytes']:,} bytes{', reused' if result['reused'] else ''})",
+            )
         )
         return result

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
+from include.summary import summary_line
 from plugins.savedmodel_triggers import SavedModelVersionTrigger
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class SavedModelVersionSensor(BaseSensorOperator):
         if not event or event.get("status") != "complete" or problems:
             raise AirflowException(f"SavedModel at {self.version_dir} is not complete: {problems or event}")
         self.log.info("SavedModel at %s is complete (resumed from the triggerer)", self.version_dir)
+        self.log.info(
+            summary_line(self.task_id, f"{self.version_dir} is complete (saved_model.pb, variables/)")
+        )
         return str(self.version_dir)
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -67,4 +71,7 @@ class SavedModelVersionSensor(BaseSensorOperator):
             self.log.info("SavedModel at %s not complete yet: %s", self.version_dir, "; ".join(problems))
             return PokeReturnValue(is_done=False)
         self.log.info("SavedModel at %s is complete", self.version_dir)
+        self.log.info(
+            summary_line(self.task_id, f"{self.version_dir} is complete (saved_model.pb, variables/)")
+        )
         return PokeReturnValue(is_done=True, xcom_value=str(self.version_dir))

@@ -9,7 +9,7 @@ import argparse
 import logging
 
 from include.config import DEFAULT_PIPELINES_DIR, load_pipeline_config
-from include.data import write_example_partitions
+from tools.example_data import write_example_partitions
 
 
 def main() -> None:

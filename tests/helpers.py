@@ -1,16 +1,33 @@
-"""Assertion helpers and model utilities shared by the tests."""
+"""Helpers shared by the tests: pipeline YAMLs, assertions, fresh-process scoring, a local Airflow.
+
+Tests import these from here; conftest.py files hold only fixtures (and import from here too).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
+from include.config import DEFAULT_PIPELINES_DIR
 from include.savedmodel_dir import missing_parts
+from tools.local_airflow import LocalAirflow, free_port
+
+EXAMPLE_YAML = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
+#: A date after the last example partition: runs dated here see the whole data set.
+AFTER_ALL_DATA = dt.date(2026, 11, 1)
+#: The `airflow` CLI of this interpreter's environment.
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 #: Runs in a fresh Python process: loads a SavedModel with TF2 and runs both signatures.
 _SCORE_SCRIPT = """
@@ -62,3 +79,97 @@ def checkpoint_scores(config, checkpoint: str, x: np.ndarray) -> np.ndarray:
     with tf.compat.v1.Session(graph=serving.graph) as sess:
         tf.compat.v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
         return sess.run(serving.scores, feed_dict={serving.features: x})
+
+
+# --- pipeline YAMLs ---------------------------------------------------------------------------
+
+
+def example_raw() -> dict:
+    """Returns the example pipeline's YAML as a fresh dict (edit it freely)."""
+    return yaml.safe_load(EXAMPLE_YAML.read_text())
+
+
+def write_pipeline(directory: Path, raw: dict, filename: str | None = None) -> Path:
+    """Writes a pipeline YAML into `directory` and returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (filename or f"{raw.get('name', 'pipeline')}.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def make_raw(root: Path, data: Path, **overrides) -> dict:
+    """Returns the example YAML pointed at `data`, with roots under `root` and top-level overrides."""
+    raw = example_raw()
+    raw["data"]["location"] = str(data)
+    raw["storage"] = {"export_root": str(root / "exports"), "serving_root": str(root / "serving")}
+    raw.update(overrides)
+    return raw
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+#: The serving policy the registry tests publish with: the latest 2 versions plus labelled ones.
+LATEST_TWO = {"version_policy": "latest", "num_latest": 2}
+
+
+def publish_digits(exported: Path, serving_root: Path, version: int, **kwargs):
+    """Publishes `exported` as `version` of model `digits` with a small lineage record."""
+    from include.publish import publish_version
+
+    record = {
+        "run_type": kwargs.pop("run_type", "scheduled"),
+        "metrics": {"eval_accuracy": 0.95},
+        "logical_date": "2026-10-12T00:00:00+00:00",
+    }
+    return publish_version(
+        exported, serving_root, "digits", version, record=record, serving_policy=LATEST_TWO, **kwargs
+    )
+
+
+def parse_models_config(serving_root: Path):
+    """Returns `<serving_root>/models.config` parsed with TF Serving's own ModelServerConfig proto."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from include.serving_config import MODELS_CONFIG_FILE
+
+    return text_format.Parse(
+        (serving_root / MODELS_CONFIG_FILE).read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+
+
+# --- a real Airflow (end-to-end tests) --------------------------------------------------------
+
+
+@dataclass
+class AirflowEnv:
+    """A throwaway Airflow installation and the roots its pipeline writes to."""
+
+    home: Path
+    pipelines: Path
+    root: Path
+    env: dict
+
+    def run(self, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+        """Runs an `airflow` CLI command in this environment; on failure shows its output tail."""
+        done = subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-6000:]}"
+            )
+        return done
+
+
+@contextlib.contextmanager
+def running_airflow(home: Path, pipelines: Path) -> Iterator[LocalAirflow]:
+    """Starts a local Airflow (all components, free ports) reading `pipelines`; always stops it."""
+    local = LocalAirflow(
+        home, port=free_port(), fast=True, extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -11,9 +12,9 @@ import pytest
 import yaml
 
 from include.config import PROJECT_ROOT, load_pipeline_config
-from include.local_airflow import SETTINGS_FILE, read_env_file
-from include.registry import MODELS_CONFIG_FILE
-from tests.conftest import EXAMPLE_YAML
+from include.serving_config import MODELS_CONFIG_FILE
+from tests.helpers import EXAMPLE_YAML
+from tools.local_airflow import SETTINGS_FILE, read_env_file
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 WORKERS = ["airflow-worker", "airflow-worker-training"]
@@ -79,6 +80,16 @@ def test_every_airflow_service_shares_one_configuration(compose):
     assert not set(settings) & set(env), set(settings) & set(env)
 
 
+def test_the_celery_config_airflow_env_names_is_importable_and_mounted(compose):
+    """The module of `[celery] celery_config_options` imports here and is mounted in every container."""
+    settings = read_env_file(SETTINGS_FILE)
+    module, _, attribute = settings["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"].rpartition(".")
+    assert getattr(importlib.import_module(module), attribute)["imports"] == ("tensorflow",)
+    package = module.split(".")[0]
+    volumes = compose["services"]["airflow-worker"]["volumes"]
+    assert f"./{package}:/opt/airflow/project/{package}:ro" in volumes
+
+
 def test_workers_consume_the_queues_the_pipelines_use(compose):
     """The default worker takes Airflow's default queue; the training worker the example's train queue."""
     services = compose["services"]
@@ -97,7 +108,7 @@ def test_serving_profile_reads_the_pipelines_models_config(compose):
     in_container = Path(MODEL_STORE) / example.storage.serving_root.relative_to(PROJECT_ROOT / "build")
     assert f"--model_config_file={in_container / MODELS_CONFIG_FILE}" in serving["command"]
     init = compose["services"]["airflow-init"]["command"][-1]
-    assert f"python -m include.registry models-config {in_container}" in init
+    assert f"python -m include.registry_cli models-config {in_container}" in init
 
 
 def test_secrets_come_from_env_and_ports_stay_on_loopback(compose):

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from include.config import PROJECT_ROOT, iter_pipeline_files, load_all_pipelines, load_pipeline_config
+from include import config as config_module
+from include.config import (
+    MODEL_TENSORS,
+    PROJECT_ROOT,
+    PipelineConfig,
+    find_pipeline,
+    iter_pipeline_files,
+    load_all_pipelines,
+    load_pipeline_config,
+    parse_pipeline_config,
+)
 from include.errors import ConfigError
-from tests.conftest import EXAMPLE_YAML, example_raw, write_pipeline
+from tests.helpers import EXAMPLE_YAML, example_raw, write_pipeline
+
+SCHEMA_FILE = PROJECT_ROOT / "docs" / "pipeline.schema.json"
 
 
 def assert_config_error(path: Path, *fragments: str) -> ConfigError:
@@ -33,7 +47,7 @@ def test_example_pipeline_is_valid():
     assert config.storage.serving_root.is_absolute()
     assert set(config.signatures) == {"predict_images", "serving_default"}
     assert config.signatures["serving_default"].inputs["inputs"].shape == (-1,)
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         config.name = "other"  # type: ignore[misc]
 
 
@@ -162,3 +176,121 @@ def test_pipelines_dir_lists_only_yaml_files(tmp_path, monkeypatch):
         (tmp_path / name).write_text("x: 1")
     monkeypatch.setenv("SAVEDMODEL_PIPELINES_DIR", str(tmp_path))
     assert [p.name for p in iter_pipeline_files()] == ["a.yml", "b.yaml"]
+
+
+# --- signatures: what TF Serving's APIs require, and the model tensor of each input and output ----
+
+CLASSIFY = {
+    "method": "classify",
+    "inputs": {"inputs": {"dtype": "string", "shape": [-1]}},
+    "outputs": {"classes": {"dtype": "string"}, "scores": {"dtype": "float32"}},
+}
+SIGNATURE_PROBLEMS = [
+    (
+        {**CLASSIFY, "inputs": {"images": {"dtype": "string"}}},
+        "signatures.sig.inputs: expected one input named 'inputs' (TF Serving's classify API), got ['im",
+    ),
+    (
+        {**CLASSIFY, "inputs": {"inputs": {"dtype": "float32"}}},
+        "signatures.sig.inputs.inputs.dtype: expected 'string' (TF Serving's classify API), got 'float32'",
+    ),
+    (
+        {**CLASSIFY, "outputs": {"probabilities": {"dtype": "float32"}}},
+        "signatures.sig.outputs: expected one or more of ['classes', 'scores'] (TF Serving's classify API)",
+    ),
+    (
+        {**CLASSIFY, "method": "regress"},
+        "signatures.sig.outputs: expected one output named 'outputs' (TF Serving's regress API)",
+    ),
+    (
+        {"method": "predict", "inputs": {"pixels": {"dtype": "float32"}}, "outputs": {}},
+        "signatures.sig.inputs.pixels.tensor: required (no model tensor is named 'pixels'; expected one of [",
+    ),
+    (
+        {"method": "predict", "inputs": {}, "outputs": {"p": {"dtype": "float32", "tensor": "probs"}}},
+        "signatures.sig.outputs.p.tensor: expected one of ['examples', 'features', 'logits', 'scores', "
+        "'top_scores', 'top_classes'], got str 'probs'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"), SIGNATURE_PROBLEMS, ids=[e[:40] for _, e in SIGNATURE_PROBLEMS]
+)
+def test_signature_problems_name_the_key(tmp_path, signature, expected):
+    """A signature TF Serving would refuse, or a name with no model tensor, is a problem at its key."""
+    raw = _set(example_raw(), "signatures", {"sig": signature})
+    assert_config_error(write_pipeline(tmp_path, raw, "bad.yaml"), expected)
+
+
+def test_tensor_of_gives_the_declared_or_default_model_tensor():
+    """tensor_of returns `tensor:` where given, else TF Serving's default or the same-named model tensor."""
+    raw = example_raw()
+    raw["signatures"]["regress"] = {
+        "method": "regress",
+        "inputs": {"inputs": {"dtype": "string"}},
+        "outputs": {"outputs": {"dtype": "float32"}},
+    }
+    raw["signatures"]["predict_logits"] = {
+        "method": "predict",
+        "inputs": {},
+        "outputs": {"logits": {"dtype": "float32"}},
+    }
+    signatures = parse_pipeline_config(raw).signatures
+    assert signatures["predict_images"].tensor_of("inputs", "images") == "features"
+    assert signatures["serving_default"].tensor_of("inputs", "inputs") == "examples"
+    assert signatures["serving_default"].tensor_of("outputs", "classes") == "top_classes"
+    assert signatures["serving_default"].tensor_of("outputs", "scores") == "top_scores"
+    assert signatures["regress"].tensor_of("outputs", "outputs") == "scores"
+    assert signatures["predict_logits"].tensor_of("outputs", "logits") == "logits"
+    assert "examples" in MODEL_TENSORS
+
+
+# --- finding a pipeline, copies, the JSON Schema ----------------------------------------------------
+
+
+def test_find_pipeline_by_name_or_model_name(tmp_path):
+    """find_pipeline finds a valid pipeline by its name or its model's name."""
+    write_pipeline(tmp_path, example_raw(), "digits.yaml")
+    assert find_pipeline("digits_softmax", tmp_path).name == "digits_softmax"
+    assert find_pipeline("digits", tmp_path).name == "digits_softmax"
+
+
+def test_find_pipeline_names_the_known_pipelines_and_invalid_files(tmp_path):
+    """An unknown name is a ConfigError listing the valid pipelines and the invalid files."""
+    write_pipeline(tmp_path, example_raw(), "digits.yaml")
+    write_pipeline(tmp_path, _set(example_raw(), "name", "Broken"), "broken.yaml")
+    with pytest.raises(ConfigError) as info:
+        find_pipeline("other", tmp_path)
+    assert "no valid pipeline or model is named 'other'" in str(info.value)
+    assert "digits_softmax (model digits)" in str(info.value)
+    assert "invalid files: broken.yaml" in str(info.value)
+
+
+def test_model_copy_keeps_the_source_file():
+    """A copy with changed values (model_copy) still knows which YAML file it came from."""
+    config = load_pipeline_config(EXAMPLE_YAML)
+    copy_ = config.model_copy(update={"training": config.training.model_copy(update={"steps": 5})})
+    assert copy_.training.steps == 5 and config.training.steps == 2000
+    assert copy_.source_path == config.source_path == EXAMPLE_YAML.resolve()
+
+
+def test_schema_file_is_up_to_date(capsys):
+    """docs/pipeline.schema.json is what `python -m include.config schema` prints today."""
+    assert config_module.main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == PipelineConfig.model_json_schema()
+    assert json.loads(SCHEMA_FILE.read_text()) == printed, (
+        "docs/pipeline.schema.json is out of date; regenerate it with\n"
+        "  .venv/bin/python -m include.config schema > docs/pipeline.schema.json"
+    )
+
+
+def test_example_yaml_is_valid_against_the_schema():
+    """The JSON Schema editors use accepts the example YAML as written (dates are strings to an editor)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    assert EXAMPLE_YAML.read_text().startswith(
+        "# yaml-language-server: $schema=../../docs/pipeline.schema.json"
+    )
+    as_written = json.loads(json.dumps(example_raw(), default=str))
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text())).validate(as_written)

@@ -16,7 +16,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
 
 from include.config import PROJECT_ROOT
-from tests.conftest import example_raw, write_pipeline
+from tests.helpers import example_raw, write_pipeline
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 SUPPORT_DAGS = ["savedmodel_asset_consumer", "savedmodel_promote"]

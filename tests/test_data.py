@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
 
 from include.config import DataConfig
-from include.data import EXAMPLE_DAYS, EXAMPLE_FIRST_DAY, load_dataset, partitions_as_of
+from include.data import load_dataset, partitions_as_of
 from include.errors import NoDataError
+from tools.example_data import EXAMPLE_FIRST_DAY
 
 
 def data_config(location, **changes) -> DataConfig:
-    return dataclasses.replace(DataConfig(location=location), **changes)
-
-
-def test_example_data_has_one_partition_per_day(example_data):
-    """The example spreads sklearn's 1,797 digits over 30 daily partitions."""
-    names = sorted(p.name for p in example_data.iterdir())
-    assert len(names) == EXAMPLE_DAYS and names[0] == f"dt={EXAMPLE_FIRST_DAY.isoformat()}"
+    return DataConfig(location=location, **changes)
 
 
 def test_a_run_sees_only_partitions_before_its_date(example_data):

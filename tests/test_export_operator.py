@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -12,86 +13,87 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.data import serialize_examples
+from include.run_record import RunIdentity, RunRecord, start_run
 from include.savedmodel_dir import content_digest
 from plugins.savedmodel_operators import SavedModelExportOperator
-from tests.helpers import assert_complete, checkpoint_scores, score_in_fresh_process
+from tests.helpers import (
+    assert_complete,
+    checkpoint_scores,
+    make_raw,
+    score_in_fresh_process,
+    write_pipeline,
+)
 
 
-def export_operator(config, checkpoint: str, export_dir: Path) -> SavedModelExportOperator:
-    return SavedModelExportOperator(
-        task_id="export_savedmodel",
-        pipeline_file=str(config.source_path),
-        checkpoint=checkpoint,
-        export_base=str(export_dir.parent),
-        version=export_dir.name,
-    )
+@pytest.fixture
+def start(tmp_path, example_data, trained):
+    """Returns a factory of runs (own roots under tmp_path) whose train step is the session's checkpoint."""
+    pipeline_file = write_pipeline(tmp_path / "pipelines", make_raw(tmp_path, example_data))
+
+    def factory(run_id: str = "manual__1", checkpoint: str | None = None) -> RunRecord:
+        when = dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
+        record = start_run(
+            pipeline_file, RunIdentity("digits_softmax", run_id, "manual", None), {}, when, when
+        )
+        record.write_step("train", {**trained.to_dict(), "checkpoint": checkpoint or trained.checkpoint})
+        return record
+
+    return factory
 
 
-def test_execute_writes_a_complete_savedmodel(session_config, trained, tmp_path):
-    """execute() exports a complete version dir and returns its path, digest and size."""
-    target = tmp_path / "export" / "7"
-    result = export_operator(session_config, trained.checkpoint, target).execute({})
-    assert_complete(target)
-    assert result["export_dir"] == str(target) and not result["reused"]
-    assert result["content_digest"] == content_digest(target)
-    assert list(target.parent.glob(".tmp-*")) == []
+def export_operator(record: RunRecord) -> SavedModelExportOperator:
+    return SavedModelExportOperator(task_id="export_savedmodel", run_record=str(record.path))
 
 
-@pytest.mark.parametrize("version", ["0", "../7", "-1", "abc"])
-def test_bad_version_fails_before_writing(session_config, trained, tmp_path, version):
-    """A version that is not a positive int64 fails without retry and creates nothing."""
-    operator = SavedModelExportOperator(
-        task_id="export_savedmodel",
-        pipeline_file=str(session_config.source_path),
-        checkpoint=trained.checkpoint,
-        export_base=str(tmp_path / "x"),
-        version=version,
-    )
-    with pytest.raises(AirflowFailException, match="version"):
+def test_execute_writes_a_complete_savedmodel(start):
+    """execute() exports a complete version dir at the run's export dir and returns its digest and size."""
+    record = start()
+    result = export_operator(record).execute({})
+    assert_complete(record.export_dir)
+    assert result["export_dir"] == str(record.export_dir) and not result["reused"]
+    assert result["content_digest"] == content_digest(record.export_dir)
+    assert list(record.export_dir.parent.glob(".tmp-*")) == []
+    assert record.read_step("export") == result
+
+
+def test_unreadable_run_record_fails_without_retry(tmp_path):
+    """A run record path that holds nothing is a permanent failure naming the path."""
+    operator = SavedModelExportOperator(task_id="export_savedmodel", run_record=str(tmp_path / "run.json"))
+    with pytest.raises(AirflowFailException, match="cannot read the run record"):
         operator.execute({})
-    assert not (tmp_path / "x").exists()
 
 
-def test_rerun_reuses_a_complete_export_of_the_same_checkpoint(session_config, trained, tmp_path):
+def test_rerun_reuses_a_complete_export_of_the_same_checkpoint(start):
     """Rerunning the task does not trip the builder's 'directory exists' check."""
-    target = tmp_path / "7"
-    first = export_operator(session_config, trained.checkpoint, target).execute({})
-    second = export_operator(session_config, trained.checkpoint, target).execute({})
+    record = start()
+    first = export_operator(record).execute({})
+    second = export_operator(record).execute({})
     assert second["reused"] and second["content_digest"] == first["content_digest"]
 
 
-def test_two_exports_of_one_checkpoint_are_byte_identical(session_config, trained, tmp_path):
+def test_two_exports_of_one_checkpoint_are_byte_identical(start):
     """Export is deterministic, so republishing a rerun is an idempotent no-op."""
-    a = export_operator(session_config, trained.checkpoint, tmp_path / "a" / "1").execute({})
-    b = export_operator(session_config, trained.checkpoint, tmp_path / "b" / "1").execute({})
-    assert a["content_digest"] == b["content_digest"]
+    a = export_operator(start("manual__a")).execute({})
+    b = export_operator(start("manual__b")).execute({})
+    assert a["export_dir"] != b["export_dir"] and a["content_digest"] == b["content_digest"]
 
 
-def test_partial_export_is_replaced(session_config, trained, tmp_path):
+def test_partial_export_is_replaced(start):
     """A version dir left half-written (no saved_model.pb) is cleaned and exported again."""
-    target = tmp_path / "7"
-    (target / "variables").mkdir(parents=True)
-    (target / "variables" / "variables.index").write_bytes(b"junk")
-    result = export_operator(session_config, trained.checkpoint, target).execute({})
-    assert_complete(target)
+    record = start()
+    (record.export_dir / "variables").mkdir(parents=True)
+    (record.export_dir / "variables" / "variables.index").write_bytes(b"junk")
+    result = export_operator(record).execute({})
+    assert_complete(record.export_dir)
     assert not result["reused"]
 
 
-def test_missing_checkpoint_fails_without_retry(session_config, tmp_path):
+def test_missing_checkpoint_fails_without_retry(start, tmp_path):
     """A checkpoint that does not exist is a permanent failure naming the prefix."""
+    record = start(checkpoint=str(tmp_path / "gone" / "model.ckpt"))
     with pytest.raises(AirflowFailException, match="no checkpoint files"):
-        export_operator(session_config, str(tmp_path / "model.ckpt"), tmp_path / "out" / "7").execute({})
-    assert not (tmp_path / "out" / "7").exists()
-
-
-def test_templated_fields_are_declared():
-    """Paths and the pipeline file are templated, like FileSensor's filepath."""
-    assert set(SavedModelExportOperator.template_fields) == {
-        "pipeline_file",
-        "checkpoint",
-        "export_base",
-        "version",
-    }
+        export_operator(record).execute({})
+    assert not record.export_dir.exists()
 
 
 def test_saved_model_cli_lists_both_signatures(exported):

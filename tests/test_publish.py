@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
-from include.publish import MANIFEST_FILE, publish_version, read_manifest
+from include.manifest import MANIFEST_FILE, read_manifest
+from include.publish import publish_version
 from include.savedmodel_dir import content_digest
 from tests.helpers import assert_complete
 

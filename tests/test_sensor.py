@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 import shutil
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    TaskDeferred,
+)
 
 from plugins.savedmodel_sensors import SavedModelVersionSensor
 from plugins.savedmodel_triggers import SavedModelVersionTrigger
@@ -32,14 +38,26 @@ def test_complete_version_is_done_and_returns_its_path(version_copy):
     assert result.is_done and result.xcom_value == str(version_copy)
 
 
-def test_reschedule_mode_pokes_the_same(version_copy):
-    """Reschedule mode uses the same completeness rule."""
-    assert poke(version_copy, mode="reschedule").is_done
+class FirstTry:
+    """A task instance on its first try: never rescheduled before."""
+
+    def get_first_reschedule_date(self, context) -> None:
+        return None
 
 
-def _truncate(path: Path, keep: float) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
+def test_reschedule_mode_frees_the_slot_until_the_version_is_complete(version_copy):
+    """Reschedule mode: an incomplete dir asks to run again a poke interval later; a complete one returns."""
+    sensor = SavedModelVersionSensor(
+        task_id="wait_for_version", version_dir=str(version_copy), mode="reschedule", poke_interval=30
+    )
+    pb = version_copy / "saved_model.pb"
+    pb.rename(version_copy / "hidden.pb")
+    before = dt.datetime.now(dt.UTC)
+    with pytest.raises(AirflowRescheduleException) as info:
+        sensor.execute({"ti": FirstTry()})
+    assert info.value.reschedule_date >= before + dt.timedelta(seconds=30)
+    (version_copy / "hidden.pb").rename(pb)
+    assert sensor.execute({"ti": FirstTry()}) == str(version_copy)
 
 
 def _truncate(path: Path, keep: float) -> None:

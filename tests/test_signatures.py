@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import numpy as np
 import pytest
 
 from include.config import SignatureSpec, TensorSpec
 from include.errors import ContractMismatchError, QualityGateError
-from include.signatures import compatibility_diff, validate_checkpoint
+from include.signatures import compatibility_diff, describe_signatures, validate_checkpoint
 
 
 def with_signatures(config, **changes):
-    return dataclasses.replace(config, signatures={**config.signatures, **changes})
+    return config.model_copy(update={"signatures": {**config.signatures, **changes}})
 
 
 def test_example_checkpoint_passes(session_config, trained):
@@ -34,33 +33,77 @@ def test_fingerprint_is_stable(session_config, trained):
     assert first["signature_fingerprint"] == second["signature_fingerprint"]
 
 
+def test_signatures_are_built_from_the_yaml(session_config, trained):
+    """The example YAML yields exactly the tutorial's two signatures, over the tensors it names."""
+    verdict = validate_checkpoint(session_config, trained.checkpoint, trained.metrics)
+    assert verdict["signatures"] == {
+        "predict_images": {
+            "method": "tensorflow/serving/predict",
+            "inputs": {"images": {"dtype": "float32", "shape": [-1, 64]}},
+            "outputs": {"scores": {"dtype": "float32", "shape": [-1, 10]}},
+        },
+        "serving_default": {
+            "method": "tensorflow/serving/classify",
+            "inputs": {"inputs": {"dtype": "string", "shape": [-1]}},
+            "outputs": {
+                "classes": {"dtype": "string", "shape": [-1, 10]},
+                "scores": {"dtype": "float32", "shape": [-1, 10]},
+            },
+        },
+    }
+
+
+def test_a_new_signature_in_the_yaml_is_exported(session_config, trained):
+    """A signature added in the YAML (logits over tf.Examples) appears in the model and answers."""
+    config = with_signatures(
+        session_config,
+        logits_from_examples=SignatureSpec(
+            method="predict",
+            inputs={"examples": TensorSpec(dtype="string", shape=(-1,))},
+            outputs={"logits": TensorSpec(dtype="float32", shape=(-1, 10))},
+        ),
+    )
+    verdict = validate_checkpoint(config, trained.checkpoint, trained.metrics)
+    assert verdict["signatures"]["logits_from_examples"]["outputs"]["logits"]["shape"] == [-1, 10]
+    logits = np.array(verdict["reference_outputs"]["logits_from_examples"]["logits"])
+    scores = np.array(verdict["reference_outputs"]["predict_images"]["scores"])
+    np.testing.assert_array_equal(logits.argmax(axis=1), scores.argmax(axis=1))
+
+
 def test_contract_mismatch_lists_every_difference(session_config, trained):
-    """A changed dtype, shape, method and a missing signature are each one diff line."""
+    """A declared dtype or shape the model's tensor does not have is one diff line each."""
     config = with_signatures(
         session_config,
         predict_images=SignatureSpec(
-            method="classify",
-            inputs={"images": TensorSpec("float64", (-1, 64))},
-            outputs={"scores": TensorSpec("float32", (-1, 12))},
+            method="predict",
+            inputs={"images": TensorSpec(dtype="float64", shape=(-1, 64), tensor="features")},
+            outputs={"scores": TensorSpec(dtype="float32", shape=(-1, 12), tensor="scores")},
         ),
-        predict_digits=SignatureSpec(method="predict", inputs={}, outputs={}),
     )
     with pytest.raises(ContractMismatchError) as info:
         validate_checkpoint(config, trained.checkpoint, trained.metrics)
-    diff = "\n".join(info.value.diff)
-    assert "signature 'predict_digits': declared in the contract, missing from the model" in diff
-    assert (
-        "'predict_images': method expected tensorflow/serving/classify, got tensorflow/serving/predict"
-        in diff
-    )
-    assert "input 'images': dtype expected float64, got float32" in diff
-    assert "output 'scores': shape expected [-1, 12], got [-1, 10]" in diff
+    assert info.value.diff == [
+        "signature 'predict_images' input 'images': dtype expected float64, got float32",
+        "signature 'predict_images' output 'scores': shape expected [-1, 12], got [-1, 10]",
+    ]
+
+
+def test_described_signatures_are_sorted_plain_data(exported):
+    """describe_signatures turns a loaded SavedModel's SignatureDefs into the manifest's plain form."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with v1.Session(graph=tf.Graph()) as sess:
+        meta_graph = v1.saved_model.loader.load(sess, ["serve"], str(exported))
+    described = describe_signatures(dict(meta_graph.signature_def))
+    assert list(described) == ["predict_images", "serving_default"]
+    assert described["predict_images"]["inputs"]["images"] == {"dtype": "float32", "shape": [-1, 64]}
 
 
 def test_quality_gate_names_metric_value_and_bound(session_config, trained):
     """A model below min_accuracy fails with the metric, its value and the bound."""
-    config = dataclasses.replace(
-        session_config, quality=dataclasses.replace(session_config.quality, min_accuracy=0.999)
+    config = session_config.model_copy(
+        update={"quality": session_config.quality.model_copy(update={"min_accuracy": 0.999})}
     )
     with pytest.raises(QualityGateError, match=r"eval_accuracy=0\.9\d+, expected >= 0\.999"):
         validate_checkpoint(config, trained.checkpoint, trained.metrics)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 from include.config import ModelConfig
 from include.export import checkpoint_digest
 from include.training import METRICS_FILE, train_model
-from tests.conftest import AFTER_ALL_DATA
+from tests.helpers import AFTER_ALL_DATA
 
 
 def custom_builder(x, num_classes: int, model: ModelConfig):
@@ -50,22 +49,26 @@ def test_overrides_change_the_run(session_config, tmp_path):
 
 def test_mlp_builder_trains(session_config, tmp_path):
     """The shipped MLP builder trains with Adam to a high accuracy too."""
-    config = dataclasses.replace(
-        session_config,
-        model=dataclasses.replace(session_config.model, builder="mlp", hidden_units=(32,)),
-        training=dataclasses.replace(
-            session_config.training, optimizer="adam", learning_rate=0.01, steps=600
-        ),
+    config = session_config.model_copy(
+        update={
+            "model": session_config.model.model_copy(update={"builder": "mlp", "hidden_units": (32,)}),
+            "training": session_config.training.model_copy(
+                update={"optimizer": "adam", "learning_rate": 0.01, "steps": 600}
+            ),
+        }
     )
     assert train_model(config, AFTER_ALL_DATA, tmp_path).metrics["eval_accuracy"] >= 0.95
 
 
 def test_user_builder_from_module_path(session_config, tmp_path):
     """model.builder 'package.module:function' imports and uses the user's function."""
-    config = dataclasses.replace(
-        session_config,
-        model=dataclasses.replace(session_config.model, builder="tests.test_training:custom_builder"),
-        training=dataclasses.replace(session_config.training, steps=50),
+    config = session_config.model_copy(
+        update={
+            "model": session_config.model.model_copy(
+                update={"builder": "tests.test_training:custom_builder"}
+            ),
+            "training": session_config.training.model_copy(update={"steps": 50}),
+        }
     )
     result = train_model(config, AFTER_ALL_DATA, tmp_path)
     assert 0 < result.metrics["eval_accuracy"] <= 1

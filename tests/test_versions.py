@@ -14,6 +14,7 @@ from include.versions import (
     parse_version,
     resolve_version,
     run_key,
+    run_work_dir,
     version_dir,
     version_from_date,
 )
@@ -98,7 +99,8 @@ def test_run_key_is_safe_and_distinct():
 def test_paths_are_built_under_their_roots(tmp_path):
     """Version and export dirs are numeric leaves under the model's directories."""
     assert version_dir(tmp_path, "digits", 5) == tmp_path / "digits" / "5"
-    path = export_dir(tmp_path, "digits", "backfill__2026-10-12", 20261012000000)
+    work_dir = run_work_dir(tmp_path, "digits", "backfill__2026-10-12")
+    path = export_dir(work_dir, 20261012000000)
     assert path.is_relative_to(tmp_path / "digits" / "runs") and path.name == "20261012000000"
     with pytest.raises(RunParamsError):
         version_dir(tmp_path, "digits", "../../x")

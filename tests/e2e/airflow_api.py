@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from include.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
+from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
 
 FINISHED = {"success", "failed"}
 

@@ -1,42 +1,14 @@
-"""An isolated embedded Airflow (own home, SQLite DB, pipelines dir, data and model roots)."""
+"""Fixtures of the end-to-end tests: an isolated Airflow home (own SQLite DB, pipelines dir, roots)."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from include import local_airflow
-from include.local_airflow import LocalAirflow, free_port
-from tests.conftest import make_raw, write_pipeline
-
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
-
-@dataclass
-class AirflowEnv:
-    """A throwaway Airflow installation and the roots its pipeline writes to."""
-
-    home: Path
-    pipelines: Path
-    root: Path
-    env: dict
-
-    def run(self, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-        """Runs an `airflow` CLI command in this environment; on failure shows its output tail."""
-        done = subprocess.run(
-            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and done.returncode != 0:
-            pytest.fail(
-                f"airflow {' '.join(args)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-6000:]}"
-            )
-        return done
+from tests.helpers import AirflowEnv, make_raw, write_pipeline
+from tools import local_airflow
+from tools.local_airflow import free_port
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +29,3 @@ def airflow_env(tmp_path_factory, example_data) -> AirflowEnv:
 def store(tmp_path_factory) -> Path:
     """A module's model store: export and serving roots of its pipelines."""
     return tmp_path_factory.mktemp("store")
-
-
-@contextlib.contextmanager
-def running_airflow(home: Path, pipelines: Path) -> Iterator[LocalAirflow]:
-    """Starts a local Airflow (all components, free ports) reading `pipelines`; always stops it."""
-    local = LocalAirflow(
-        home, port=free_port(), fast=True, extra_env={"SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
-    )
-    try:
-        local.start()
-        yield local
-    finally:
-        local.stop()

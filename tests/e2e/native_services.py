@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from include.local_airflow import free_port
+from tools.local_airflow import free_port
 
 
 def postgres_bin() -> Path | None:

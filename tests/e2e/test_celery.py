@@ -19,11 +19,9 @@ import time
 import pytest
 
 from include.config import load_pipeline_config
-from include.local_airflow import SETTINGS_FILE, CeleryWorker, LocalAirflow, free_port, read_env_file
-from include.publish import read_manifest
+from include.manifest import read_manifest
 from include.savedmodel_dir import content_digest
 from plugins.savedmodel_tasks import NOT_PRELOADED, PRELOADED
-from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi
 from tests.e2e.native_services import (
     has_tensorflow_loaded,
@@ -31,7 +29,8 @@ from tests.e2e.native_services import (
     processes_with_env,
     redis_server,
 )
-from tests.helpers import assert_complete
+from tests.helpers import assert_complete, make_raw, write_pipeline
+from tools.local_airflow import SETTINGS_FILE, CeleryWorker, LocalAirflow, free_port, read_env_file
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +79,9 @@ def celery(tmp_path_factory, pipeline):
     assert processes_with_env("AIRFLOW__CELERY__BROKER_URL", broker) == {}
 
 
-def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
+@pytest.fixture(scope="module")
+def backfill_runs(celery) -> list[dict]:
+    """Unpauses the DAG, backfills DATES on the Celery workers, waits; returns every run of the DAG."""
     api = AirflowApi(celery.url)
     api.wait_for_dag(DAG_ID)
     started = time.monotonic()
@@ -91,6 +92,12 @@ def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
     runs = api.wait_for_runs(DAG_ID, len(DATES) + 1, timeout=420)
     api.wait_for_backfills(DAG_ID)
     print(f"{len(DATES)}-date backfill + 1 scheduled run on Celery: {time.monotonic() - started:.1f}s")
+    return runs
+
+
+def test_backfill_runs_on_two_celery_workers(celery, backfill_runs, pipeline, store):
+    """Every run succeeds; train runs on the training worker, every other task on the default one."""
+    api, runs = AirflowApi(celery.url), backfill_runs
     for run in runs:
         assert run["state"] == "success", api.failure_report(DAG_ID, run["dag_run_id"])
     backfills = [run for run in runs if run["run_type"] == "backfill"]
@@ -129,10 +136,10 @@ def test_backfill_runs_on_two_celery_workers(celery, pipeline, store):
     ]
 
 
-def test_workers_preload_tensorflow(celery):
+def test_workers_preload_tensorflow(celery, backfill_runs):
     """airflow.env's Celery config imports TensorFlow in each worker before it forks its pool.
 
-    Run after the backfill: both workers' main processes have TensorFlow's library mapped, and
+    After the backfill: both workers' main processes have TensorFlow's library mapped, and
     every train (worker-training) and validate_signatures (worker-default) task logged that it
     inherited TensorFlow instead of importing it.
     """
@@ -149,7 +156,7 @@ def test_workers_preload_tensorflow(celery):
         for task in ("train", "validate_signatures")
     }
     for task, files in logs.items():
-        assert len(files) == len(DATES) + 1, (task, files)
+        assert len(files) == len(backfill_runs), (task, files)
         for path in files:
             text = path.read_text()
             assert PRELOADED in text and NOT_PRELOADED not in text, path

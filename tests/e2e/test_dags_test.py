@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,10 +10,15 @@ import numpy as np
 import pytest
 
 from include.data import serialize_examples
-from include.publish import read_manifest
+from include.manifest import read_manifest
 from include.versions import run_work_dir
-from tests.conftest import example_raw, write_pipeline
-from tests.helpers import assert_complete, checkpoint_scores, score_in_fresh_process
+from tests.helpers import (
+    assert_complete,
+    checkpoint_scores,
+    example_raw,
+    score_in_fresh_process,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +49,16 @@ def test_run_publishes_a_complete_version(airflow_env, first_run):
 
 
 def test_manifest_records_the_run(airflow_env, first_run):
-    """The manifest entry names the run, its data as of its date and its metrics."""
+    """The manifest entry names the run, its data, metrics, the config it ran and the export check."""
     entry = read_manifest(model_dir(airflow_env))["versions"][VERSION]
     assert entry["dag_id"] == "digits_softmax" and entry["logical_date"] == LOGICAL_DATE
     assert entry["data"]["last_partition"] == "dt=2026-10-11"
     assert entry["metrics"]["eval_accuracy"] >= 0.9
     assert len(entry["signature_fingerprint"]) == 64
+    yaml_bytes = (airflow_env.pipelines / "digits_softmax.yaml").read_bytes()
+    assert entry["config"]["sha256"] == hashlib.sha256(yaml_bytes).hexdigest()
+    assert Path(entry["config"]["snapshot"]).read_bytes() == yaml_bytes
+    assert entry["verification"]["signatures"] == 2 and entry["verification"]["warmup_records"] == 2
 
 
 def test_published_model_scores_like_the_trained_one(airflow_env, first_run, tmp_path, session_config):

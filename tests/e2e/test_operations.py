@@ -2,7 +2,8 @@
 
 One local Airflow (api-server, scheduler, dag-processor, triggerer; SQLite + LocalExecutor) runs
 for the whole module in a temporary home on free ports, and is always torn down. Each test has
-its own pipeline and model, so the tests do not depend on each other's leftovers.
+its own pipeline and model; the two backfill tests share the `backfilled` fixture, which makes
+the state they start from, so any one test can run alone (`pytest -k NAME`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from include.local_airflow import EXECUTOR, LocalAirflow
-from include.publish import read_manifest
+from include.manifest import read_manifest
 from include.savedmodel_dir import content_digest
 from plugins.savedmodel_tasks import PRELOADED
-from tests.conftest import make_raw, write_pipeline
 from tests.e2e.airflow_api import AirflowApi, ApiError
-from tests.e2e.conftest import running_airflow
-from tests.helpers import assert_complete
+from tests.helpers import assert_complete, make_raw, running_airflow, write_pipeline
+from tools.local_airflow import EXECUTOR, LocalAirflow
 
 pytestmark = pytest.mark.e2e
 
@@ -173,30 +173,47 @@ def test_invalid_conf_is_rejected_at_trigger_time(api, store, conf):
     assert snapshot(store) == before_files
 
 
-def test_backfill_publishes_one_version_per_date(airflow, api, store):
-    """A 3-date backfill trains each date on its own data and leaves the newest version newest."""
+BACKFILLED = ["20261010000000", "20261011000000", "20261012000000"]
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """What the `backfilled` fixture saw: the newest version before the backfill, and every run after."""
+
+    newest: str
+    newest_digest: str
+    runs: list[dict]
+
+
+@pytest.fixture(scope="module")
+def backfilled(airflow, api, store) -> Backfilled:
+    """Unpauses ops_backfill, lets its scheduled run publish, then backfills 2026-10-10..12 and waits."""
     api.unpause("ops_backfill")
     (scheduled,) = api.wait_for_runs("ops_backfill", 1)
     assert_run_succeeded(api, "ops_backfill", scheduled)
     newest = max(versions(store, "ops_backfill"), key=int)
     newest_digest = content_digest(model_dir(store, "ops_backfill") / newest)
-
     backfill(airflow, "2026-10-10", "2026-10-12")
     runs = api.wait_for_runs("ops_backfill", 4)
     api.wait_for_backfills("ops_backfill")
-    backfills = [r for r in runs if r["run_type"] == "backfill"]
+    return Backfilled(newest, newest_digest, runs)
+
+
+def test_backfill_publishes_one_version_per_date(api, store, backfilled):
+    """A 3-date backfill trains each date on its own data and leaves the newest version newest."""
+    newest, newest_digest = backfilled.newest, backfilled.newest_digest
+    backfills = [r for r in backfilled.runs if r["run_type"] == "backfill"]
     assert len(backfills) == 3 and all(r["state"] == "success" for r in backfills)
 
     entries = versions(store, "ops_backfill")
-    dated = ["20261010000000", "20261011000000", "20261012000000"]
-    assert set(dated) <= set(entries)
-    assert [entries[v]["data"]["last_partition"] for v in dated] == [
+    assert set(BACKFILLED) <= set(entries)
+    assert [entries[v]["data"]["last_partition"] for v in BACKFILLED] == [
         "dt=2026-10-09",
         "dt=2026-10-10",
         "dt=2026-10-11",
     ]
-    assert len({entries[v]["data"]["fingerprint"] for v in dated}) == 3
-    assert all(entries[v]["run_type"] == "backfill" for v in dated)
+    assert len({entries[v]["data"]["fingerprint"] for v in BACKFILLED}) == 3
+    assert all(entries[v]["run_type"] == "backfill" for v in BACKFILLED)
     assert max(entries, key=int) == newest
     assert content_digest(model_dir(store, "ops_backfill") / newest) == newest_digest
 
@@ -210,10 +227,9 @@ def test_backfill_publishes_one_version_per_date(airflow, api, store):
         assert earlier["end_date"] <= later["start_date"]
 
 
-def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store):
+def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store, backfilled):
     """Reprocessing completed dates republishes identical bytes; --dag-run-conf reaches new runs."""
-    dated = ["20261010000000", "20261011000000", "20261012000000"]
-    before = {v: versions(store, "ops_backfill")[v]["content_digest"] for v in dated}
+    before = {v: versions(store, "ops_backfill")[v]["content_digest"] for v in BACKFILLED}
     count = len(api.runs("ops_backfill"))
     api.wait_for_backfills("ops_backfill")
     backfill(airflow, "2026-10-10", "2026-10-12", "--reprocess-behavior", "completed")
@@ -222,9 +238,8 @@ def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store):
     api.wait_for_backfills("ops_backfill")
     assert len(runs) == count and all(r["state"] == "success" for r in runs)
     after = versions(store, "ops_backfill")
-    assert {v: after[v]["content_digest"] for v in dated} == before
-    assert all(after[v]["last_publish"] == "unchanged" for v in dated)  # rerun, republished as no-op
-    assert len([v for v in after if v in dated]) == 3
+    assert {v: after[v]["content_digest"] for v in BACKFILLED} == before
+    assert all(after[v]["last_publish"] == "unchanged" for v in BACKFILLED)  # rerun, republished as no-op
 
     backfill(airflow, "2026-10-15", "2026-10-15", "--dag-run-conf", '{"steps": 250}')
     api.wait_for_runs("ops_backfill", count + 1)

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from include.config import PROJECT_ROOT
-from include.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
-from include.publish import read_manifest
-from tests.conftest import make_raw, write_pipeline
+from include.manifest import read_manifest
 from tests.e2e.airflow_api import AirflowApi
-from tests.e2e.conftest import running_airflow
+from tests.helpers import make_raw, running_airflow, write_pipeline
+from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from include.config import load_pipeline_config
-from include.registry import MANIFEST_FILE
+from include.manifest import MANIFEST_FILE
 from include.savedmodel_dir import missing_parts
 from include.versions import is_version_name
 

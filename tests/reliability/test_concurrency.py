@@ -6,8 +6,9 @@ import json
 import multiprocessing
 from pathlib import Path
 
+from include.manifest import MANIFEST_FILE, read_manifest
 from include.publish import publish_version
-from include.registry import MANIFEST_FILE, MODELS_CONFIG_FILE, read_manifest
+from include.serving_config import MODELS_CONFIG_FILE
 from tests.helpers import assert_complete
 
 PUBLISHERS = 8

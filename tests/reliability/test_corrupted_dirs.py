@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from include.errors import IncompleteModelError
+from include.errors import IncompleteModelError, RegistryError
+from include.manifest import check_loadable
 from include.publish import publish_version
-from include.registry import RegistryError, check_loadable
 
 
 def _truncate(path: Path) -> None:

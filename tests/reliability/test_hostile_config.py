@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from include.config import load_all_pipelines, load_pipeline_config, parse_pipeline_config
 from include.errors import ConfigError
-from tests.conftest import example_raw, write_pipeline
+from tests.helpers import example_raw, write_pipeline
 
 BASE = example_raw()
 
@@ -92,6 +92,9 @@ CORPUS = [
     ("signatures.predict_images.inputs.images.shape", [-1] * 40),
     ("signatures.predict_images.inputs.images.shape", [-2]),
     ("signatures.predict_images.inputs.images.dtype", "object"),
+    ("signatures.predict_images.inputs.images.tensor", "__import__('os')"),
+    ("signatures.predict_images.outputs.scores.tensor", ["scores"]),
+    ("signatures.serving_default.method", "regress"),
     ("storage.serving_root", "../../../tmp"),
     ("storage.export_root", {"nested": 1}),
     ("operations.training_pool", "pool with spaces"),

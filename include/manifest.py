@@ -1,4 +1,4 @@
-"""The model registry on disk: manifest, labels, retention and TensorFlow Serving's models.config.
+"""A model's manifest on disk, and the policy it records: labels, promotion and retention.
 
 Each model dir holds `manifest.json` (a non-numeric name, so TF Serving ignores it):
 
@@ -8,60 +8,35 @@ Each model dir holds `manifest.json` (a non-numeric name, so TF Serving ignores 
      "versions": {"20261012000000": {...lineage..., "status": "published"}, ...},
      "history": [{"event": "label", "label": "stable", "version": ..., "by": ..., "reason": ...}, ...]}
 
-Every change happens under the model dir's lock and is written with temp file + `os.replace`,
-so readers never see a torn file and concurrent publishers lose nothing. `models.config` under
-the serving root lists every model with its policy and labels, for `--model_config_file`.
-
-Usage: python -m include.registry versions <model dir | pipeline name>
-       python -m include.registry models-config <serving root>
+Every change happens under the model dir's lock and is written atomically (include/durable.py),
+so readers never see a torn file and concurrent publishers lose nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
 import shutil
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from include.errors import PipelineError
-from include.savedmodel_dir import fsync_path, missing_parts
-from include.versions import is_version_name
+from include.durable import locked, write_text_atomic
+from include.errors import RegistryError
+from include.savedmodel_dir import missing_parts
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-LOCK_FILE = ".publish.lock"
-MODELS_CONFIG_FILE = "models.config"
 LABELS = ("stable", "canary")
-
-
-class RegistryError(PipelineError):
-    """A registry operation was refused (unknown version, incomplete dir, bad label, ...)."""
 
 
 def now_iso() -> str:
     """Returns the current UTC time as ISO 8601 (registry timestamps only, never versions)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock on a directory (shared by every writer of it)."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_manifest(model_dir: str | os.PathLike[str]) -> dict:
@@ -80,13 +55,8 @@ def update_manifest(model_dir: Path, change: Callable[[dict], None]) -> dict:
     manifest = read_manifest(model_dir)
     change(manifest)
     manifest["versions"] = dict(sorted(manifest["versions"].items(), key=lambda kv: int(kv[0])))
-    write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    write_text_atomic(model_dir / MANIFEST_FILE, dumps_manifest(manifest))
     return manifest
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Writes JSON to a temp file in the same dir, flushes it and `os.replace`s it into place."""
-    write_text_atomic(path, dumps_manifest(data))
 
 
 _COMPACT_JSON = json.JSONEncoder(sort_keys=True, default=str)
@@ -111,21 +81,6 @@ def dumps_manifest(data: dict) -> str:
         else:
             fields.append(f"  {compact(key)}: {compact(value)}")
     return "{\n" + ",\n".join(fields) + "\n}\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes text to a temp file in the same dir, flushes it and `os.replace`s it into place."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_path(path.parent)  # the rename itself survives a crash
 
 
 def published_versions(manifest: dict) -> list[int]:
@@ -210,6 +165,10 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
     This is rollback too: point `stable` back at an older version. Regenerates models.config.
     Returns the manifest.
     """
+    # serving_config renders manifests, so it imports this module; importing it here keeps
+    # that dependency one way.
+    from include.serving_config import write_models_config
+
     model_dir = Path(serving_root) / model_name
     if not (model_dir / MANIFEST_FILE).is_file():
         raise RegistryError(f"no published model {model_name!r} under {serving_root}")
@@ -257,120 +216,3 @@ def apply_retention(model_dir: Path, manifest: dict, keep: int | None) -> list[i
         log.info("retention: deleted version %s of %s (keep_versions=%s)", version, manifest["model"], keep)
         deleted.append(version)
     return deleted
-
-
-def render_models_config(serving_root: Path) -> str:
-    """Returns TF Serving's ModelServerConfig (text proto) for every model under the root."""
-    blocks = []
-    for model_dir in sorted(p for p in Path(serving_root).iterdir() if (p / MANIFEST_FILE).is_file()):
-        manifest = read_manifest(model_dir)
-        versions = published_versions(manifest)
-        if not versions:
-            continue
-        labels = {k: v for k, v in sorted(manifest["labels"].items()) if v in versions}
-        policy = manifest.get("serving", {})
-        blocks.append(_model_config_block(manifest["model"], model_dir.resolve(), versions, labels, policy))
-    return "model_config_list {\n" + "".join(blocks) + "}\n"
-
-
-def _model_config_block(name: str, base_path: Path, versions: list[int], labels: dict, policy: dict) -> str:
-    """Returns one `config { ... }` block.
-
-    TF Serving only assigns labels to versions it has loaded, so with labels the `latest`
-    policy is written as `specific` over the latest N plus every labelled version.
-    """
-    kind, num_latest = policy.get("version_policy", "latest"), int(policy.get("num_latest", 1))
-    if kind == "all":
-        policy_text = "all {}"
-    else:
-        chosen = set(versions[-num_latest:]) | set(labels.values())
-        if kind == "latest" and not labels:
-            policy_text = f"latest {{ num_versions: {num_latest} }}"
-        else:
-            policy_text = "specific { " + " ".join(f"versions: {v}" for v in sorted(chosen)) + " }"
-    label_text = "".join(
-        f'    version_labels {{ key: "{key}" value: {value} }}\n' for key, value in labels.items()
-    )
-    return (
-        "  config {\n"
-        f'    name: "{name}"\n'
-        f'    base_path: "{base_path}"\n'
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ {policy_text} }}\n"
-        f"{label_text}"
-        "  }\n"
-    )
-
-
-def write_models_config(serving_root: Path) -> Path:
-    """Regenerates `<serving_root>/models.config` atomically under the root's lock."""
-    serving_root = Path(serving_root)
-    with locked(serving_root):
-        for stale in serving_root.glob(f".{MODELS_CONFIG_FILE}.*.tmp"):  # a crashed writer's
-            stale.unlink(missing_ok=True)
-        path = serving_root / MODELS_CONFIG_FILE
-        write_text_atomic(path, render_models_config(serving_root))
-    return path
-
-
-def versions_table(manifest: dict) -> str:
-    """Returns the on-call view of a model: version, date, run type, accuracy, labels, status."""
-    labels_by_version: dict[int, list[str]] = {}
-    for label, version in sorted(manifest["labels"].items()):
-        labels_by_version.setdefault(version, []).append(label)
-    rows = [("VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LABELS", "STATUS", "PUBLISHED AT")]
-    for key, entry in sorted(manifest["versions"].items(), key=lambda kv: int(kv[0]), reverse=True):
-        accuracy = entry.get("metrics", {}).get("eval_accuracy")
-        rows.append(
-            (
-                key,
-                (entry.get("logical_date") or "-")[:19],
-                entry.get("run_type", "-"),
-                f"{accuracy:.4f}" if accuracy is not None else "-",
-                ",".join(labels_by_version.get(int(key), [])) or "-",
-                entry.get("status", "-"),
-                (entry.get("published_at") or "-")[:19],
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Inspect the model registry on disk.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("versions", help="list a model's versions as a table")
-    show.add_argument("model_dir", help="<serving_root>/<model>, or a pipeline name from include/pipelines")
-    config = sub.add_parser(
-        "models-config", help="(re)write <serving_root>/models.config, e.g. before TF Serving first starts"
-    )
-    config.add_argument("serving_root")
-    args = parser.parse_args(argv)
-    if args.command == "models-config":
-        serving_root = Path(args.serving_root)
-        serving_root.mkdir(parents=True, exist_ok=True)
-        print(write_models_config(serving_root))
-        return 0
-    model_dir = Path(args.model_dir)
-    if not model_dir.is_dir():
-        from include.config import load_all_pipelines
-
-        configs, _ = load_all_pipelines()
-        matches = [c for c in configs if c.name == args.model_dir or c.model.name == args.model_dir]
-        if not matches:
-            print(f"no model dir or pipeline named {args.model_dir!r}", file=sys.stderr)
-            return 2
-        model_dir = matches[0].storage.serving_root / matches[0].model.name
-    manifest = read_manifest(model_dir)
-    print(versions_table(manifest))
-    on_disk = [p.name for p in model_dir.iterdir() if is_version_name(p.name)] if model_dir.is_dir() else []
-    unknown = sorted(set(on_disk) - set(manifest["versions"]))
-    if unknown:
-        print(f"\nnot in the manifest (not published by this pipeline): {', '.join(unknown)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

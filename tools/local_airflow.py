@@ -11,7 +11,7 @@ settings of `airflow.env` (CeleryExecutor, shared with docker-compose.yml), a Po
 Redis broker and `workers`, it also starts `airflow celery worker` processes, each under its own
 hostname (a UTS namespace, as a container would have), so task instances show which worker ran them.
 
-Usage: python -m include.local_airflow [--port 8080]
+Usage: python -m tools.local_airflow [--port 8080]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def airflow_env(
         for suffix in ("", "_ASYNC"):  # SQLite's busy timeout (other drivers take no such argument)
             key = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS{suffix}"
             if key not in extra:
-                env[key] = "include.local_airflow.SQLITE_CONNECT_ARGS"
+                env[key] = "tools.local_airflow.SQLITE_CONNECT_ARGS"
     return env
 
 

@@ -1,0 +1,178 @@
+"""The steps of one run on its run record: train, validate, export, publish.
+
+Plain Python without Airflow: the DAG's tasks are thin shells that call these with the record's
+path and hand on what they return (small facts). Each step reads what the earlier ones wrote into
+the run's work dir and writes its own result there (see include/run_record.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from include.config import PROJECT_ROOT
+from include.durable import write_text_atomic
+from include.export import export_savedmodel
+from include.manifest import baseline, read_manifest
+from include.publish import PublishResult, publish_version
+from include.run_record import RunRecord
+from include.signatures import validate_checkpoint
+from include.training import EVAL_SAMPLE_FILE, train_model
+from include.verify_export import Verification, verify_export
+from include.versions import model_dir
+
+log = logging.getLogger(__name__)
+
+#: Where a model dir keeps the config snapshots its versions were built from (TF Serving ignores it).
+CONFIGS_DIR = ".configs"
+
+
+def train_run(record: RunRecord) -> dict:
+    """Returns the train step's result (checkpoint, metrics, data lineage, hyperparameters)."""
+    options = record.options
+    result = train_model(
+        record.config,
+        options.as_of,
+        record.work_dir,
+        steps=options.steps,
+        learning_rate=options.learning_rate,
+    ).to_dict()
+    record.write_step("train", result)
+    return result
+
+
+def validate_run(record: RunRecord) -> dict:
+    """Returns the verdict on the trained checkpoint: contract, compatibility, smoke run, quality gate.
+
+    The baseline is the version served now (`stable`, else the newest); a version older than it
+    (a backfill) cannot displace it, so only the absolute thresholds apply to it.
+    """
+    config, options = record.config, record.options
+    trained = record.read_step("train")
+    served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))
+    if served and int(served["version"]) > record.version:
+        log.info(
+            "version %s is older than the baseline %s: no regression check", record.version, served["version"]
+        )
+        served = None
+    log.info("baseline: %s", f"version {served['version']}" if served else "none")
+    verdict = validate_checkpoint(
+        config,
+        trained["checkpoint"],
+        trained["metrics"],
+        baseline=served,
+        force_reason=options.force_reason if options.force_publish else None,
+        allow_breaking_change=options.allow_breaking_change,
+    )
+    record.write_step("reference_outputs", verdict.pop("reference_outputs"))
+    record.write_step("validation", verdict)
+    return verdict
+
+
+def export_run(record: RunRecord) -> dict:
+    """Returns the export step's result: the SavedModel written with SavedModelBuilder."""
+    result = export_savedmodel(record.config, record.read_step("train")["checkpoint"], record.export_dir)
+    record.write_step("export", result)
+    return result
+
+
+def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple[Verification, PublishResult]:
+    """Returns what verifying the exported SavedModel found and what publishing it with its lineage did.
+
+    Nothing is published unless the export loads from disk and answers like the trained model
+    (ExportVerificationError otherwise).
+    """
+    config, options = record.config, record.options
+    trained = record.read_step("train")
+    validation = record.read_step("validation")
+    sample = np.load(Path(trained["checkpoint"]).parent / EVAL_SAMPLE_FILE)["x"]
+    verification = verify_export(export_path, config, sample, record.read_step("reference_outputs"))
+    base = model_dir(config.storage.serving_root, config.model.name)
+    lineage = {
+        **lineage_of(record),
+        "data": trained["data"],
+        "metrics": trained["metrics"],
+        "hyperparameters": trained["hyperparameters"],
+        "signature_fingerprint": validation["signature_fingerprint"],
+        "signatures": validation["signatures"],
+        "quality_gate": {
+            "verdict": validation["verdict"],
+            "baseline_version": validation["baseline_version"],
+        },
+        "verification": verification.to_dict(),
+        "config": {
+            "sha256": record.config_sha256,
+            "snapshot": str(archive_config(record, base)),
+            "source": record.config_source,
+        },
+    }
+    published = publish_version(
+        export_path,
+        config.storage.serving_root,
+        config.model.name,
+        record.version,
+        force=options.force_publish,
+        force_reason=options.force_reason or None,
+        record=lineage,
+        keep_versions=config.serving.keep_versions,
+        serving_policy={
+            "version_policy": config.serving.version_policy,
+            "num_latest": config.serving.num_latest,
+        },
+        expected_digest=verification.content_digest,
+    )
+    return verification, published
+
+
+def archive_config(record: RunRecord, base: Path) -> Path:
+    """Returns where the run's config snapshot is kept beside the model: content-addressed, written once."""
+    target = base / CONFIGS_DIR / f"{record.config_sha256}.yaml"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, record.config_snapshot.read_bytes())
+    return target
+
+
+def lineage_of(record: RunRecord) -> dict:
+    """Returns who and what made a version: the run, its params, and the code and library versions."""
+    return {
+        "dag_id": record.run.dag_id,
+        "run_id": record.run.run_id,
+        "run_type": record.run.run_type,
+        "logical_date": record.run.logical_date,
+        "params": record.options.to_dict(),
+        "code_revision": code_revision(),
+        "tensorflow_version": package_version("tensorflow-cpu") or package_version("tensorflow"),
+        "airflow_version": package_version("apache-airflow"),
+        "published_by": socket.gethostname(),
+    }
+
+
+def code_revision() -> str | None:
+    """Returns the git commit of the project checkout, if it is one (else None)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    revision = done.stdout.strip() if done.returncode == 0 else ""
+    return revision or None
+
+
+def package_version(name: str) -> str | None:
+    """Returns an installed distribution's version without importing it."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

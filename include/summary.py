@@ -1,0 +1,15 @@
+"""Task summaries: the one line per task that `make demo` shows of a run's logs.
+
+Each task logs `savedmodel-summary: <task_id>: <fact>`; scripts/demo.py picks these lines out of
+Airflow's output by the marker and prints the facts, one line per task.
+"""
+
+from __future__ import annotations
+
+#: Marks a summary line in the logs (the one place that spells it; scripts/demo.py searches for it).
+SUMMARY_MARKER = "savedmodel-summary: "
+
+
+def summary_line(task_id: str, fact: str) -> str:
+    """Returns the log line that summarises a task, e.g. `savedmodel-summary: train: 29 partitions`."""
+    return f"{SUMMARY_MARKER}{task_id}: {fact}"

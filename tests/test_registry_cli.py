@@ -1,0 +1,49 @@
+"""The registry CLI: the on-call versions table, and models.config written on demand."""
+
+from __future__ import annotations
+
+import shutil
+
+from include.manifest import read_manifest
+from include.registry_cli import main, versions_table
+from include.serving_config import MODELS_CONFIG_FILE
+from tests.helpers import make_raw, parse_models_config, publish_digits, write_pipeline
+
+
+def test_versions_table_and_cli(exported, serving_root, capsys):
+    """The on-call table shows version, date, run type, accuracy and labels, newest first."""
+    publish_digits(exported, serving_root, 10)
+    publish_digits(exported, serving_root, 20)
+    table = versions_table(read_manifest(serving_root / "digits"))
+    header, first, second = table.splitlines()
+    assert header.split()[:4] == ["VERSION", "LOGICAL", "DATE", "RUN"]
+    assert first.split()[0] == "20" and "canary" in first and "0.9500" in first
+    assert second.split()[0] == "10" and "stable" in second
+    shutil.copytree(serving_root / "digits" / "10", serving_root / "digits" / "99")
+    assert main(["versions", str(serving_root / "digits")]) == 0
+    out = capsys.readouterr().out
+    assert table in out and "not in the manifest (not published by this pipeline): 99" in out
+
+
+def test_versions_cli_finds_a_model_by_pipeline_name(exported, tmp_path, monkeypatch, capsys):
+    """`versions <pipeline name>` looks the pipeline up and shows its model's table."""
+    pipelines = tmp_path / "pipelines"
+    write_pipeline(pipelines, make_raw(tmp_path, tmp_path / "data", name="lookup_me"))
+    monkeypatch.setenv("SAVEDMODEL_PIPELINES_DIR", str(pipelines))
+    publish_digits(exported, tmp_path / "serving", 10)
+    assert main(["versions", "lookup_me"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "10"
+    assert main(["versions", "no_such_pipeline"]) == 2
+    assert "no valid pipeline or model is named 'no_such_pipeline'" in capsys.readouterr().err
+
+
+def test_models_config_cli_writes_an_empty_config_for_a_new_root(tmp_path, exported, capsys):
+    """`models-config` gives TF Serving a valid file before the first publish, and the full one after."""
+    root = tmp_path / "fresh" / "models"
+    assert main(["models-config", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == str(root / MODELS_CONFIG_FILE)
+    assert list(parse_models_config(root).model_config_list.config) == []
+    publish_digits(exported, root, 7)
+    (root / MODELS_CONFIG_FILE).unlink()
+    assert main(["models-config", str(root)]) == 0
+    assert [c.name for c in parse_models_config(root).model_config_list.config] == ["digits"]

@@ -1,0 +1,166 @@
+"""The run record and the steps on it: one config per run, and only a verified export is published."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from include.errors import ExportVerificationError, IncompleteModelError, RunRecordError
+from include.manifest import read_manifest
+from include.run_record import RunIdentity, load_run, start_run
+from include.run_steps import export_run, publish_run, validate_run
+from tests.helpers import make_raw, write_pipeline
+
+LOGICAL_DATE = dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
+
+
+def identity(run_id: str = "manual__2026-10-20") -> RunIdentity:
+    return RunIdentity("digits_softmax", run_id, "manual", LOGICAL_DATE.isoformat())
+
+
+@pytest.fixture
+def pipeline_file(tmp_path, example_data) -> Path:
+    """A pipeline YAML of the example, with its own export and serving roots under tmp_path."""
+    return write_pipeline(tmp_path / "pipelines", make_raw(tmp_path, example_data))
+
+
+def edit_yaml(path: Path, **quality) -> None:
+    """Rewrites a pipeline YAML with other quality-gate values (what a colleague's edit does)."""
+    raw = yaml.safe_load(path.read_text())
+    raw["quality"].update(quality)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture
+def run(pipeline_file, trained):
+    """A started run whose train step reused the session's trained checkpoint."""
+    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    record.write_step("train", trained.to_dict())
+    return record
+
+
+def serving_tree(record) -> list[str]:
+    """Returns every path under the run's serving root (to prove nothing was published)."""
+    root = record.config.storage.serving_root
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_start_run_snapshots_the_yaml_byte_for_byte(pipeline_file):
+    """The record holds a copy of the YAML, its SHA-256, the version and the options."""
+    record = start_run(pipeline_file, identity(), {"steps": 5}, LOGICAL_DATE, LOGICAL_DATE)
+    assert record.config_snapshot.read_bytes() == pipeline_file.read_bytes()
+    assert record.config_sha256 == hashlib.sha256(pipeline_file.read_bytes()).hexdigest()
+    stored = json.loads(record.path.read_text())
+    assert stored["options"]["version"] == 20261020000000 and stored["options"]["steps"] == 5
+    assert load_run(record.path) == record
+
+
+def test_yaml_edited_after_the_start_does_not_reach_the_run(pipeline_file):
+    """Later steps read the snapshot: an edit of the YAML mid-run changes nothing for this run."""
+    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    edit_yaml(pipeline_file, min_accuracy=0.999)
+    assert load_run(record.path).config.quality.min_accuracy == 0.9
+    next_run = start_run(pipeline_file, identity("manual__next"), {}, LOGICAL_DATE, LOGICAL_DATE)
+    assert next_run.config.quality.min_accuracy == 0.999
+
+
+def test_retried_first_task_keeps_the_record_it_started_with(pipeline_file):
+    """A second start of the same run (a retry) finds the record and keeps its config and options."""
+    first = start_run(pipeline_file, identity(), {"steps": 5}, LOGICAL_DATE, LOGICAL_DATE)
+    edit_yaml(pipeline_file, min_accuracy=0.5)
+    retry = start_run(pipeline_file, identity(), {"steps": 7}, LOGICAL_DATE, LOGICAL_DATE)
+    assert retry == first and retry.config.quality.min_accuracy == 0.9
+
+
+def test_changed_snapshot_is_refused(pipeline_file):
+    """A snapshot that no longer hashes to the recorded digest fails loading the record."""
+    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    record.config_snapshot.write_text(record.config_snapshot.read_text() + "\n# edited\n")
+    with pytest.raises(RunRecordError, match="was changed after the run started"):
+        load_run(record.path)
+
+
+def test_missing_record_names_the_file(tmp_path):
+    """A record path that holds nothing is a clear, permanent error naming the path."""
+    with pytest.raises(RunRecordError, match=str(tmp_path / "run.json")):
+        load_run(tmp_path / "run.json")
+
+
+def test_verified_export_is_published_with_config_digest_and_verification(run):
+    """A good export loads, answers like the trained model, and its manifest entry names its config."""
+    validate_run(run)
+    export = export_run(run)
+    verification, result = publish_run(run, export["export_dir"])
+    assert verification.pid == os.getpid()
+    entry = read_manifest(Path(result.path).parent)["versions"][str(run.version)]
+    assert entry["config"]["sha256"] == run.config_sha256
+    assert Path(entry["config"]["snapshot"]).read_bytes() == run.config_snapshot.read_bytes()
+    assert entry["verification"]["signatures"] == 2 and entry["verification"]["warmup_records"] == 2
+    assert entry["verification"]["rows"] == 32
+
+
+def tamper_weights(export_dir: Path) -> None:
+    """Rewrites the export's variables with every weight scaled: a valid shard, wrong outputs."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with v1.Session(graph=tf.Graph()) as sess:
+        v1.saved_model.loader.load(sess, ["serve"], str(export_dir))
+        variables = v1.global_variables()
+        sess.run([v.assign(v * 1.5 + 0.01) for v in variables])
+        v1.train.Saver(variables).save(
+            sess, str(export_dir / "variables" / "variables"), write_meta_graph=False
+        )
+    (export_dir / "variables" / "checkpoint").unlink(missing_ok=True)
+
+
+def test_export_with_wrong_outputs_is_refused_before_publish(run):
+    """An export whose variables were rewritten (still loadable) fails verification; nothing is published."""
+    validate_run(run)
+    export_dir = Path(export_run(run)["export_dir"])
+    tamper_weights(export_dir)
+    with pytest.raises(ExportVerificationError, match="differs from the trained model by up to"):
+        publish_run(run, export_dir)
+    assert serving_tree(run) == []
+
+
+def test_export_that_does_not_load_is_refused_before_publish(run):
+    """A variables shard with flipped bytes (checksum mismatch) fails with 'does not load'."""
+    validate_run(run)
+    export_dir = Path(export_run(run)["export_dir"])
+    shard = next((export_dir / "variables").glob("variables.data-*"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ExportVerificationError, match="does not load"):
+        publish_run(run, export_dir)
+    assert serving_tree(run) == []
+
+
+def test_reference_outputs_cover_every_signature_on_the_held_out_rows(run):
+    """validate_run records each signature's outputs on the 32 held-out rows for the export check."""
+    validate_run(run)
+    reference = run.read_step("reference_outputs")
+    assert set(reference) == {"predict_images", "serving_default"}
+    assert np.shape(reference["predict_images"]["scores"]) == (32, 10)
+    assert np.shape(reference["serving_default"]["classes"]) == (32, 10)
+
+
+def test_export_changed_after_verification_is_not_published(run):
+    """publish_version refuses content other than the digest that verification loaded."""
+    from include.publish import publish_version
+
+    validate_run(run)
+    export_dir = Path(export_run(run)["export_dir"])
+    with pytest.raises(IncompleteModelError, match="is not the verified"):
+        publish_version(
+            export_dir, run.config.storage.serving_root, "digits", run.version, expected_digest="0" * 64
+        )
+    assert serving_tree(run) == []

@@ -1,0 +1,1 @@
+"""Dev and deployment tooling: the local Airflow harness, Celery settings, example data."""
