@@ -78,6 +78,8 @@ def validate_run(record: RunRecord) -> dict:
 def export_run(record: RunRecord) -> dict:
     """Returns the export step's result: the SavedModel written with SavedModelBuilder."""
     result = export_savedmodel(record.config, record.read_step("train")["checkpoint"], record.export_dir)
+    # Which process wrote it: publish loads it in another one (except under `airflow dags test`).
+    result["pid"] = os.getpid()
     record.write_step("export", result)
     return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from include.manifest import read_manifest
 from include.savedmodel_dir import content_digest
+from include.versions import run_work_dir
 from plugins.savedmodel_tasks import PRELOADED
 from tests.e2e.airflow_api import AirflowApi, ApiError
 from tests.helpers import assert_complete, make_raw, running_airflow, write_pipeline
@@ -97,7 +99,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 def test_scheduled_run_publishes(airflow, api, store):
     """Unpausing a scheduled pipeline makes the scheduler run it; the run publishes its version.
 
-    Its TensorFlow tasks inherit TensorFlow from TensorFlowLocalExecutor's worker processes.
+    Its TensorFlow tasks inherit TensorFlow from TensorFlowLocalExecutor's worker processes, and
+    publish checks the export in another process than the one that wrote it.
     """
     api.unpause("ops_scheduled")
     (run,) = api.wait_for_runs("ops_scheduled", 1)
@@ -108,6 +111,9 @@ def test_scheduled_run_publishes(airflow, api, store):
     entry = versions(store, "ops_scheduled")[version]
     assert entry["run_type"] == "scheduled" and entry["run_id"] == run["dag_run_id"]
     assert_complete(model_dir(store, "ops_scheduled") / version)
+    work_dir = run_work_dir(store / "exports", PIPELINES["ops_scheduled"][0], run["dag_run_id"])
+    exported_by = json.loads((work_dir / "export.json").read_text())["pid"]
+    assert entry["verification"]["pid"] != exported_by, "the export was checked by the process that wrote it"
     assert airflow.env["AIRFLOW__CORE__EXECUTOR"] == EXECUTOR
     for task in ("train", "validate_signatures"):
         (task_log,) = (airflow.home / "logs" / "dag_id=ops_scheduled").glob(f"run_id=*/task_id={task}/*.log")
