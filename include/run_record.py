@@ -31,7 +31,7 @@ from include.config import PipelineConfig, load_pipeline_config, parse_pipeline_
 from include.durable import write_json_atomic, write_text_atomic
 from include.errors import ConfigError, RunRecordError
 from include.run_options import RunOptions, resolve_run_options
-from include.versions import export_dir, run_work_dir
+from include.versions import export_dir, run_key
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +110,20 @@ class RunRecord:
 
 def start_run(
     pipeline_file: str | os.PathLike[str],
+    runs_dir: str | os.PathLike[str],
     run: RunIdentity,
     params: dict,
     logical_date: dt.datetime | None,
     run_after: dt.datetime | None,
 ) -> RunRecord:
-    """Returns the record of a run, writing it (and the config snapshot) on the first call.
+    """Returns the record of a run in `runs_dir`, writing it (and the config snapshot) on the first call.
 
     A retry of the first task finds the record of its earlier attempt and returns it unchanged,
-    so the run keeps the config it started with. Raises ConfigError or RunParamsError.
+    before reading the YAML: the run keeps the config it started with, even if the file was edited
+    or broken since. `runs_dir` comes from the DAG the run belongs to (`versions.runs_dir`).
+    Raises ConfigError or RunParamsError.
     """
-    source = Path(pipeline_file)
-    try:
-        data = source.read_bytes()
-    except OSError as err:
-        raise ConfigError(str(source), [f"cannot read file: {err}"]) from None
-    config = parse_pipeline_yaml(data, source=source.resolve())
-    options = resolve_run_options(params, logical_date, run_after)
-    work_dir = run_work_dir(config.storage.export_root, config.model.name, run.run_id)
+    work_dir = Path(runs_dir) / run_key(run.run_id)
     existing = work_dir / RECORD_FILE
     if existing.is_file():
         record = load_run(existing)
@@ -137,6 +133,13 @@ def start_run(
             record.config_sha256[:12],
         )
         return record
+    source = Path(pipeline_file)
+    try:
+        data = source.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(source), [f"cannot read file: {err}"]) from None
+    config = parse_pipeline_yaml(data, source=source.resolve())
+    options = resolve_run_options(params, logical_date, run_after)
     work_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(
         run=run,

@@ -1,4 +1,4 @@
-"""Serving signatures: build the signature_def_map, check it against the YAML contract, smoke-run it."""
+"""Serving signatures: built from the YAML, checked against its contract, run on held-out rows, compared."""
 
 from __future__ import annotations
 

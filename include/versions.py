@@ -71,9 +71,14 @@ def version_dir(serving_root: str | Path, model_name: str, version: int) -> Path
     return model_dir(serving_root, model_name) / str(parse_version(version))
 
 
+def runs_dir(export_root: str | Path, model_name: str) -> Path:
+    """Returns the directory holding the work dirs of a model's runs."""
+    return Path(export_root) / model_name / "runs"
+
+
 def run_work_dir(export_root: str | Path, model_name: str, run_id: str) -> Path:
     """Returns the run-scoped scratch directory (checkpoint, metrics, export) of one run."""
-    return Path(export_root) / model_name / "runs" / run_key(run_id)
+    return runs_dir(export_root, model_name) / run_key(run_id)
 
 
 def export_dir(work_dir: str | Path, version: int) -> Path:

@@ -13,7 +13,7 @@ from airflow.sdk import DAG, Asset, Param
 
 from include.config import PipelineConfig
 from include.run_options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
-from include.versions import MAX_VERSION, model_dir
+from include.versions import MAX_VERSION, model_dir, runs_dir
 from plugins.savedmodel_operators import SavedModelExportOperator
 from plugins.savedmodel_sensors import SavedModelVersionSensor
 from plugins.savedmodel_tasks import publish_version, train, validate_signatures
@@ -110,7 +110,7 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             pool=ops.training_pool or "default_pool",
             **queue,
             execution_timeout=dt.timedelta(minutes=ops.train_timeout_minutes),
-        )(pipeline_file)
+        )(pipeline_file, str(runs_dir(config.storage.export_root, config.model.name)))
         validated = validate_signatures(trained["record"])
         exported = SavedModelExportOperator(task_id="export_savedmodel", run_record=trained["record"])
         waited = SavedModelVersionSensor(

@@ -29,7 +29,7 @@ def _log_tensorflow_preload() -> None:
 
 
 @task(multiple_outputs=True)
-def train(pipeline_file: str) -> dict:
+def train(pipeline_file: str, runs_dir: str) -> dict:
     """Resolves the run record, trains on the data as of the run's date; returns the record's path."""
     from include.run_record import RunIdentity, start_run
     from include.run_steps import train_run
@@ -45,7 +45,9 @@ def train(pipeline_file: str) -> dict:
         logical_date=logical_date.isoformat() if logical_date else None,
     )
     with fail_fast_on_permanent_errors():
-        record = start_run(pipeline_file, run, dict(context["params"]), logical_date, dag_run.run_after)
+        record = start_run(
+            pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
+        )
         result = train_run(record)
     data, metrics = result["data"], result["metrics"]
     log.info(

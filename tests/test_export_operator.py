@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from include.data import serialize_examples
 from include.run_record import RunIdentity, RunRecord, start_run
 from include.savedmodel_dir import content_digest
+from include.versions import runs_dir
 from plugins.savedmodel_operators import SavedModelExportOperator
 from tests.helpers import (
     assert_complete,
@@ -32,9 +33,8 @@ def start(tmp_path, example_data, trained):
 
     def factory(run_id: str = "manual__1", checkpoint: str | None = None) -> RunRecord:
         when = dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
-        record = start_run(
-            pipeline_file, RunIdentity("digits_softmax", run_id, "manual", None), {}, when, when
-        )
+        run = RunIdentity("digits_softmax", run_id, "manual", None)
+        record = start_run(pipeline_file, runs_dir(tmp_path / "exports", "digits"), run, {}, when, when)
         record.write_step("train", {**trained.to_dict(), "checkpoint": checkpoint or trained.checkpoint})
         return record
 

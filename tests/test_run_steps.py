@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 import yaml
 
-from include.errors import ExportVerificationError, IncompleteModelError, RunRecordError
+from include.errors import ConfigError, ExportVerificationError, IncompleteModelError, RunRecordError
 from include.manifest import read_manifest
-from include.run_record import RunIdentity, load_run, start_run
+from include.run_record import RunIdentity, RunRecord, load_run, start_run
 from include.run_steps import export_run, publish_run, validate_run
+from include.versions import runs_dir
 from tests.helpers import make_raw, write_pipeline
 
 LOGICAL_DATE = dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
 
 
-def identity(run_id: str = "manual__2026-10-20") -> RunIdentity:
-    return RunIdentity("digits_softmax", run_id, "manual", LOGICAL_DATE.isoformat())
+def begin(pipeline_file: Path, run_id: str = "manual__2026-10-20", **params) -> RunRecord:
+    """Starts a run of the pipeline (as its train task does) with its work dir under the pipeline's roots."""
+    runs = runs_dir(pipeline_file.parent.parent / "exports", "digits")
+    run = RunIdentity("digits_softmax", run_id, "manual", LOGICAL_DATE.isoformat())
+    return start_run(pipeline_file, runs, run, params, LOGICAL_DATE, LOGICAL_DATE)
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ def edit_yaml(path: Path, **quality) -> None:
 @pytest.fixture
 def run(pipeline_file, trained):
     """A started run whose train step reused the session's trained checkpoint."""
-    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    record = begin(pipeline_file)
     record.write_step("train", trained.to_dict())
     return record
 
@@ -54,7 +58,7 @@ def serving_tree(record) -> list[str]:
 
 def test_start_run_snapshots_the_yaml_byte_for_byte(pipeline_file):
     """The record holds a copy of the YAML, its SHA-256, the version and the options."""
-    record = start_run(pipeline_file, identity(), {"steps": 5}, LOGICAL_DATE, LOGICAL_DATE)
+    record = begin(pipeline_file, steps=5)
     assert record.config_snapshot.read_bytes() == pipeline_file.read_bytes()
     assert record.config_sha256 == hashlib.sha256(pipeline_file.read_bytes()).hexdigest()
     stored = json.loads(record.path.read_text())
@@ -64,24 +68,33 @@ def test_start_run_snapshots_the_yaml_byte_for_byte(pipeline_file):
 
 def test_yaml_edited_after_the_start_does_not_reach_the_run(pipeline_file):
     """Later steps read the snapshot: an edit of the YAML mid-run changes nothing for this run."""
-    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    record = begin(pipeline_file)
     edit_yaml(pipeline_file, min_accuracy=0.999)
     assert load_run(record.path).config.quality.min_accuracy == 0.9
-    next_run = start_run(pipeline_file, identity("manual__next"), {}, LOGICAL_DATE, LOGICAL_DATE)
+    next_run = begin(pipeline_file, "manual__next")
     assert next_run.config.quality.min_accuracy == 0.999
 
 
 def test_retried_first_task_keeps_the_record_it_started_with(pipeline_file):
     """A second start of the same run (a retry) finds the record and keeps its config and options."""
-    first = start_run(pipeline_file, identity(), {"steps": 5}, LOGICAL_DATE, LOGICAL_DATE)
+    first = begin(pipeline_file, steps=5)
     edit_yaml(pipeline_file, min_accuracy=0.5)
-    retry = start_run(pipeline_file, identity(), {"steps": 7}, LOGICAL_DATE, LOGICAL_DATE)
+    retry = begin(pipeline_file, steps=7)
     assert retry == first and retry.config.quality.min_accuracy == 0.9
+
+
+def test_retry_survives_a_yaml_broken_since_the_start(pipeline_file):
+    """A retry reads its record before the YAML, so a file broken mid-run does not fail the run."""
+    first = begin(pipeline_file)
+    pipeline_file.write_text("name: [unclosed\n")
+    assert begin(pipeline_file) == first
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        begin(pipeline_file, "manual__next")
 
 
 def test_changed_snapshot_is_refused(pipeline_file):
     """A snapshot that no longer hashes to the recorded digest fails loading the record."""
-    record = start_run(pipeline_file, identity(), {}, LOGICAL_DATE, LOGICAL_DATE)
+    record = begin(pipeline_file)
     record.config_snapshot.write_text(record.config_snapshot.read_text() + "\n# edited\n")
     with pytest.raises(RunRecordError, match="was changed after the run started"):
         load_run(record.path)
