@@ -81,8 +81,10 @@ def train_model(
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier attempt killed while saving left its own temp dir (another pid): remove them all.
+    for stale in work_dir.glob(f".{CHECKPOINT_DIR}-tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = work_dir / f".{CHECKPOINT_DIR}-tmp-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
 
     serving = build_serving_graph(config, with_training=True)
     rng = np.random.RandomState(training.seed)

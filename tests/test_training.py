@@ -72,3 +72,11 @@ def test_user_builder_from_module_path(session_config, tmp_path):
     )
     result = train_model(config, AFTER_ALL_DATA, tmp_path)
     assert 0 < result.metrics["eval_accuracy"] <= 1
+
+
+def test_a_killed_attempts_checkpoint_temp_dir_is_removed(session_config, tmp_path):
+    """A retry removes the half-written checkpoint dir an attempt in another process left behind."""
+    stale = tmp_path / ".checkpoint-tmp-999999"
+    (stale / "junk").mkdir(parents=True)
+    train_model(session_config, AFTER_ALL_DATA, tmp_path, steps=5)
+    assert not stale.exists() and list(tmp_path.glob(".checkpoint-tmp-*")) == []
