@@ -30,9 +30,16 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Writes text (UTF-8) or bytes to a temp file in the same dir, flushes it and `os.replace`s it."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+def write_text_atomic(
+    path: Path, text: str | bytes, *, tmp_dir: Path | None = None, sync_dir: bool = True
+) -> None:
+    """Writes text (UTF-8) or bytes to a temp file, flushes it and `os.replace`s `path` with it.
+
+    The temp file goes beside `path` unless `tmp_dir` (on the same file system) names where a
+    crashed writer's leftovers are looked for. `sync_dir=False` leaves flushing the directory to
+    the caller (one flush after many files).
+    """
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         with open(tmp, "wb") as handle:
@@ -43,7 +50,29 @@ def write_text_atomic(path: Path, text: str | bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    fsync_path(path.parent)  # the rename itself survives a crash
+    if sync_dir:
+        fsync_path(path.parent)  # the rename itself survives a crash
+
+
+def append_bytes(path: Path, data: bytes) -> int:
+    """Appends `data` to a file (O_APPEND), flushes it and returns the file's new length in bytes.
+
+    A crash can leave part of `data` at the end; the caller records the length it committed
+    elsewhere and drops anything past it (see include/manifest.py).
+    """
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        length = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if created:
+        fsync_path(path.parent)
+    return length
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

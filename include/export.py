@@ -1,4 +1,10 @@
-"""Export: restore a checkpoint into the serving graph and write a SavedModel with SavedModelBuilder."""
+"""Export: restore a checkpoint into the serving graph and write a SavedModel with SavedModelBuilder.
+
+SavedModelBuilder saves the variables with a sharded V2 Saver. When the training checkpoint
+already is that bundle (exactly the serving variables, one data shard), the Saver handed to the
+builder copies its files instead of restoring 42 MB into a session only to encode them again:
+same bytes, a third of the time (docs/performance.md, "Export at scale").
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from include.config import PipelineConfig
 from include.durable import fsync_tree
 from include.errors import IncompleteModelError, StorageError
 from include.model import build_serving_graph
-from include.savedmodel_dir import content_digest, missing_parts
+from include.savedmodel_dir import bundle_shard_extents, content_digest, missing_parts
 from include.signatures import build_signature_def_map
 from include.training import EVAL_SAMPLE_FILE
 from include.warmup import warmup_logs, write_warmup_requests
@@ -30,8 +36,13 @@ def checkpoint_digest(checkpoint: str) -> str:
     if not files:
         raise IncompleteModelError(str(prefix.parent), [f"no checkpoint files for prefix {prefix.name}"])
     digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)  # in chunks: a 42 MB shard read whole costs twice the time
+    view = memoryview(buffer)
     for file in files:
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            while size := handle.readinto(buffer):
+                digest.update(view[:size])
     return digest.hexdigest()
 
 
@@ -83,7 +94,9 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
 
     This is the TensorFlow Serving tutorial's export: SERVING tag, the YAML's signatures,
     `main_op=tables_initializer()`, `strip_default_attrs=True`; plus warmup requests in
-    `assets.extra/` built from held-out examples.
+    `assets.extra/` built from held-out examples. The builder gets the sharded V2 Saver it would
+    make itself; it copies the checkpoint's bundle when that holds exactly the serving variables,
+    and otherwise saves what a restore into the session loaded.
     """
     import tensorflow as tf
 
@@ -91,12 +104,22 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
     serving = build_serving_graph(config)
     signature_def_map = build_signature_def_map(serving, config.signatures)
     with v1.Session(graph=serving.graph) as sess:
-        try:
-            v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as err:
-            raise IncompleteModelError(
-                str(Path(checkpoint).parent), [f"cannot restore checkpoint: {err}"]
-            ) from None
+        if holds_exactly(checkpoint, serving.model_variables):
+            saver = _variables_saver(serving.model_variables, copy_from=checkpoint)
+        else:
+            saver = _variables_saver(serving.model_variables)
+            try:
+                saver.restore(sess, checkpoint)
+            except (
+                tf.errors.NotFoundError,
+                tf.errors.DataLossError,
+                tf.errors.OutOfRangeError,
+                ValueError,
+            ) as err:
+                # OutOfRange: a data shard shorter than its index says, which no retry lengthens
+                raise IncompleteModelError(
+                    str(Path(checkpoint).parent), [f"cannot restore checkpoint: {err}"]
+                ) from None
         builder = v1.saved_model.builder.SavedModelBuilder(str(target_dir))
         builder.add_meta_graph_and_variables(
             sess,
@@ -104,12 +127,61 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
             signature_def_map=signature_def_map,
             main_op=v1.tables_initializer(),
             strip_default_attrs=True,
+            saver=saver,
         )
         builder.save()
     if config.serving.warmup_examples:
         sample = np.load(Path(checkpoint).parent / EVAL_SAMPLE_FILE)["x"][: config.serving.warmup_examples]
         logs = warmup_logs(config, signature_def_map, sample)
         write_warmup_requests(Path(target_dir), logs)
+
+
+def holds_exactly(checkpoint: str, variables: list) -> bool:
+    """Returns whether a V2 checkpoint holds `variables` and nothing else, whole, in one data shard.
+
+    Such a bundle is byte for byte what a Saver over `variables` writes (the Saver orders the
+    tensors by name; the index records names, dtypes, shapes, offsets and CRCs), so it can be
+    copied instead of restored and saved again (tests/test_export_operator.py compares both).
+    Reads the index only: the tensors' CRCs were checked when validate_signatures restored this
+    checkpoint, and are checked again when publish loads the export.
+    """
+    import tensorflow as tf
+
+    if not all(v.shape.is_fully_defined() for v in variables):
+        return False
+    expected = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype) for v in variables}
+    index, data = Path(f"{checkpoint}.index"), Path(f"{checkpoint}.data-00000-of-00001")
+    try:
+        num_shards, needed = bundle_shard_extents(index)
+        if num_shards != 1 or data.stat().st_size != needed.get(0, 0):
+            return False  # several shards, or bytes past the last tensor
+        reader = tf.train.load_checkpoint(checkpoint)
+    except (OSError, ValueError, tf.errors.OpError):
+        return False  # the restore says what is wrong with it
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    return set(shapes) == set(expected) and all(
+        shapes[name] == shape and dtypes[name] == dtype for name, (shape, dtype) in expected.items()
+    )
+
+
+def _variables_saver(variables: list, *, copy_from: str | None = None):
+    """Returns a Saver over `variables` of the kind SavedModelBuilder makes by default (sharded, V2).
+
+    With `copy_from` (a checkpoint that `holds_exactly` these variables), `save()` copies that
+    bundle's files to the builder's variables path instead of saving the session's values; the
+    SaverDef the builder records in the MetaGraphDef (how loaders restore) is the same.
+    """
+    import tensorflow as tf
+
+    class _BundleCopySaver(tf.compat.v1.train.Saver):
+        def save(self, sess, save_path, *args, **kwargs) -> str:
+            for suffix in (".index", ".data-00000-of-00001"):
+                shutil.copyfile(f"{copy_from}{suffix}", f"{save_path}{suffix}")
+            return save_path
+
+    saver_class = _BundleCopySaver if copy_from else tf.compat.v1.train.Saver
+    v2 = tf.compat.v1.train.SaverDef.V2
+    return saver_class(variables, sharded=True, write_version=v2, allow_empty=True)
 
 
 def _describe_export(export_dir: Path, source: str, *, reused: bool) -> dict:

@@ -1,6 +1,16 @@
 """A model's manifest on disk, and the policy it records: labels, promotion and retention.
 
-Each model dir holds `manifest.json` (a non-numeric name, so TF Serving ignores it):
+Each model dir keeps its registry beside the versions, under non-numeric names (TF Serving
+ignores them):
+
+    manifest.json                  the head: model, serving policy, labels, the newest published
+                                   versions, how much of the history is committed
+    .manifest/versions/<v>.json    one entry per version: lineage, content digest, status
+    .manifest/history.jsonl        label moves and deletions, one JSON object a line, appended
+    .staging/                      what a crash can leave behind: copies on their way in, versions
+                                   on their way out, temp files; emptied by the next publisher
+
+`read_manifest` assembles them into the dict of before, when it was one file:
 
     {"model": "digits",
      "serving": {"version_policy": "latest", "num_latest": 2},
@@ -8,12 +18,18 @@ Each model dir holds `manifest.json` (a non-numeric name, so TF Serving ignores 
      "versions": {"20261012000000": {...lineage..., "status": "published"}, ...},
      "history": [{"event": "label", "label": "stable", "version": ..., "by": ..., "reason": ...}, ...]}
 
-Every change happens under the model dir's lock and is written atomically (include/durable.py),
-so readers never see a torn file and concurrent publishers lose nothing.
+A publish touches one entry, a line or two of history and the small head, so it costs the same
+beside 10,000 versions as beside one (docs/performance.md). Every change is made under the model
+dir's lock (`ManifestUpdate`): entries are replaced atomically (include/durable.py), history lines
+are appended, then the head is replaced, which commits the labels and the history lines together;
+history bytes past the head's `history_bytes` (a crashed writer's) are ignored by readers and cut
+by the next writer. Readers see each file old or new, never torn, and concurrent publishers lose
+nothing. A single-file manifest of before is read as it is and migrated by the first change.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import json
@@ -21,17 +37,31 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
-from include.durable import locked, write_text_atomic
+from include.durable import append_bytes, fsync_path, locked, write_text_atomic
 from include.errors import RegistryError
 from include.savedmodel_dir import missing_parts
+from include.versions import is_version_name
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+#: The per-version entries and the history, beside the head.
+RECORDS_DIR = ".manifest"
+VERSIONS_DIR = f"{RECORDS_DIR}/versions"
+HISTORY_FILE = f"{RECORDS_DIR}/history.jsonl"
+#: Where writers of a model dir put what is not in place yet (staging copies, temp files) or on
+#: its way out (versions being deleted): one small dir to empty after a crash, never a listing of
+#: the model dir with its thousands of versions.
+STAGING_DIR = ".staging"
+#: Layout of the head; a manifest.json without `format` is the single file of before.
+FORMAT = 2
 LABELS = ("stable", "canary")
+
+#: Leftovers of crashed writers of the single-file layout, in the model dir itself.
+_OLD_LEFTOVERS = (".staging-", ".deleting-", f".{MANIFEST_FILE}.")
 
 
 def now_iso() -> str:
@@ -40,51 +70,251 @@ def now_iso() -> str:
 
 
 def read_manifest(model_dir: str | os.PathLike[str]) -> dict:
-    """Returns a model's manifest (an empty one if none was written yet)."""
-    path = Path(model_dir) / MANIFEST_FILE
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    manifest.setdefault("model", Path(model_dir).name)
+    """Returns a model's whole manifest, assembled from its files (an empty one if none was written).
+
+    Reads every entry: for the CLI, the UI and baselines, not for publishing.
+    """
+    model_dir = Path(model_dir)
+    head = _read_json(model_dir / MANIFEST_FILE)
+    if head is not None and "format" not in head:  # the single file of before, not migrated yet
+        manifest = dict(head)
+        manifest.setdefault("versions", {})
+        manifest.setdefault("history", [])
+    else:
+        # The head first: anything it names (labels, history bytes) was written before it.
+        head = _checked_head(head, model_dir)
+        manifest = {
+            "versions": _read_entries(model_dir),
+            "history": _read_history(model_dir / HISTORY_FILE, head["history_bytes"]),
+        }
+        manifest.update((key, head[key]) for key in ("model", "serving", "labels"))
+    manifest.setdefault("model", model_dir.name)
+    manifest.setdefault("serving", {})
     manifest.setdefault("labels", {})
-    manifest.setdefault("versions", {})
-    manifest.setdefault("history", [])
     return manifest
 
 
-def update_manifest(model_dir: Path, change: Callable[[dict], None]) -> dict:
-    """Applies `change` to the manifest and writes it atomically; the caller holds the lock."""
-    manifest = read_manifest(model_dir)
-    change(manifest)
-    manifest["versions"] = dict(sorted(manifest["versions"].items(), key=lambda kv: int(kv[0])))
-    write_text_atomic(model_dir / MANIFEST_FILE, dumps_manifest(manifest))
-    return manifest
+def read_head(model_dir: str | os.PathLike[str]) -> dict:
+    """Returns the manifest's head: model, serving policy, labels, `newest` published versions.
+
+    Cheap whatever the number of versions. A single-file manifest of before, not migrated yet,
+    is summarized from its versions (then `newest` lists every published version).
+    """
+    model_dir = Path(model_dir)
+    head = _read_json(model_dir / MANIFEST_FILE)
+    if head is not None and "format" not in head:
+        return {
+            **_new_head(model_dir),
+            **{k: head[k] for k in ("model", "serving", "labels") if k in head},
+            "newest": published_versions({"versions": {}, **head}),
+        }
+    return _checked_head(head, model_dir)
 
 
-_COMPACT_JSON = json.JSONEncoder(sort_keys=True, default=str)
+def read_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
+    """Returns one version's entry (None if it has none in the current layout)."""
+    return _read_json(Path(model_dir) / VERSIONS_DIR / f"{int(version)}.json")
 
 
-def dumps_manifest(data: dict) -> str:
-    """Returns the manifest as JSON with one line per version, label and history event.
+def is_published(model_dir: str | os.PathLike[str], version: int) -> bool:
+    """Returns whether a version's entry says it is published (one small read)."""
+    return (read_entry(model_dir, version) or {}).get("status") == "published"
 
-    Readable and greppable like `indent=2`, but each line is encoded by json's C encoder (which
-    `indent` turns off): a 10,000-version manifest encodes about 4x faster.
-    Versions keep their numeric order (`sort_keys` would put "10" before "9").
+
+class ManifestUpdate:
+    """One change of a model's manifest, made while holding the model dir's lock.
+
+    Reads only what it touches (the head, the entries asked for); `commit` writes the changed
+    entries, appends the new history lines, then replaces the head, which commits them. Opening
+    one migrates a single-file manifest of before and cuts history bytes no head committed.
     """
 
-    compact = _COMPACT_JSON.encode
-    fields = []
-    for key, value in sorted(data.items()):
-        if isinstance(value, dict) and value:
-            lines = [f"    {compact(str(k))}: {compact(v)}" for k, v in value.items()]
-            fields.append(f"  {compact(key)}: {{\n" + ",\n".join(lines) + "\n  }")
-        elif isinstance(value, list) and value:
-            fields.append(f"  {compact(key)}: [\n" + ",\n".join(f"    {compact(v)}" for v in value) + "\n  ]")
-        else:
-            fields.append(f"  {compact(key)}: {compact(value)}")
-    return "{\n" + ",\n".join(fields) + "\n}\n"
+    def __init__(self, model_dir: str | os.PathLike[str]) -> None:
+        self.model_dir = Path(model_dir)
+        self._entries: dict[int, dict | None] = {}  # read or changed, by version
+        self._changed: set[int] = set()
+        self._events: list[dict] = []
+        self._doomed: set[int] = set()  # version dirs to remove once the change is committed
+        self._newest_stale = False
+        self.head = self._open()
+        self._written_head = _dumps_head(self.head)
+
+    @property
+    def model(self) -> str:
+        """Returns the model's name."""
+        return self.head["model"]
+
+    @property
+    def labels(self) -> dict:
+        """Returns the labels (label -> version), to read or change."""
+        return self.head["labels"]
+
+    def entry(self, version: int) -> dict | None:
+        """Returns a version's entry as this change has it (None if it has none)."""
+        if version not in self._entries:
+            self._entries[version] = read_entry(self.model_dir, version)
+        return self._entries[version]
+
+    def is_published(self, version: int | None) -> bool:
+        """Returns whether `version` is published, as this change has it."""
+        return version is not None and (self.entry(version) or {}).get("status") == "published"
+
+    def put_entry(self, version: int, entry: dict) -> None:
+        """Sets a version's entry (written on commit) and keeps `newest` in step with its status."""
+        self._entries[version] = entry
+        self._changed.add(version)
+        newest, cap = self.head["newest"], self._newest_cap()
+        if entry.get("status") == "published":
+            # Short of `cap`, `newest` holds every published version; full, the newest `cap`.
+            if version not in newest and (len(newest) < cap or version > newest[0]):
+                bisect.insort(newest, version)
+                del newest[:-cap]
+        elif version in newest:
+            self._newest_stale |= len(newest) >= cap  # the next newest is unknown: look again
+            newest.remove(version)
+
+    def set_serving(self, policy: dict) -> None:
+        """Sets the serving policy (TF Serving's version policy and num_latest)."""
+        if policy == self.head["serving"]:
+            return
+        was_full = len(self.head["newest"]) >= self._newest_cap()
+        self.head["serving"] = dict(policy)
+        self._newest_stale |= was_full and len(self.head["newest"]) < self._newest_cap()
+        del self.head["newest"][: -self._newest_cap()]
+
+    def newest(self) -> list[int]:
+        """Returns the newest published versions, oldest first (at least num_latest of them)."""
+        if self._newest_stale:
+            self.head["newest"] = self.published_on_disk()[-self._newest_cap() :]
+            self._newest_stale = False
+        return self.head["newest"]
+
+    def published_on_disk(self) -> list[int]:
+        """Returns the published versions whose dirs are on disk, oldest first."""
+        return [v for v, status in self.versions_on_disk() if status == "published"]
+
+    def versions_on_disk(self) -> list[tuple[int, str | None]]:
+        """Returns the version dirs on disk with their entries' status, oldest first.
+
+        Lists the model dir and reads the entries of its version dirs: retention keeps that short.
+        """
+        on_disk = sorted(int(name) for name in os.listdir(self.model_dir) if is_version_name(name))
+        return [(v, (self.entry(v) or {}).get("status")) for v in on_disk]
+
+    def remove_after_commit(self, version: int) -> None:
+        """Removes a version's dir once the change is committed (its entry says deleted by then)."""
+        self._doomed.add(version)
+
+    def record_event(self, event: dict, *, by: str, reason: str) -> None:
+        """Adds one history event (label move, deletion) with when, who and why."""
+        self._events.append({**event, "at": now_iso(), "by": by, "reason": reason})
+
+    def commit(self) -> None:
+        """Writes the changed entries, appends the history lines, then replaces the head."""
+        self.newest()
+        staging = _staging_dir(self.model_dir)
+        if self._changed:
+            versions_dir = _make_dir(self.model_dir / VERSIONS_DIR)
+            for version in sorted(self._changed):
+                text = _dumps_entry(self._entries[version])
+                write_text_atomic(versions_dir / f"{version}.json", text, tmp_dir=staging, sync_dir=False)
+            fsync_path(versions_dir)
+        if self._events:
+            lines = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in self._events)
+            self.head["history_bytes"] = append_bytes(self.model_dir / HISTORY_FILE, lines.encode())
+        text = _dumps_head(self.head)
+        if text != self._written_head:
+            write_text_atomic(self.model_dir / MANIFEST_FILE, text, tmp_dir=staging)
+            self._written_head = text
+        self._changed.clear()
+        self._events.clear()
+        # Recorded first, removed second: a crash in between leaves a dir whose entry says deleted,
+        # which the next retention pass removes; never a published entry without its dir.
+        for version in sorted(self._doomed):
+            doomed = staging / f"deleting-{version}-{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.model_dir / str(version), doomed)  # TF Serving sees it vanish at once
+            shutil.rmtree(doomed, ignore_errors=True)
+        self._doomed.clear()
+
+    def _newest_cap(self) -> int:
+        return max(1, int(self.head["serving"].get("num_latest", 1)))
+
+    def _open(self) -> dict:
+        """Returns the head to change: migrates the single file of before, cuts an uncommitted tail."""
+        found = _read_json(self.model_dir / MANIFEST_FILE)
+        if found is None or "format" not in found:
+            _remove_old_leftovers(self.model_dir)
+        if found is not None and "format" not in found:
+            return self._migrate(found)
+        head = _checked_head(found, self.model_dir)
+        if found is None and (self.model_dir / VERSIONS_DIR).is_dir():
+            self._newest_stale = True  # entries of a first change that crashed before its head
+        self._cut_uncommitted_history(head)
+        return head
+
+    def _cut_uncommitted_history(self, head: dict) -> None:
+        """Drops history bytes past the head's `history_bytes`: lines of a writer that crashed."""
+        path = self.model_dir / HISTORY_FILE
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        committed = head["history_bytes"]
+        if size < committed:  # lost bytes: keep the whole lines that are left
+            log.warning("%s is shorter (%d bytes) than its head records (%d)", path, size, committed)
+            committed = head["history_bytes"] = path.read_bytes().rfind(b"\n") + 1 if size else 0
+        if size != committed:
+            log.warning("dropping %d uncommitted bytes at the end of %s", size - committed, path)
+            os.truncate(path, committed)
+            fsync_path(path)
+
+    def _migrate(self, old: dict) -> dict:
+        """Rewrites a single-file manifest in this layout; returns the head that commits it.
+
+        Until the head replaces manifest.json, readers read the single file and a crash leaves it
+        in charge: the next change migrates again from the start.
+        """
+        log.info("migrating %s to one file per version", self.model_dir / MANIFEST_FILE)
+        staging = _staging_dir(self.model_dir)
+        versions_dir = _make_dir(self.model_dir / VERSIONS_DIR)
+        for key, entry in old.get("versions", {}).items():
+            write_text_atomic(
+                versions_dir / f"{int(key)}.json", _dumps_entry(entry), tmp_dir=staging, sync_dir=False
+            )
+        fsync_path(versions_dir)
+        history = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in old.get("history", []))
+        write_text_atomic(self.model_dir / HISTORY_FILE, history, tmp_dir=staging)
+        head = {
+            **_new_head(self.model_dir),
+            **{k: old[k] for k in ("model", "serving", "labels") if k in old},
+            "history_bytes": len(history.encode()),
+        }
+        self.head = head  # for _newest_cap
+        head["newest"] = published_versions({"versions": {}, **old})[-self._newest_cap() :]
+        write_text_atomic(self.model_dir / MANIFEST_FILE, _dumps_head(head), tmp_dir=staging)
+        return head
+
+
+@contextlib.contextmanager
+def manifest_update(model_dir: str | os.PathLike[str]) -> Iterator[ManifestUpdate]:
+    """Yields a change of the manifest and commits it when the block ends without an error.
+
+    The caller holds the model dir's lock (include/durable.py `locked`).
+    """
+    update = ManifestUpdate(model_dir)
+    yield update
+    update.commit()
+
+
+def migrate_manifest(model_dir: str | os.PathLike[str]) -> None:
+    """Rewrites a single-file manifest of before in the current layout, under the lock (else no-op)."""
+    with locked(Path(model_dir)), manifest_update(model_dir):
+        pass
 
 
 def published_versions(manifest: dict) -> list[int]:
-    """Returns the versions currently published (not deleted), oldest first."""
+    """Returns the versions of a whole manifest currently published (not deleted), oldest first."""
     return sorted(int(v) for v, e in manifest["versions"].items() if e.get("status") == "published")
 
 
@@ -97,28 +327,29 @@ def baseline(manifest: dict) -> dict | None:
     return manifest["versions"][str(versions[-1])] if versions else None
 
 
-def auto_label(manifest: dict, version: int) -> list[str]:
+def auto_label(update: ManifestUpdate, version: int) -> list[str]:
     """Labels a newly published version; returns the labels it got.
 
     The newest version becomes `canary`; it becomes `stable` too when nothing is stable yet.
     An older version (a backfill) gets no label, so it never displaces what is served.
     """
-    published = published_versions(manifest)
+    newest = update.newest()
     given = []
-    if version >= max(published, default=version):
+    if version >= (newest[-1] if newest else version):
         given.append("canary")
-    if manifest["labels"].get("stable") not in published:
+    if not update.is_published(update.labels.get("stable")):
         given.append("stable")
     for label in given:
-        _move_label(manifest, label, version, by="publish", reason="automatic on publish")
+        _move_label(update, label, version, by="publish", reason="automatic on publish")
     return given
 
 
-def _move_label(manifest: dict, label: str, version: int, *, by: str, reason: str, **details) -> None:
-    """Points `label` at `version` in the manifest and records the move in its history."""
-    manifest["labels"][label] = version
-    event = {"event": "label", "label": label, "version": version, **details}
-    manifest["history"].append({**event, "at": now_iso(), "by": by, "reason": reason})
+def _move_label(update: ManifestUpdate, label: str, version: int, *, by: str, reason: str, **details) -> None:
+    """Points `label` at `version` and records the move in the history."""
+    update.labels[label] = version
+    update.record_event(
+        {"event": "label", "label": label, "version": version, **details}, by=by, reason=reason
+    )
 
 
 def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str) -> dict:
@@ -128,20 +359,17 @@ def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str
     if not reason.strip():
         raise RegistryError("reason: moving a label needs a reason")
     with locked(model_dir):
-        manifest = read_manifest(model_dir)
-        if version not in published_versions(manifest):
-            raise RegistryError(
-                f"version {version} is not a published version of {manifest['model']} "
-                f"(published: {published_versions(manifest)})"
-            )
-        problems = missing_parts(model_dir / str(version))
-        if problems:
-            raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
-
-        def change(m: dict) -> None:
-            _move_label(m, label, version, by=by, reason=reason, previous=m["labels"].get(label))
-
-        return update_manifest(model_dir, change)
+        with manifest_update(model_dir) as update:
+            if not update.is_published(version):
+                raise RegistryError(
+                    f"version {version} is not a published version of {update.model} "
+                    f"(published: {published_versions(read_manifest(model_dir))})"
+                )
+            problems = missing_parts(model_dir / str(version))
+            if problems:
+                raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
+            _move_label(update, label, version, by=by, reason=reason, previous=update.labels.get(label))
+        return read_manifest(model_dir)
 
 
 def check_loadable(version_dir: Path) -> None:
@@ -184,35 +412,126 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
     return manifest
 
 
-def apply_retention(model_dir: Path, manifest: dict, keep: int | None) -> list[int]:
+def apply_retention(update: ManifestUpdate, keep: int | None) -> list[int]:
     """Deletes the oldest versions beyond `keep`, sparing labelled ones and the newest.
 
-    The caller holds the lock and writes the manifest. Each version is first renamed to a
-    hidden name (TF Serving sees it vanish at once), then removed. Returns the deleted versions.
+    The caller holds the lock and commits `update`: the entries say deleted, then each dir is
+    renamed into the staging dir (TF Serving sees it vanish at once) and removed. Dirs whose
+    entries already say deleted (a crash cut their removal short) go too. Returns the deleted
+    versions.
     """
-    versions = published_versions(manifest)
-    if keep is None or len(versions) <= keep:
+    if keep is None:
         return []
-    protected = {v for v in manifest["labels"].values() if v is not None} | {versions[-1]}
+    on_disk = update.versions_on_disk()
+    for version in [v for v, status in on_disk if status == "deleted"]:
+        log.warning("retention: removing version %s of %s, deleted before a crash", version, update.model)
+        update.remove_after_commit(version)
+    versions = [v for v, status in on_disk if status == "published"]
+    if len(versions) <= keep:
+        return []
+    protected = {v for v in update.labels.values() if v is not None} | {versions[-1]}
     deleted = []
     for version in versions[: len(versions) - keep]:
         if version in protected:
             continue
-        doomed = model_dir / f".deleting-{version}-{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(model_dir / str(version), doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-        entry = manifest["versions"][str(version)]
-        entry.update(status="deleted", deleted_at=now_iso())
-        manifest["history"].append(
-            {
-                "event": "delete",
-                "version": version,
-                "at": now_iso(),
-                "by": "retention",
-                "reason": f"keep_versions={keep}",
-            }
+        update.put_entry(version, {**update.entry(version), "status": "deleted", "deleted_at": now_iso()})
+        update.remove_after_commit(version)
+        update.record_event(
+            {"event": "delete", "version": version}, by="retention", reason=f"keep_versions={keep}"
         )
-        log.info("retention: deleted version %s of %s (keep_versions=%s)", version, manifest["model"], keep)
+        log.info("retention: deleted version %s of %s (keep_versions=%s)", version, update.model, keep)
         deleted.append(version)
     return deleted
+
+
+def _new_head(model_dir: Path) -> dict:
+    return {
+        "format": FORMAT,
+        "model": model_dir.name,
+        "serving": {},
+        "labels": {},
+        "newest": [],
+        "history_bytes": 0,
+    }
+
+
+def _checked_head(head: dict | None, model_dir: Path) -> dict:
+    """Returns a head of this layout (a new one for None); refuses one of a newer layout."""
+    if head is None:
+        return _new_head(model_dir)
+    if head.get("format") != FORMAT:
+        raise RegistryError(
+            f"{model_dir / MANIFEST_FILE}: expected manifest format {FORMAT}, got {head.get('format')!r}"
+        )
+    return head
+
+
+def _dumps_head(head: dict) -> str:
+    return json.dumps(head, indent=2, sort_keys=True) + "\n"
+
+
+def _dumps_entry(entry: dict | None) -> str:
+    return json.dumps(entry, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _read_entries(model_dir: Path) -> dict[str, dict]:
+    """Returns every version's entry, in numeric order of versions."""
+    directory = model_dir / VERSIONS_DIR
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return {}
+    versions = sorted(int(n[:-5]) for n in names if n.endswith(".json") and is_version_name(n[:-5]))
+    entries = {}
+    for version in versions:
+        entry = _read_json(directory / f"{version}.json")
+        if entry is not None:
+            entries[str(version)] = entry
+    return entries
+
+
+def _read_history(path: Path, committed: int) -> list[dict]:
+    """Returns the committed history events: the first `committed` bytes, whole lines only."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(committed)
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+
+
+def _staging_dir(model_dir: Path) -> Path:
+    """Returns the model dir's staging dir, made if missing."""
+    return _make_dir(model_dir / STAGING_DIR)
+
+
+def _make_dir(path: Path) -> Path:
+    """Returns `path`, made (with its parents) and flushed into its parent if it was missing."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        fsync_path(path.parent)
+    return path
+
+
+def _remove_old_leftovers(model_dir: Path) -> None:
+    """Deletes staging dirs and temp files that crashed writers of the single-file layout left."""
+    if not model_dir.is_dir():
+        return
+    with os.scandir(model_dir) as entries:
+        names = [e.name for e in entries if e.name.startswith(_OLD_LEFTOVERS)]
+    for name in names:
+        if name.startswith(f".{MANIFEST_FILE}.") and not name.endswith(".tmp"):
+            continue
+        stale = model_dir / name
+        log.warning("removing %s, left by a crashed publisher", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """Publish: promote an exported SavedModel into the serving tree atomically and record it.
 
-Steps, all under the model dir's lock: verify the export, copy it into a non-numeric staging
-dir on the serving filesystem, flush and re-verify it, then `rename` it to the numeric version
-name. TensorFlow Serving ignores non-numeric names, so it never sees a half-written version.
+Steps, all under the model dir's lock: verify the export, copy it into the model dir's staging
+dir (`.staging/`, on the serving filesystem), flush and re-verify it, then `rename` it to the
+numeric version name. TensorFlow Serving ignores non-numeric names, so it never sees a
+half-written version. Then the manifest records it (include/manifest.py): one entry, a history
+line or two and the small head, whatever the number of versions.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from pathlib import Path
 
 from include.durable import fsync_path, fsync_tree, locked
 from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
-from include.manifest import MANIFEST_FILE, apply_retention, auto_label, now_iso, update_manifest
+from include.manifest import (
+    STAGING_DIR,
+    ManifestUpdate,
+    apply_retention,
+    auto_label,
+    manifest_update,
+    now_iso,
+)
 from include.savedmodel_dir import content_digest, missing_parts
 from include.serving_config import write_models_config
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)
 
-STAGING_PREFIX = ".staging-"
 _RENAME_EXCHANGE = 2
 
 
@@ -82,63 +90,66 @@ def publish_version(
     base = model_dir(serving_root, model_name)
     target = base / str(version)
 
-    with locked(base):
+    with locked(base), manifest_update(base) as update:  # migrates a manifest of before
         _remove_stale_staging(base)
         status = "published"
         if target.exists():
             existing = content_digest(target) if not missing_parts(target) else "incomplete"
-            if existing == digest:
-                log.info(
-                    "version %s already holds this content (sha256 %s): nothing to do", target, digest[:12]
-                )
-                _record(
-                    base, version, digest, "unchanged", record, force_reason, keep_versions, serving_policy
-                )
-                write_models_config(Path(serving_root))
-                return PublishResult(version, str(target), digest, "unchanged")
-            if not force:
+            if existing != digest and not force:
                 raise VersionConflictError(str(target), existing, digest)
-            status = "replaced"
-        staging = base / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-        try:
-            try:
-                shutil.copytree(export_path, staging)
-                fsync_tree(staging)
-            except OSError as err:
-                raise StorageError(f"cannot write {staging}: {err.strerror or err}") from err
-            staged_problems = missing_parts(staging)
-            if staged_problems:
-                raise IncompleteModelError(str(staging), staged_problems)
-            staged = content_digest(staging)
-            if staged != digest:
-                raise IncompleteModelError(
-                    str(staging), [f"copy digest {staged[:12]} != source {digest[:12]}"]
-                )
+            status = "unchanged" if existing == digest else "replaced"
+        if status == "unchanged":
+            log.info("version %s already holds this content (sha256 %s): nothing to do", target, digest[:12])
+        else:
+            _put_in_place(export_path, base, target, digest, replace=status == "replaced")
             if status == "replaced":
-                _exchange(staging, target)  # staging now holds the old version
                 log.warning("replaced version %s (force_publish: %s)", target, force_reason)
-            else:
-                os.rename(staging, target)
-            fsync_path(base)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         labels, deleted = _record(
-            base, version, digest, status, record, force_reason, keep_versions, serving_policy
+            update, version, digest, status, record, force_reason, keep_versions, serving_policy
         )
     write_models_config(Path(serving_root))
-    log.info(
-        "published version %s of %s at %s (sha256 %s, labels %s)",
-        version,
-        model_name,
-        target,
-        digest[:12],
-        labels or "none",
-    )
+    if status != "unchanged":
+        log.info(
+            "published version %s of %s at %s (sha256 %s, labels %s)",
+            version,
+            model_name,
+            target,
+            digest[:12],
+            labels or "none",
+        )
     return PublishResult(version, str(target), digest, status, labels, deleted)
 
 
+def _put_in_place(export_path: Path, base: Path, target: Path, digest: str, *, replace: bool) -> None:
+    """Copies the export into a staging dir, flushes and re-verifies it, then renames it to `target`.
+
+    With `replace`, swaps it with the version there atomically. Lock held.
+    """
+    staging = base / STAGING_DIR / f"{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            staging.parent.mkdir(exist_ok=True)
+            shutil.copytree(export_path, staging)
+            fsync_tree(staging)
+        except OSError as err:
+            raise StorageError(f"cannot write {staging}: {err.strerror or err}") from err
+        staged_problems = missing_parts(staging)
+        if staged_problems:
+            raise IncompleteModelError(str(staging), staged_problems)
+        staged = content_digest(staging)
+        if staged != digest:
+            raise IncompleteModelError(str(staging), [f"copy digest {staged[:12]} != source {digest[:12]}"])
+        if replace:
+            _exchange(staging, target)  # staging now holds the old version
+        else:
+            os.rename(staging, target)
+        fsync_path(base)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _record(
-    base: Path,
+    update: ManifestUpdate,
     version: int,
     digest: str,
     status: str,
@@ -147,43 +158,46 @@ def _record(
     keep_versions: int | None,
     serving_policy: dict | None,
 ) -> tuple[list[str], list[int]]:
-    """Records one publish in the manifest; returns (labels given, versions deleted). Lock held."""
-    result: tuple[list[str], list[int]] = ([], [])
+    """Records one publish in the manifest; returns (labels given, versions deleted). Lock held.
 
-    def change(manifest: dict) -> None:
-        nonlocal result
-        previous = manifest["versions"].get(str(version), {})
-        now = now_iso()
-        entry = {
-            **previous,
-            **(record or {}),
-            "version": version,
-            "content_digest": digest,
-            "status": "published",
-            "published_at": previous.get("published_at", now) if status == "unchanged" else now,
-            "last_publish": status,
-        }
-        if force_reason:
-            entry["force_reason"] = force_reason
-        manifest["versions"][str(version)] = entry
-        if serving_policy:
-            manifest["serving"] = serving_policy
-        labels = auto_label(manifest, version) if status != "unchanged" else []
-        result = (labels, apply_retention(base, manifest, keep_versions))
-
-    update_manifest(base, change)
-    return result
+    Touches this version's entry, the labels and retention's victims, never the other entries.
+    """
+    previous = update.entry(version)
+    newest = update.newest()
+    # A rerun of a publish killed before its record was committed finds the content in place:
+    # no entry (killed after the rename), or an entry newer than any the head knows (killed
+    # before the head). That is still the version's first record, so it gets its labels.
+    first_record = previous is None or (version not in newest and version > max(newest, default=0))
+    now = now_iso()
+    entry = {
+        **(previous or {}),
+        **(record or {}),
+        "version": version,
+        "content_digest": digest,
+        "status": "published",
+        "published_at": (previous or {}).get("published_at", now) if status == "unchanged" else now,
+        "last_publish": status,
+    }
+    if force_reason:
+        entry["force_reason"] = force_reason
+    update.put_entry(version, entry)
+    if serving_policy:
+        update.set_serving(serving_policy)
+    labels = auto_label(update, version) if status != "unchanged" or first_record else []
+    return labels, apply_retention(update, keep_versions)
 
 
 def _remove_stale_staging(base: Path) -> None:
-    """Deletes staging dirs and temp files left by crashed publishers (under the lock none is live)."""
-    with os.scandir(base) as entries:  # one pass over the dir, whatever its number of versions
-        names = [entry.name for entry in entries if entry.name.startswith(".")]
+    """Empties the staging dir of what crashed publishers left (under the lock nothing there is live).
+
+    Lists `.staging/` only, never the model dir with its versions.
+    """
+    try:
+        names = os.listdir(base / STAGING_DIR)
+    except FileNotFoundError:
+        return
     for name in names:
-        is_temp_manifest = name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp")
-        if not (name.startswith((STAGING_PREFIX, ".deleting-")) or is_temp_manifest):
-            continue
-        stale = base / name
+        stale = base / STAGING_DIR / name
         log.warning("removing %s, left by a crashed publisher", stale)
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)

@@ -1,7 +1,8 @@
 """TensorFlow Serving's `models.config`: every model under a serving root, its policy and labels.
 
-Rendered from the manifests (include/manifest.py) and rewritten atomically after each publish and
-label move, for `tensorflow_model_server --model_config_file`.
+Rendered from the manifests' heads (include/manifest.py): labels, policy and the newest published
+versions, so rendering reads a few small files per model whatever its number of versions. Rewritten
+atomically after each publish and label move, for `tensorflow_model_server --model_config_file`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from include.durable import locked, write_text_atomic
-from include.manifest import MANIFEST_FILE, published_versions, read_manifest
+from include.manifest import MANIFEST_FILE, is_published, read_head
 
 MODELS_CONFIG_FILE = "models.config"
 
@@ -18,18 +19,21 @@ def render_models_config(serving_root: Path) -> str:
     """Returns TF Serving's ModelServerConfig (text proto) for every model under the root."""
     blocks = []
     for model_dir in sorted(p for p in Path(serving_root).iterdir() if (p / MANIFEST_FILE).is_file()):
-        manifest = read_manifest(model_dir)
-        versions = published_versions(manifest)
-        if not versions:
+        head = read_head(model_dir)
+        newest = head["newest"]
+        if not newest:
             continue
-        labels = {k: v for k, v in sorted(manifest["labels"].items()) if v in versions}
-        policy = manifest.get("serving", {})
-        blocks.append(_model_config_block(manifest["model"], model_dir.resolve(), versions, labels, policy))
+        labels = {
+            k: v for k, v in sorted(head["labels"].items()) if v in newest or is_published(model_dir, v)
+        }
+        blocks.append(
+            _model_config_block(head["model"], model_dir.resolve(), newest, labels, head["serving"])
+        )
     return "model_config_list {\n" + "".join(blocks) + "}\n"
 
 
-def _model_config_block(name: str, base_path: Path, versions: list[int], labels: dict, policy: dict) -> str:
-    """Returns one `config { ... }` block.
+def _model_config_block(name: str, base_path: Path, newest: list[int], labels: dict, policy: dict) -> str:
+    """Returns one `config { ... }` block (`newest`: at least the newest num_latest published versions).
 
     TF Serving only assigns labels to versions it has loaded, so with labels the `latest`
     policy is written as `specific` over the latest N plus every labelled version.
@@ -38,7 +42,7 @@ def _model_config_block(name: str, base_path: Path, versions: list[int], labels:
     if kind == "all":
         policy_text = "all {}"
     else:
-        chosen = set(versions[-num_latest:]) | set(labels.values())
+        chosen = set(newest[-num_latest:]) | set(labels.values())
         if kind == "latest" and not labels:
             policy_text = f"latest {{ num_versions: {num_latest} }}"
         else:

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+import include.export
 from include.data import serialize_examples
+from include.model import build_serving_graph
 from include.run_record import RunIdentity, RunRecord, start_run
 from include.savedmodel_dir import content_digest
 from include.versions import runs_dir
@@ -76,6 +78,64 @@ def test_two_exports_of_one_checkpoint_are_byte_identical(start):
     a = export_operator(start("manual__a")).execute({})
     b = export_operator(start("manual__b")).execute({})
     assert a["export_dir"] != b["export_dir"] and a["content_digest"] == b["content_digest"]
+
+
+def copy_checkpoint(checkpoint: str, target_dir: Path) -> str:
+    """Returns the prefix of a copy of a checkpoint dir (bundle, eval sample, metrics) in `target_dir`."""
+    shutil.copytree(Path(checkpoint).parent, target_dir)
+    return str(target_dir / Path(checkpoint).name)
+
+
+def add_training_state(config, checkpoint: str) -> None:
+    """Rewrites a checkpoint with the training graph's global step beside the model's weights."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = build_serving_graph(config, with_training=True)
+    with v1.Session(graph=graph.graph) as sess:
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver(var_list=graph.model_variables).restore(sess, checkpoint)
+        v1.train.Saver().save(sess, checkpoint, write_meta_graph=False)
+
+
+def test_exact_checkpoint_is_copied_byte_for_byte_as_the_builder_saves_it(start, monkeypatch):
+    """A checkpoint of exactly the serving variables is copied, unrestored, into what the builder saves."""
+    import tensorflow as tf
+
+    record = start("manual__copied")
+    assert include.export.holds_exactly(
+        record.read_step("train")["checkpoint"], build_serving_graph(record.config).model_variables
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.compat.v1.train.Saver, "restore", lambda *_: pytest.fail("restored the checkpoint"))
+        copied = export_operator(record).execute({})
+    monkeypatch.setattr(include.export, "holds_exactly", lambda *_: False)
+    saved = export_operator(start("manual__saved")).execute({})
+    assert_complete(Path(copied["export_dir"]))
+    assert copied["content_digest"] == saved["content_digest"]
+
+
+def test_checkpoint_with_training_state_is_restored_and_saved(start, trained, tmp_path):
+    """A checkpoint holding more than the serving variables goes through restore and the builder's save."""
+    record = start()
+    checkpoint = copy_checkpoint(trained.checkpoint, tmp_path / "with_step")
+    add_training_state(record.config, checkpoint)
+    model_variables = build_serving_graph(record.config).model_variables
+    assert not include.export.holds_exactly(checkpoint, model_variables)
+    plain = export_operator(record).execute({})
+    restored = export_operator(start("manual__with_step", checkpoint=checkpoint)).execute({})
+    assert restored["content_digest"] == plain["content_digest"]
+
+
+def test_truncated_checkpoint_is_not_copied_and_fails_without_retry(start, trained, tmp_path):
+    """A data shard shorter than its index says is left to the restore, which fails it permanently."""
+    checkpoint = copy_checkpoint(trained.checkpoint, tmp_path / "truncated")
+    shard = Path(f"{checkpoint}.data-00000-of-00001")
+    shard.write_bytes(shard.read_bytes()[:-4])
+    record = start(checkpoint=checkpoint)
+    with pytest.raises(AirflowFailException, match="cannot restore checkpoint"):
+        export_operator(record).execute({})
+    assert not record.export_dir.exists()
 
 
 def test_partial_export_is_replaced(start):

@@ -1,33 +1,33 @@
-"""The manifest: its format, labels on publish, label moves, promote/rollback and retention."""
+"""The manifest: its files, migration from one file, torn history, labels, promote/rollback, retention."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
+from include import manifest as manifest_module
+from include.durable import locked
 from include.errors import RegistryError
-from include.manifest import baseline, dumps_manifest, promote, read_manifest, set_label
+from include.manifest import (
+    HISTORY_FILE,
+    MANIFEST_FILE,
+    VERSIONS_DIR,
+    baseline,
+    manifest_update,
+    migrate_manifest,
+    promote,
+    read_manifest,
+    set_label,
+)
 from tests.helpers import parse_models_config, publish_digits
 
 
 def labels(serving_root: Path) -> dict:
     return read_manifest(serving_root / "digits")["labels"]
-
-
-def test_dumps_manifest_is_json_with_one_line_per_version_in_numeric_order():
-    """The manifest text parses back to the same dict, one line per version, 9 before 10."""
-    manifest = {
-        "model": "digits",
-        "labels": {"stable": 9},
-        "versions": {"9": {"status": "published"}, "10": {"status": "published"}},
-        "history": [{"event": "label", "version": 9}],
-    }
-    text = dumps_manifest(manifest)
-    assert json.loads(text) == manifest
-    version_lines = [line.strip() for line in text.splitlines() if line.strip().startswith(('"9"', '"10"'))]
-    assert version_lines == ['"9": {"status": "published"},', '"10": {"status": "published"}']
 
 
 def test_baseline_is_stable_else_the_newest_published_version():
@@ -119,3 +119,134 @@ def test_retention_keeps_newest_and_labelled_versions(exported, serving_root):
     manifest = read_manifest(serving_root / "digits")
     assert manifest["versions"]["20"]["status"] == "deleted"
     assert any(e["event"] == "delete" and e["version"] == 20 for e in manifest["history"])
+
+
+#: A single-file manifest as the registry wrote it before one file per version.
+OLD_MANIFEST = {
+    "model": "digits",
+    "serving": {"version_policy": "latest", "num_latest": 2},
+    "labels": {"stable": 10, "canary": 20},
+    "versions": {
+        "9": {"version": 9, "status": "deleted", "deleted_at": "2026-10-01T00:00:00+00:00"},
+        "10": {"version": 10, "status": "published", "metrics": {"eval_accuracy": 0.9}},
+        "20": {"version": 20, "status": "published", "metrics": {"eval_accuracy": 0.95}},
+    },
+    "history": [
+        {"event": "label", "label": "stable", "version": 10, "by": "publish", "reason": "automatic"},
+        {"event": "label", "label": "canary", "version": 20, "by": "publish", "reason": "automatic"},
+    ],
+}
+
+
+def write_old_manifest(exported: Path, serving_root: Path) -> Path:
+    """Returns a model dir in the single-file layout, versions 10 and 20 on disk."""
+    model_dir = serving_root / "digits"
+    for version in (10, 20):
+        shutil.copytree(exported, model_dir / str(version))
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(OLD_MANIFEST, indent=2))
+    return model_dir
+
+
+def test_manifest_is_a_head_one_entry_per_version_and_a_history_log(exported, serving_root):
+    """The head holds labels and policy only; each version has its own entry; history is JSON lines."""
+    publish_digits(exported, serving_root, 10)
+    publish_digits(exported, serving_root, 20)
+    model_dir = serving_root / "digits"
+    head = json.loads((model_dir / MANIFEST_FILE).read_text())
+    assert "versions" not in head and head["labels"] == {"canary": 20, "stable": 10}
+    assert sorted(p.name for p in (model_dir / VERSIONS_DIR).iterdir()) == ["10.json", "20.json"]
+    lines = (model_dir / HISTORY_FILE).read_bytes().splitlines()
+    assert [json.loads(line)["version"] for line in lines] == [10, 10, 20]
+    manifest = read_manifest(model_dir)  # the dict of before, assembled
+    assert set(manifest) == {"model", "serving", "labels", "versions", "history"}
+    assert list(manifest["versions"]) == ["10", "20"] and manifest["serving"]["num_latest"] == 2
+
+
+def test_a_single_file_manifest_is_read_as_is_and_migrated_by_the_next_publish(exported, serving_root):
+    """Before any write the old file reads unchanged; a publish migrates it and keeps every record."""
+    model_dir = write_old_manifest(exported, serving_root)
+    assert read_manifest(model_dir) == OLD_MANIFEST
+    (model_dir / ".staging-30-deadbeef").mkdir()  # a crashed publisher of the old layout left these
+    (model_dir / f".{MANIFEST_FILE}.0123abcd.tmp").write_text("{")
+    assert publish_digits(exported, serving_root, 30).labels == ["canary"]
+    manifest = read_manifest(model_dir)
+    assert {k: manifest["versions"][k] for k in ("9", "10", "20")} == OLD_MANIFEST["versions"]
+    assert manifest["labels"] == {"stable": 10, "canary": 30}
+    assert manifest["history"][:2] == OLD_MANIFEST["history"]
+    assert manifest["history"][2]["version"] == 30 and manifest["serving"] == OLD_MANIFEST["serving"]
+    assert json.loads((model_dir / MANIFEST_FILE).read_text())["format"] == 2
+    assert not [p for p in model_dir.iterdir() if p.name.startswith((".staging-", f".{MANIFEST_FILE}."))]
+    (config,) = parse_models_config(serving_root).model_config_list.config
+    assert list(config.model_version_policy.specific.versions) == [10, 20, 30]
+
+
+def test_a_migration_that_crashes_leaves_the_old_file_in_charge(exported, serving_root, monkeypatch):
+    """Entries written but the head not yet replaced: readers keep the old file; the next write redoes it."""
+    model_dir = write_old_manifest(exported, serving_root)
+    real_write = manifest_module.write_text_atomic
+
+    def crash_on_head(path, *args, **kwargs):
+        if path.name == MANIFEST_FILE:
+            raise OSError("killed")
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_module, "write_text_atomic", crash_on_head)
+    with pytest.raises(OSError, match="killed"):
+        migrate_manifest(model_dir)
+    assert (model_dir / VERSIONS_DIR / "20.json").is_file()
+    assert read_manifest(model_dir) == OLD_MANIFEST
+    monkeypatch.undo()
+    migrate_manifest(model_dir)
+    assert read_manifest(model_dir) == OLD_MANIFEST
+
+
+def test_a_torn_history_line_is_ignored_and_cut_by_the_next_write(exported, serving_root):
+    """History bytes no head committed (a crash mid-append) are invisible, then dropped under the lock."""
+    publish_digits(exported, serving_root, 10)
+    model_dir = serving_root / "digits"
+    history = model_dir / HISTORY_FILE
+    committed = read_manifest(model_dir)["history"]
+    with open(history, "ab") as handle:  # a whole line and half of another, never committed
+        handle.write(b'{"event": "label", "label": "canary", "version": 99}\n{"event": "la')
+    assert read_manifest(model_dir)["history"] == committed
+    publish_digits(exported, serving_root, 20)
+    lines = [json.loads(line) for line in history.read_bytes().splitlines()]
+    assert lines[: len(committed)] == committed and [e["version"] for e in lines[len(committed) :]] == [20]
+    assert history.stat().st_size == json.loads((model_dir / MANIFEST_FILE).read_text())["history_bytes"]
+
+
+def test_a_reader_beside_a_writer_sees_old_or_new_entries_never_torn(exported, serving_root):
+    """While a writer rewrites an entry and moves labels 200 times, every read is whole and consistent."""
+    publish_digits(exported, serving_root, 10)
+    publish_digits(exported, serving_root, 20)
+    model_dir = serving_root / "digits"
+    stop, problems, reads = threading.Event(), [], [0]
+
+    def read_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                manifest = read_manifest(model_dir)
+            except ValueError as err:
+                problems.append(f"torn read: {err}")
+                continue
+            reads[0] += 1
+            if (
+                set(manifest["versions"]) != {"10", "20"}
+                or manifest["versions"]["20"].get("status") != "published"
+            ):
+                problems.append(f"entries: {manifest['versions']}")
+            if not set(manifest["labels"].values()) <= {10, 20}:
+                problems.append(f"labels: {manifest['labels']}")
+
+    reader = threading.Thread(target=read_until_stopped)
+    reader.start()
+    try:
+        for i in range(200):
+            with locked(model_dir), manifest_update(model_dir) as update:
+                update.put_entry(20, {**update.entry(20), "note": "x" * (i * 50)})
+                update.labels["canary"] = 10 if i % 2 else 20
+                update.record_event({"event": "label", "label": "canary", "version": 20}, by="t", reason="r")
+    finally:
+        stop.set()
+        reader.join(30)
+    assert problems == [] and reads[0] > 20, (problems[:3], reads)

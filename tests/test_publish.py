@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from include.durable import locked
 from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
-from include.manifest import MANIFEST_FILE, read_manifest
+from include.manifest import MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, manifest_update, read_manifest
 from include.publish import publish_version
 from include.savedmodel_dir import content_digest
 from tests.helpers import assert_complete
@@ -37,10 +39,13 @@ def test_publish_promotes_a_complete_version(exported, serving_root):
     assert_complete(target)
     assert content_digest(target) == content_digest(exported) == result.content_digest
     assert sorted(p.name for p in target.parent.iterdir()) == [
+        ".manifest",
         ".publish.lock",
+        STAGING_DIR,
         "20261101000000",
         MANIFEST_FILE,
     ]
+    assert not list((target.parent / STAGING_DIR).iterdir())
 
 
 def test_republishing_identical_content_is_a_no_op(exported, serving_root):
@@ -59,7 +64,7 @@ def test_different_content_under_an_existing_version_fails(exported, serving_roo
     with pytest.raises(VersionConflictError, match="already holds different content"):
         publish_version(altered_copy(exported, tmp_path), serving_root, "digits", 5)
     assert content_digest(serving_root / "digits" / "5") == before
-    assert not list((serving_root / "digits").glob(".staging-*"))
+    assert not list((serving_root / "digits" / STAGING_DIR).iterdir())
 
 
 def test_force_replaces_with_a_reason(exported, serving_root, tmp_path):
@@ -70,7 +75,7 @@ def test_force_replaces_with_a_reason(exported, serving_root, tmp_path):
     assert result.status == "replaced"
     assert content_digest(serving_root / "digits" / "5") == content_digest(other)
     assert read_manifest(serving_root / "digits")["versions"]["5"]["force_reason"] == "hotfix"
-    assert not [p for p in (serving_root / "digits").iterdir() if p.name.startswith(".staging")]
+    assert not list((serving_root / "digits" / STAGING_DIR).iterdir())
 
 
 def test_force_without_reason_is_refused(exported, serving_root):
@@ -102,7 +107,7 @@ def test_bad_version_is_refused_before_any_write(exported, serving_root, version
 
 
 def test_stale_staging_dirs_are_removed(exported, serving_root):
-    """A staging dir left by a crashed publisher is cleaned on the next publish."""
+    """A staging dir left by a crashed publisher of the single-file layout is cleaned on the next publish."""
     stale = serving_root / "digits" / ".staging-5-deadbeef"
     stale.mkdir(parents=True)
     (stale / "saved_model.pb").write_bytes(b"half")
@@ -110,12 +115,27 @@ def test_stale_staging_dirs_are_removed(exported, serving_root):
     assert not stale.exists()
 
 
+def test_leftovers_in_the_staging_dir_are_removed(exported, serving_root):
+    """A staging copy, a version being deleted, temp files of the head and of an entry: the next publish
+    removes them all."""
+    publish_version(exported, serving_root, "digits", 5)
+    staging = serving_root / "digits" / STAGING_DIR
+    (staging / "6-deadbeef").mkdir()
+    (staging / "6-deadbeef" / "saved_model.pb").write_bytes(b"half")
+    (staging / "deleting-4-deadbeef").mkdir()
+    (staging / f".{MANIFEST_FILE}.0123abcd.tmp").write_text('{"format"')
+    (staging / ".6.json.0123abcd.tmp").write_text("{")
+    publish_version(exported, serving_root, "digits", 6)
+    assert list(staging.iterdir()) == []
+    assert list(read_manifest(serving_root / "digits")["versions"]) == ["5", "6"]
+
+
 def test_manifest_records_lineage(exported, serving_root):
     """The record passed by the DAG is stored with digest, status and time."""
     publish_version(
         exported, serving_root, "digits", 7, record={"run_id": "r7", "metrics": {"eval_accuracy": 0.96}}
     )
-    entry = json.loads((serving_root / "digits" / MANIFEST_FILE).read_text())["versions"]["7"]
+    entry = json.loads((serving_root / "digits" / VERSIONS_DIR / "7.json").read_text())
     assert entry["run_id"] == "r7" and entry["metrics"]["eval_accuracy"] == 0.96
     assert entry["content_digest"] == content_digest(exported) and entry["status"] == "published"
 
@@ -134,3 +154,84 @@ def test_concurrent_publishers_lose_nothing(exported, serving_root):
     assert list(read_manifest(serving_root / "digits")["versions"]) == ["1", "2", "3", "4"]
     for version in (1, 2, 3, 4):
         assert_complete(serving_root / "digits" / str(version))
+
+
+def registry_files(model_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """Returns every file of a model dir outside its versions: path -> (inode, mtime, size)."""
+    found = {}
+    for path in model_dir.rglob("*"):
+        relative = path.relative_to(model_dir)
+        if path.is_file() and not relative.parts[0].isdigit():
+            stat = path.stat()
+            found[str(relative)] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def model_beside(exported: Path, root: Path, existing: int) -> Path:
+    """Returns a model dir holding `existing` published versions (hard-linked copies), labelled."""
+    model_dir = root / "digits"
+    for version in range(1, existing + 1):
+        shutil.copytree(exported, model_dir / str(version), copy_function=os.link)
+    with locked(model_dir), manifest_update(model_dir) as update:
+        for version in range(1, existing + 1):
+            update.put_entry(version, {"version": version, "status": "published"})
+        update.labels.update(stable=1, canary=existing)
+    return model_dir
+
+
+@pytest.mark.parametrize("existing", [1, 300])
+def test_a_publish_writes_and_lists_the_same_few_files_whatever_the_history(
+    exported, tmp_path, monkeypatch, existing
+):
+    """Beside 1 or 300 versions a publish writes its entry, a history line and the head, and lists
+    neither the model dir nor the entries: its cost does not grow with the number of versions."""
+    root = tmp_path / "serving"
+    model_dir = model_beside(exported, root, existing)
+    before = registry_files(model_dir)
+    listed: list[str] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def listdir(path="."):
+        listed.append(os.fspath(path))
+        return real_listdir(path)
+
+    def scandir(path="."):
+        listed.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = publish_version(exported, root, "digits", 1000, serving_policy={"version_policy": "latest"})
+    monkeypatch.undo()
+    assert result.labels == ["canary"]
+    after = registry_files(model_dir)
+    written = sorted(path for path in after if before.get(path) != after[path])
+    assert written == [".manifest/history.jsonl", ".manifest/versions/1000.json", MANIFEST_FILE]
+    assert str(model_dir / STAGING_DIR) in listed  # the spy sees listings
+    assert str(model_dir) not in listed and str(model_dir / VERSIONS_DIR) not in listed
+    assert read_manifest(model_dir)["labels"] == {"stable": 1, "canary": 1000}
+
+
+def test_a_rerun_after_a_crash_before_the_head_gives_the_version_its_labels(
+    exported, serving_root, monkeypatch
+):
+    """Killed after its entry but before the head: the rerun finds the content, records it, labels it."""
+    from include import manifest
+
+    publish_version(exported, serving_root, "digits", 10)
+    real_write = manifest.write_text_atomic
+
+    def killed_at_the_head(path, *args, **kwargs):
+        if path.name == MANIFEST_FILE:
+            raise OSError("killed")
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(manifest, "write_text_atomic", killed_at_the_head)
+    with pytest.raises(OSError, match="killed"):
+        publish_version(exported, serving_root, "digits", 20)
+    monkeypatch.undo()
+    assert read_manifest(serving_root / "digits")["labels"] == {"canary": 10, "stable": 10}
+    rerun = publish_version(exported, serving_root, "digits", 20)
+    assert (rerun.status, rerun.labels) == ("unchanged", ["canary"])
+    assert read_manifest(serving_root / "digits")["labels"] == {"canary": 20, "stable": 10}
+    assert publish_version(exported, serving_root, "digits", 20).labels == []  # a plain rerun: no move

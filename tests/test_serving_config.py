@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from include.manifest import MANIFEST_FILE, migrate_manifest, read_manifest
 from include.publish import publish_version
+from include.serving_config import render_models_config
 from tests.helpers import parse_models_config, publish_digits
 
 
@@ -25,3 +29,24 @@ def test_models_config_lists_every_model_under_the_root(exported, serving_root):
     configs = parse_models_config(serving_root).model_config_list.config
     assert [c.name for c in configs] == ["digits", "letters"]
     assert configs[1].model_version_policy.HasField("all")
+
+
+def test_retention_inside_the_newest_versions_keeps_models_config_right(exported, serving_root):
+    """keep_versions=1 deletes 20, one of the newest two: models.config serves 10 (stable) and 30."""
+    for version in (10, 20, 30):
+        publish_digits(exported, serving_root, version, keep_versions=1)
+    (config,) = parse_models_config(serving_root).model_config_list.config
+    assert list(config.model_version_policy.specific.versions) == [10, 30]
+    assert dict(config.version_labels) == {"stable": 10, "canary": 30}
+
+
+def test_a_single_file_manifest_renders_the_same_before_and_after_migration(exported, serving_root):
+    """models.config from a manifest of before, not migrated yet, is the one rendered after migrating it."""
+    for version in (10, 20, 30):
+        publish_digits(exported, serving_root, version)
+    model_dir = serving_root / "digits"
+    expected = render_models_config(serving_root)
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(read_manifest(model_dir)))  # the old single file
+    assert render_models_config(serving_root) == expected
+    migrate_manifest(model_dir)
+    assert render_models_config(serving_root) == expected

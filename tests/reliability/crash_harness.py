@@ -3,10 +3,12 @@
 Runs as its own process (so TensorFlow is imported once, before any session exists, and each
 trial is a cheap fork): for every trial a child exports the checkpoint and publishes it; the
 parent kills it with SIGKILL after a random delay within the measured duration of a clean run,
-then checks the invariants, reruns export + publish to completion and checks again.
+then checks the invariants, reruns export + publish to completion and checks again. A second
+round does the same to publish alone, with retention and a serving policy on, so that the kills
+land in the manifest's writes (entries, history, head) and in retention's deletions.
 
 Usage: python -m tests.reliability.crash_harness CONFIG CHECKPOINT WORKDIR TRIALS SEED
-Prints one JSON line: {"trials": N, "killed": K, "violations": [...], ...}.
+Prints one JSON line: {"trials": N, "killed": K, "publish_killed": P, "violations": [...], ...}.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from include.config import load_pipeline_config
-from include.manifest import MANIFEST_FILE
+from include.manifest import HISTORY_FILE, MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, read_manifest
 from include.savedmodel_dir import missing_parts
 from include.versions import is_version_name
 
@@ -37,16 +40,29 @@ def export_and_publish(config, checkpoint: str, work: Path, version: int) -> Non
     )
 
 
-def run_child(
-    config, checkpoint: str, work: Path, version: int, kill_after: float | None
-) -> tuple[bool, float]:
-    """Forks a child that exports and publishes; kills it after `kill_after` s. Returns (killed, secs)."""
+def publish_with_retention(export_dir: Path, work: Path, name: str, version: int) -> None:
+    """What publish_version does for a pipeline with `keep_versions: 3` and `num_latest: 2`."""
+    from include.publish import publish_version
+
+    publish_version(
+        export_dir,
+        work / "serving-retention",
+        name,
+        version,
+        record={"run_id": f"trial-{version}"},
+        keep_versions=3,
+        serving_policy={"version_policy": "latest", "num_latest": 2},
+    )
+
+
+def run_child(work: Callable[[], None], kill_after: float | None) -> tuple[bool, float]:
+    """Forks a child that runs `work`; kills it after `kill_after` s. Returns (killed, secs)."""
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
-            export_and_publish(config, checkpoint, work, version)
+            work()
         except BaseException:
             code = 1
         os._exit(code)
@@ -62,39 +78,105 @@ def run_child(
         return True, time.monotonic() - started
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"clean export + publish of version {version} failed")
+        raise RuntimeError("a clean run (no kill) failed")
     return False, time.monotonic() - started
 
 
 def check(model_dir: Path, *, after_rerun_of: int | None = None) -> list[str]:
-    """Returns invariant violations: incomplete numeric dirs, torn manifest, leftovers."""
+    """Returns invariant violations: incomplete numeric dirs, torn manifest files, leftovers."""
     problems = []
     if not model_dir.exists():
         return problems
     for entry in model_dir.iterdir():
         if is_version_name(entry.name) and missing_parts(entry):
             problems.append(f"visible version {entry.name} is incomplete: {missing_parts(entry)}")
-    manifest_path = model_dir / MANIFEST_FILE
-    manifest = {}
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError as err:
-            problems.append(f"manifest does not parse: {err}")
-    for version, entry in manifest.get("versions", {}).items():
+    problems += torn_files(model_dir)
+    try:
+        manifest = read_manifest(model_dir)
+    except ValueError as err:
+        return [*problems, f"manifest does not read: {err}"]
+    for version, entry in manifest["versions"].items():
         if entry.get("status") == "published" and missing_parts(model_dir / version):
             problems.append(f"manifest lists {version} but its dir is incomplete")
+    for label, version in manifest["labels"].items():
+        if manifest["versions"].get(str(version), {}).get("status") != "published":
+            problems.append(f"label {label} points at {version}, which has no published entry")
     if after_rerun_of is not None:
-        if str(after_rerun_of) not in manifest.get("versions", {}):
-            problems.append(f"rerun did not record version {after_rerun_of}")
-        leftovers = [
-            p.name
-            for p in model_dir.iterdir()
-            if p.name.startswith((".staging-", ".deleting-")) or p.name.endswith(".tmp")
-        ]
-        if leftovers:
-            problems.append(f"stale dirs after rerun: {leftovers}")
+        problems += after_rerun(model_dir, manifest, after_rerun_of)
     return problems
+
+
+def torn_files(model_dir: Path) -> list[str]:
+    """Returns the registry files that do not parse: the head, an entry, a committed history line."""
+    problems, head = [], {}
+    for path in [model_dir / MANIFEST_FILE, *sorted((model_dir / VERSIONS_DIR).glob("*.json"))]:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except ValueError as err:
+            problems.append(f"{path.name} does not parse: {err}")
+            continue
+        head = data if path.name == MANIFEST_FILE else head
+    history = model_dir / HISTORY_FILE
+    committed = history.read_bytes()[: head.get("history_bytes", 0)] if history.exists() else b""
+    if committed and not committed.endswith(b"\n"):
+        problems.append("the committed history ends inside a line")
+    for number, line in enumerate(committed.splitlines(), 1):
+        try:
+            json.loads(line)
+        except ValueError as err:
+            problems.append(f"committed history line {number} does not parse: {err}")
+    return problems
+
+
+def after_rerun(model_dir: Path, manifest: dict, version: int) -> list[str]:
+    """Returns what a completed rerun must have settled: its record, the newest list, no leftovers."""
+    problems = []
+    if str(version) not in manifest["versions"]:
+        problems.append(f"rerun did not record version {version}")
+    head = json.loads((model_dir / MANIFEST_FILE).read_text())
+    published = [int(v) for v, e in manifest["versions"].items() if e.get("status") == "published"]
+    if head["newest"][-1:] != [max(published)]:
+        problems.append(f"head's newest {head['newest']} misses the newest version {max(published)}")
+    if (model_dir / HISTORY_FILE).stat().st_size != head["history_bytes"]:
+        problems.append("uncommitted history bytes after a rerun")
+    leftovers = [
+        p.name
+        for p in model_dir.iterdir()
+        if p.name.startswith((".staging-", ".deleting-")) or p.name.endswith(".tmp")
+    ]
+    leftovers += [f"{STAGING_DIR}/{p.name}" for p in (model_dir / STAGING_DIR).iterdir()]
+    if leftovers:
+        problems.append(f"stale dirs after rerun: {leftovers}")
+    return problems
+
+
+def crash_trials(
+    run: Callable[[int], Callable[[], None]], model_dir: Path, trials: int, first: int, rng: random.Random
+) -> tuple[int, list[str], list[float]]:
+    """Kills `run(version)` at random moments, each version twice, then reruns it; returns what broke.
+
+    Returns (kills that interrupted the work, violations, delays).
+    """
+    _, clean = run_child(run(first - 1), None)  # calibration: how long a clean run takes
+    killed, violations, delays = 0, [], []
+    for trial in range(trials):
+        version = first + trial // 2  # every version is crashed twice in a row, then rerun
+        delay = rng.uniform(0, clean * 1.2)
+        delays.append(delay)
+        was_killed, _ = run_child(run(version), delay)
+        killed += was_killed
+        violations += [f"trial {trial} after kill at {delay:.3f}s: {p}" for p in check(model_dir)]
+        if trial % 2 == 1:
+            try:
+                run_child(run(version), None)
+            except RuntimeError as err:
+                violations.append(f"trial {trial}: {err}")
+            violations += [
+                f"trial {trial} after rerun: {p}" for p in check(model_dir, after_rerun_of=version)
+            ]
+    return killed, violations, [clean, *delays]
 
 
 def main() -> int:
@@ -103,32 +185,32 @@ def main() -> int:
 
     config = load_pipeline_config(config_path)
     work, trials, rng = Path(work), int(trials), random.Random(int(seed))  # noqa: S311 - not crypto
-    model_dir = work / "serving" / config.model.name
-    _, clean = run_child(config, checkpoint, work, 1, None)  # calibration: how long a clean run takes
-    killed, violations, delays = 0, [], []
-    for trial in range(trials):
-        version = 2 + trial // 2  # every version is crashed twice in a row, then rerun
-        delay = rng.uniform(0, clean * 1.2)
-        delays.append(delay)
-        was_killed, _ = run_child(config, checkpoint, work, version, delay)
-        killed += was_killed
-        violations += [f"trial {trial} after kill at {delay:.3f}s: {p}" for p in check(model_dir)]
-        if trial % 2 == 1:
-            try:
-                run_child(config, checkpoint, work, version, None)
-            except RuntimeError as err:
-                violations.append(f"trial {trial}: {err}")
-            violations += [
-                f"trial {trial} after rerun: {p}" for p in check(model_dir, after_rerun_of=version)
-            ]
+    name = config.model.name
+    killed, violations, timings = crash_trials(
+        lambda v: lambda: export_and_publish(config, checkpoint, work, v),
+        work / "serving" / name,
+        trials,
+        2,
+        rng,
+    )
+    exported = work / "exports" / "1"  # the calibration run's export
+    publish_killed, publish_violations, publish_timings = crash_trials(
+        lambda v: lambda: publish_with_retention(exported, work, name, v),
+        work / "serving-retention" / name,
+        trials,
+        1001,
+        rng,
+    )
     print(
         json.dumps(
             {
                 "trials": trials,
                 "killed": killed,
-                "violations": violations,
-                "clean_run_seconds": round(clean, 3),
-                "max_delay": round(max(delays), 3),
+                "publish_killed": publish_killed,
+                "violations": violations + [f"publish only, {v}" for v in publish_violations],
+                "clean_run_seconds": round(timings[0], 3),
+                "clean_publish_seconds": round(publish_timings[0], 3),
+                "max_delay": round(max(timings[1:]), 3),
             }
         )
     )

@@ -1,8 +1,11 @@
-"""Concurrency: many publishers of one model at once lose nothing; readers never see a torn manifest."""
+"""Concurrency: many publishers of one model at once lose nothing; readers never see a torn manifest.
+
+The readers read as the CLI and the UI do (`read_manifest`: the head, every entry, the committed
+history) and as TF Serving does (`models.config`).
+"""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 from pathlib import Path
 
@@ -21,23 +24,34 @@ def _publish(args) -> str:
 
 
 def _read_until(stop, root: str, results) -> None:
-    """Polls the manifest and models.config until `stop` is set; counts reads and bad reads."""
+    """Polls the manifest and models.config until `stop` is set; counts reads and bad reads.
+
+    A read is bad if a file is torn, an entry is not whole, a label points at a version without a
+    published entry, or a version seen before is gone (entries are only ever added).
+    """
     model_dir = Path(root) / "digits"
     reads = bad = 0
+    seen: set[str] = set()
     while not stop.is_set():
-        for path in (model_dir / MANIFEST_FILE, Path(root) / MODELS_CONFIG_FILE):
+        if (model_dir / MANIFEST_FILE).exists():
             try:
-                text = path.read_text()
-            except FileNotFoundError:
+                manifest = read_manifest(model_dir)
+            except ValueError:
+                bad += 1
                 continue
             reads += 1
-            if path.suffix == ".json":
-                try:
-                    json.loads(text)
-                except ValueError:
-                    bad += 1
-            elif not text.startswith("model_config_list {") or not text.rstrip().endswith("}"):
-                bad += 1
+            versions = manifest["versions"]
+            whole = all(e.get("status") == "published" and e.get("content_digest") for e in versions.values())
+            labelled = all(str(v) in versions for v in manifest["labels"].values())
+            bad += not (whole and labelled and seen <= set(versions))
+            seen |= set(versions)
+        try:
+            text = (Path(root) / MODELS_CONFIG_FILE).read_text()
+        except FileNotFoundError:
+            continue
+        reads += 1
+        if not text.startswith("model_config_list {") or not text.rstrip().endswith("}"):
+            bad += 1
     results.put((reads, bad))
 
 

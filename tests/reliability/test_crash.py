@@ -32,7 +32,8 @@ print(json.dumps(failures))
 
 
 def test_sigkill_during_export_and_publish_loses_nothing(session_config, trained, tmp_path):
-    """After every kill: visible versions complete, manifest parses; a rerun publishes exactly once."""
+    """After every kill: visible versions complete, every manifest file parses, labels point at
+    published entries; a rerun publishes exactly once and leaves no leftovers."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
         [
@@ -56,6 +57,7 @@ def test_sigkill_during_export_and_publish_loses_nothing(session_config, trained
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["violations"] == []
     assert result["killed"] >= TRIALS // 3, result  # the delays really interrupted the work
+    assert result["publish_killed"] >= TRIALS // 3, result
 
     model_dir = tmp_path / "serving" / session_config.model.name
     versions = sorted(p for p in model_dir.iterdir() if is_version_name(p.name))

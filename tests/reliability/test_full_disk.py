@@ -6,6 +6,7 @@ import multiprocessing
 import resource
 import signal
 
+from include.manifest import STAGING_DIR
 from include.publish import publish_version
 from include.savedmodel_dir import content_digest
 from include.versions import is_version_name
@@ -54,7 +55,7 @@ def test_publish_onto_a_full_disk_fails_cleanly(exported, tmp_path):
     assert outcome.startswith("StorageError") and "File too large" in outcome, outcome
     names = sorted(p.name for p in (root / "digits").iterdir())
     assert [n for n in names if is_version_name(n)] == ["10"]
-    assert not [n for n in names if n.startswith(".staging-")]
+    assert not list((root / "digits" / STAGING_DIR).iterdir())
     assert content_digest(root / "digits" / "10") == served
     assert publish_version(exported, root, "digits", 20).status == "published"  # space back: works
 
