@@ -3,8 +3,9 @@
 
 Moves a label — `stable` or `canary` — to a version that is already published, after checking
 that its directory is complete and that TensorFlow loads it. Pointing `stable` at an older
-version is a rollback. The move, who asked and why are recorded in the model's `manifest.json`,
-and `models.config` under the serving root is regenerated, so TensorFlow Serving (started with
+version is a rollback. The move, who asked and why are recorded in the model's registry
+(`manifest.json`, `.manifest/history.jsonl`), and `models.config` under the serving root is
+regenerated, so TensorFlow Serving (started with
 `--model_config_file` and a `--model_config_file_poll_wait_seconds`) follows the label.
 """
 
