@@ -53,6 +53,17 @@ def assert_complete(version_dir: Path) -> None:
     assert missing_parts(version_dir) == [], missing_parts(version_dir)
 
 
+#: Names the writers give their work in progress (publish's staging dirs or anything in a model
+#: dir's `.staging/`, atomic writes' temp files, an export's or a checkpoint's temporary dir,
+#: retention's doomed dirs): none may outlive a run.
+LEFTOVER_PATTERNS = (".staging-*", ".staging/*", ".tmp-*", ".*.tmp", ".*-tmp-*", ".deleting-*")
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Returns the staging dirs and temp files under `root`, at any depth (a finished run leaves none)."""
+    return sorted({path for pattern in LEFTOVER_PATTERNS for path in root.rglob(pattern)})
+
+
 def score_in_fresh_process(version_dir: Path, serialized: list[bytes], tmp_path: Path) -> dict:
     """Returns classify/predict outputs of a SavedModel loaded by a new Python process."""
     payload = tmp_path / "serialized.json"

@@ -28,13 +28,17 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from include.config import PROJECT_ROOT
+from tools.sqlite_transactions import LOCAL_SETTINGS_DIR, is_sqlite
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: LocalExecutor, importing TensorFlow once in the scheduler instead of once per task process.
@@ -42,10 +46,6 @@ EXECUTOR = "plugins.savedmodel_executor.TensorFlowLocalExecutor"
 #: Airflow settings of the distributed setup, shared by docker-compose.yml (env_file) and the
 #: native Celery test: one source of truth.
 SETTINGS_FILE = PROJECT_ROOT / "airflow.env"
-#: SQLite connect args for every component (`[database] sql_alchemy_connect_args` imports this):
-#: five processes share one SQLite file, so a writer waits up to a minute for the lock
-#: instead of failing with "database is locked" after sqlite3's default 5 s.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
 HEALTH_PATH = "/api/v2/monitor/health"
 DEFAULT_USER = "admin"
 DEFAULT_PASSWORD = "admin"  # noqa: S105 - the documented local, loopback-only login
@@ -117,11 +117,13 @@ def airflow_env(
         )
     extra = extra or {}
     env.update(extra)
-    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
-        for suffix in ("", "_ASYNC"):  # SQLite's busy timeout (other drivers take no such argument)
-            key = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS{suffix}"
-            if key not in extra:
-                env[key] = "tools.local_airflow.SQLITE_CONNECT_ARGS"
+    if is_sqlite(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]):
+        # Every process on one SQLite file: Airflow imports our airflow_local_settings from
+        # PYTHONPATH, so transactions that write take the lock at BEGIN and wait for it instead of
+        # failing with "database is locked" (tools/sqlite_transactions.py says why).
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
+        if str(LOCAL_SETTINGS_DIR) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(LOCAL_SETTINGS_DIR), *paths])
     return env
 
 
@@ -136,6 +138,9 @@ class LocalAirflow:
     training_pool_slots: int = 1
     workers: tuple[CeleryWorker, ...] = ()
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    #: How each component was started ({name: (command, env)}): `restart_exited` reuses it.
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -195,6 +200,7 @@ class LocalAirflow:
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.log(name), "ab")  # closed when the process ends
+        self.commands[name] = (command, env)
         self.processes[name] = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -250,12 +256,60 @@ class LocalAirflow:
             process.wait()
         self.processes.clear()
 
+    def kill(self, name: str) -> set[int]:
+        """SIGKILLs one component and every process it started, as a container kill would; returns their pids.
+
+        The component's process group is not all of it: Airflow's task supervisor puts each task
+        process in a process group of its own, so the whole tree of descendants is killed too.
+        """
+        with self._lock:
+            process = self.processes[name]
+            killed = kill_process_tree(process.pid)
+            process.wait()
+            return killed
+
+    def restart_exited(self) -> list[str]:
+        """Starts every component that has exited again (compose's `restart: always`); returns their names."""
+        with self._lock:
+            exited = [name for name, process in self.processes.items() if process.poll() is not None]
+            for name in exited:
+                self._spawn(name, *self.commands[name])
+            return exited
+
     def __enter__(self) -> LocalAirflow:
         self.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def kill_process_tree(pid: int) -> set[int]:
+    """SIGKILLs a process, its process group and all its descendants; returns the pids it found.
+
+    Everything is stopped (SIGSTOP) first, so nothing forks while the tree is walked.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGSTOP)
+    found: set[int] = set()
+    while True:
+        try:
+            root = psutil.Process(pid)
+            tree = {pid} | {child.pid for child in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            tree = set()
+        if tree <= found:
+            break
+        for stopped in tree - found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGSTOP)
+        found |= tree
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for victim in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    return found
 
 
 def own_hostname(hostname: str, command: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.local_airflow import free_port
@@ -49,9 +50,75 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         process.wait()
 
 
+@dataclass
+class NativeServer:
+    """One server process on loopback that can be stopped and started again on its port and data dir.
+
+    `restart()` is what a container restart does to the compose service: the same command, port
+    and data dir; whatever the server does not persist (Redis here keeps nothing) is gone.
+    """
+
+    name: str
+    command: list[str]
+    port: int
+    log: Path
+    url: str = ""
+    stop_signal: int = signal.SIGTERM
+    #: Beyond listening: whether the server accepts work (None: listening is enough).
+    ready: Callable[[], bool] | None = None
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def pid(self) -> int:
+        """Returns the pid of the running server process."""
+        assert self.process is not None, f"{self.name} not started"
+        return self.process.pid
+
+    def start(self, timeout: float = 60) -> None:
+        """Starts the server and returns once it listens (and is ready)."""
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _wait_for_port(self.port, self.process, self.name, self.log, timeout)
+        deadline = time.monotonic() + timeout
+        while self.ready is not None and not self.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} listens on {self.port}, not ready after {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stops the server with its stop signal (SIGKILL after 30 s) and waits for it."""
+        if self.process is not None:
+            _stop(self.process, self.stop_signal)
+
+    def restart(self, down_for: float = 0.0) -> int:
+        """Stops the server, stays down `down_for` seconds, starts it again; returns its new pid."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+        return self.pid
+
+
 @contextlib.contextmanager
 def postgres_server(password: str) -> Iterator[str]:
-    """Runs a fresh PostgreSQL cluster with database and user `airflow`; yields `user:pw@host:port/db`.
+    """Runs a fresh PostgreSQL cluster (see `postgres_service`); yields `user:pw@host:port/db`."""
+    with postgres_service(password) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Runs a Redis server on loopback without persistence (see `redis_service`); yields its URL."""
+    with redis_service() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def postgres_service(password: str) -> Iterator[NativeServer]:
+    """Runs a fresh PostgreSQL cluster with database and user `airflow`; yields it.
+
+    Its `url` is `user:pw@host:port/db`; `restart()` is a fast shutdown and a start on the same
+    data dir and port.
 
     Password (SCRAM) authentication over TCP, as in the compose file. PostgreSQL refuses to run as
     root, so under root the cluster belongs to Debian's `postgres` user.
@@ -78,14 +145,18 @@ def postgres_server(password: str) -> Iterator[str]:
         port, log = free_port(), base / "postgres.log"
         # fsync off: a test database, thrown away at the end (never do this with real data).
         options = ["-k", str(base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
-        server = subprocess.Popen(
+        isready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+        server = NativeServer(
+            "postgres",
             [*as_owner, str(bindir / "postgres"), "-D", str(base / "data"), "-p", str(port), *options],
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            port,
+            log,
+            url=f"airflow:{password}@127.0.0.1:{port}/airflow",
+            stop_signal=signal.SIGINT,  # "fast" shutdown: ends sessions, then exits
+            ready=lambda: subprocess.run(isready, check=False).returncode == 0,
         )
         try:
-            _wait_for_port(port, server, "postgres", log)
+            server.start()
             env = {**os.environ, "PGPASSWORD": password}
             createdb = [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow"]
             for attempt in range(50):  # listening precedes accepting logins by a moment
@@ -101,33 +172,34 @@ def postgres_server(password: str) -> Iterator[str]:
                 if attempt == 49:
                     raise RuntimeError(f"createdb failed: {created.stderr}")
                 time.sleep(0.2)
-            yield f"airflow:{password}@127.0.0.1:{port}/airflow"
+            yield server
         finally:
-            _stop(server, signal.SIGINT)  # "fast" shutdown: ends sessions, then exits
+            server.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """Runs a Redis server on loopback without persistence; yields its `redis://` URL."""
+def redis_service() -> Iterator[NativeServer]:
+    """Runs a Redis server on loopback without persistence; yields it (its `redis://` URL in `url`)."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise RuntimeError("redis-server not installed (apt-get install redis-server; .ci/run does)")
     base = Path(tempfile.mkdtemp(prefix="savedmodel-redis-"))
     port, log = free_port(), base / "redis.log"
     options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(base)]
-    server = subprocess.Popen(
+    server = NativeServer(
+        "redis-server",
         [executable, "--port", str(port), *options],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        port,
+        log,
+        url=f"redis://127.0.0.1:{port}/0",
     )
     try:
-        _wait_for_port(port, server, "redis-server", log)
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+        yield server
     finally:
-        _stop(server)
+        server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -73,22 +73,9 @@ def assert_run_succeeded(api: AirflowApi, dag_id: str, run: dict) -> None:
 
 
 def backfill(airflow: LocalAirflow, first: str, last: str, *options: str) -> None:
-    """Runs `airflow backfill create` for ops_backfill over [first, last].
-
-    On SQLite the command can fail at once with "database is locked" when its write races the
-    scheduler's (a WAL snapshot that cannot be upgraded; the busy timeout does not apply), and
-    Airflow then leaves the new backfill row behind. Like a user, wait for the scheduler to mark
-    that backfill completed, and run the command again (at most twice).
-    """
+    """Runs `airflow backfill create` for ops_backfill over [first, last] (fails the test if it fails)."""
     dates = ["--from-date", first, "--to-date", last]
-    for attempt in range(3):
-        done = airflow.cli("backfill", "create", "--dag-id", "ops_backfill", *dates, *options, check=False)
-        output = done.stdout + done.stderr
-        if done.returncode == 0:
-            return
-        if "database is locked" not in output or attempt == 2:
-            pytest.fail(f"airflow backfill create exited {done.returncode}:\n{output[-4000:]}")
-        AirflowApi(airflow.url).wait_for_backfills("ops_backfill")
+    airflow.cli("backfill", "create", "--dag-id", "ops_backfill", *dates, *options)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,98 @@
+"""Airflow's metadata DB engines on SQLite: a transaction that writes takes the write lock when it begins.
+
+The embedded Airflow is several processes (api-server, scheduler, dag-processor, triggerer and
+every `airflow` CLI command) on one SQLite file in WAL mode. SQLite lets one connection write at a
+time, and a writer that finds the lock taken waits up to the busy timeout, except in one case: a
+transaction that has read and then writes. SQLite refuses that read-to-write upgrade at once,
+without calling the busy handler, with SQLITE_BUSY ("database is locked") whenever another
+connection holds the write lock or has committed since the transaction's snapshot (waiting
+could not help: the snapshot is stale, or two upgraders would wait for each other).
+
+Python 3.11's sqlite3 (its legacy transaction control, which SQLAlchemy 2 keeps) begins a
+transaction only right before an INSERT, UPDATE or DELETE, so those transactions start by writing
+and do wait. A SAVEPOINT outside a transaction, though, begins one of its own, as a reader, and
+SQLAlchemy's `Session.begin_nested()` emits one first: `_create_backfill_dag_run_non_partitioned`
+in airflow/models/backfill.py (`airflow backfill create`, POST /api/v2/backfills) creates each
+run as SAVEPOINT, SELECT the date's run, INSERT INTO dag_run, which fails at once while the
+scheduler writes; airflow/assets/manager.py queues asset-triggered runs the same way.
+
+So, on SQLite only:
+
+- sqlite3 begins its transactions with BEGIN IMMEDIATE instead of BEGIN (`isolation_level`);
+- a SAVEPOINT that would begin a transaction is preceded by BEGIN IMMEDIATE;
+- the busy timeout is a minute instead of sqlite3's 5 s (a configured `timeout` wins): all the
+  processes queue for one lock.
+
+A transaction that only reads still takes no lock, as before, so the UI and the API never queue
+behind writers. (SQLAlchemy's recipe of BEGIN IMMEDIATE at the start of every transaction would
+make reads take the write lock too: a request that reads with one session and writes with
+another, as POST /api/v2/backfills does, would wait for itself until the busy timeout.)
+
+Airflow loads this through its local-settings hook: `airflow.settings.initialize()` imports
+`airflow_local_settings` before `configure_orm()` builds the engines with
+`create_metadata_engine` and `create_async_metadata_engine`, the functions Airflow documents for
+overriding there. tools/airflow_settings/airflow_local_settings.py hands it the two below; the
+Makefile and `tools.local_airflow.airflow_env()` put that folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.ext.asyncio import create_async_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: The folder of `airflow_local_settings.py`, the one to put on PYTHONPATH.
+LOCAL_SETTINGS_DIR = Path(__file__).resolve().parent / "airflow_settings"
+#: Seconds a connection waits for SQLite's write lock before it fails with "database is locked".
+BUSY_TIMEOUT_S = 60
+
+
+def is_sqlite(url: str) -> bool:
+    """Returns whether a SQLAlchemy URL names a SQLite database (any driver), as Airflow decides it."""
+    return url.startswith("sqlite")
+
+
+def sqlite_connect_args(connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Returns sqlite3/aiosqlite connect args: busy timeout (unless given), transactions begun IMMEDIATE."""
+    return {"timeout": BUSY_TIMEOUT_S, **connect_args, "isolation_level": "IMMEDIATE"}
+
+
+def begin_immediate_before_savepoint(connection: Connection, name: str | None) -> None:
+    """Begins the transaction with BEGIN IMMEDIATE where a SAVEPOINT would begin it as a reader."""
+    if not connection.connection.driver_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_metadata_engine(
+    sql_alchemy_conn: str, *, engine_args: dict[str, Any], connect_args: dict[str, Any]
+) -> Engine:
+    """Returns Airflow's metadata DB engine; on SQLite, its writing transactions begin IMMEDIATE."""
+    if not is_sqlite(sql_alchemy_conn):  # as airflow.settings.create_metadata_engine
+        return create_engine(sql_alchemy_conn, connect_args=connect_args, **engine_args, future=True)
+    engine = create_engine(
+        sql_alchemy_conn, connect_args=sqlite_connect_args(connect_args), **engine_args, future=True
+    )
+    event.listen(engine, "savepoint", begin_immediate_before_savepoint)
+    return engine
+
+
+def create_async_metadata_engine(
+    sql_alchemy_conn_async: str, *, connect_args: dict[str, Any], engine_args: dict[str, Any] | None = None
+) -> AsyncEngine:
+    """Returns Airflow's async metadata DB engine (the API server's); on SQLite, as create_metadata_engine."""
+    engine_args = engine_args or {}
+    if not is_sqlite(sql_alchemy_conn_async):  # as airflow.settings.create_async_metadata_engine
+        return create_async_engine(
+            sql_alchemy_conn_async, connect_args=connect_args, **engine_args, future=True
+        )
+    engine = create_async_engine(
+        sql_alchemy_conn_async, connect_args=sqlite_connect_args(connect_args), **engine_args, future=True
+    )
+    event.listen(engine.sync_engine, "savepoint", begin_immediate_before_savepoint)
+    return engine
