@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,10 @@ def edited_pipeline(airflow_env, tmp_path_factory, example_data):
     raw["model"].update(name="edited", builder="editing_builder:builder")
     path = write_pipeline(airflow_env.pipelines, raw)
     (modules / "editing_builder.py").write_text(_EDITING_BUILDER.format(pipeline=str(path)))
-    airflow_env.env["PYTHONPATH"] = str(modules)
+    # Prepended: the folder of airflow_local_settings (SQLite transactions) stays on the path.
+    airflow_env.env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(modules), airflow_env.env.get("PYTHONPATH", "")) if p
+    )
     return path, path.read_bytes()
 
 
