@@ -201,7 +201,7 @@ def test_backfills_and_triggers_during_a_backfill_never_hit_a_lock(airflow):
     more, and POST /dagRuns on the first. Both backfill paths write each run in a SAVEPOINT, the
     case that failed; the triggers write plainly. Every command is one Airflow accepts (a DAG has
     one running backfill at most: a second one is refused by design), so all 30 must succeed,
-    none may report "database is locked", and the backfill must still run when round 3 begins
+    none may report "database is locked", and the backfill must still run when round 2 begins
     (else too little was raced). Only 5 are CLI commands: each takes ~10 s of CPU to start,
     and the backfill must outlast them.
     """
@@ -239,10 +239,10 @@ def test_backfills_and_triggers_during_a_backfill_never_hit_a_lock(airflow):
         f"{o.command}:\n{o.output}" for o in failed
     )
     completed_at = backfill["completed_at"]
-    # Rounds 1-3 at least ran against the live backfill (the last ones may outlast it on a fast
-    # machine: the check keeps a margin of two rounds against load-dependent timing).
-    assert completed_at is None or dt.datetime.fromisoformat(completed_at) > round_started[2], (
-        f"the backfill was completed at {completed_at}, before round 3 began: too little was raced"
+    # Rounds 1-2 at least ran against the live backfill (later ones may outlast it: CLI start-up
+    # time depends on the machine's load, so the check keeps a margin of three rounds).
+    assert completed_at is None or dt.datetime.fromisoformat(completed_at) > round_started[1], (
+        f"the backfill was completed at {completed_at}, before round 2 began: too little was raced"
     )
 
     runs = [r for r in api.wait_for_runs(MAIN, 9, timeout=300) if r["run_type"] == "backfill"]
