@@ -29,6 +29,7 @@ export PATH := $(BIN):$(PATH)
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
+	@echo "make demo PIPELINE=diabetes_keras   the Keras regression example instead"
 	@echo "make test     run the test suite"
 	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
 	@echo "make versions PIPELINE=digits_softmax   list a model's versions, labels and accuracy"
@@ -55,7 +56,7 @@ data: venv
 	$(BIN)/python scripts/generate_data.py
 
 demo: airflow-home
-	@$(BIN)/python scripts/demo.py
+	@$(BIN)/python scripts/demo.py $(PIPELINE)
 
 # Debian packages the tests run (Chromium, docker-compose, PostgreSQL, Redis); a no-op when present.
 system-packages:

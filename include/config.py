@@ -48,6 +48,10 @@ _IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
 _SIGNATURE_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BUILDER = r"^(softmax|mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
 _QUEUE_NAME = r"^[A-Za-z0-9_.-]{1,256}$"
+_FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_TENSOR = (
+    r"^(examples|logits|scores|top_scores|top_classes|predictions|features\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
+)
 
 #: What a string matching each pattern looks like, in the words of error messages.
 _PATTERN_WORDS = {
@@ -55,15 +59,26 @@ _PATTERN_WORDS = {
     _SIGNATURE_KEY: "a signature key made of letters, digits and '_'",
     _BUILDER: "'softmax', 'mlp' or 'package.module:function'",
     _QUEUE_NAME: "letters, digits, '_', '.' or '-'",
+    _FEATURE_NAME: "a feature name made of letters, digits and '_' (at most 64)",
+    _TENSOR: "a model tensor (examples, logits, scores, top_scores, top_classes, predictions) "
+    "or features.<name>",
 }
 
 DType = Literal["float16", "float32", "float64", "int32", "int64", "string", "bool"]
 Method = Literal["predict", "classify", "regress"]
-ModelTensor = Literal["examples", "features", "logits", "scores", "top_scores", "top_classes"]
+Head = Literal["classification", "regression"]
 
-#: The model tensors a signature input or output can map to (`tensor:`); `examples` are serialized
-#: tf.Example strings, `features` the float rows parsed from them.
-MODEL_TENSORS: tuple[str, ...] = typing.get_args(ModelTensor)
+#: The model tensors a signature input or output can map to (`tensor:`), besides `features.<name>`
+#: (one declared feature, parsed): `examples` are serialized tf.Example strings (an input); the
+#: classification head outputs logits, scores, top_scores and top_classes, the regression head
+#: predictions.
+MODEL_TENSORS: tuple[str, ...] = ("examples", "logits", "scores", "top_scores", "top_classes", "predictions")
+
+#: The output tensors of each head.
+HEAD_TENSORS: dict[str, tuple[str, ...]] = {
+    "classification": ("logits", "scores", "top_scores", "top_classes"),
+    "regression": ("predictions",),
+}
 
 #: TF Serving's classify and regress APIs: {method: {kind: {name: (default model tensor, dtype)}}}.
 #: Their requests carry tf.Examples, so the one input is `inputs`, a string tensor.
@@ -74,7 +89,7 @@ _SERVING_APIS: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
     },
     "regress": {
         "inputs": {"inputs": ("examples", "string")},
-        "outputs": {"outputs": ("scores", "float32")},
+        "outputs": {"outputs": ("predictions", "float32")},
     },
 }
 
@@ -152,9 +167,11 @@ class TensorSpec(_Section):
         Field(description="Dimension sizes (-1 = any size); null = any rank."),
     ] = None
     tensor: Annotated[
-        ModelTensor | None,
+        str | None,
         Field(
-            description="Model tensor to map to; default: TF Serving's (classify, regress), else its name."
+            pattern=_TENSOR,
+            description="Model tensor to map to (or features.<name>); default: TF Serving's (classify, "
+            "regress), else the model tensor or the feature of the same name.",
         ),
     ] = None
 
@@ -178,7 +195,7 @@ class SignatureSpec(_Section):
     outputs: dict[str, TensorSpec]
 
     def tensor_of(self, kind: Literal["inputs", "outputs"], name: str) -> str:
-        """Returns the model tensor that the input or output `name` maps to."""
+        """Returns the model tensor that the input or output `name` maps to (`features.<name>`: a feature)."""
         tensor = getattr(self, kind)[name].tensor or _default_tensor(self.method, kind, name)
         if tensor is None:
             raise KeyError(f"{kind[:-1]} {name!r} maps to no model tensor")
@@ -203,21 +220,87 @@ class SignatureSpec(_Section):
                     problems.append(
                         ((kind, name, "dtype"), f"expected {allowed[name][1]!r} {why}, got {spec.dtype!r}")
                     )
-                if not api and spec.tensor is None and name not in MODEL_TENSORS:
-                    known = f"no model tensor is named {name!r}; expected one of {list(MODEL_TENSORS)}"
-                    problems.append(((kind, name, "tensor"), f"required ({known})"))
         if problems:
             raise _refuse(problems, self)
         return self
 
 
 def _default_tensor(method: str, kind: str, name: str) -> str | None:
-    """Returns the model tensor of an input or output without `tensor:`, None where there is none."""
+    """Returns the model tensor of an input or output without `tensor:`, None where there is none.
+
+    A predict input or output named like no model tensor maps to the feature of that name.
+    """
     api = _SERVING_APIS.get(method)
     if api is None:
-        return name if name in MODEL_TENSORS else None
+        return name if name in MODEL_TENSORS else f"features.{name}"
     default = api[kind].get(name)
     return default[0] if default else None
+
+
+FeatureDType = Literal["float32", "int64", "string"]
+
+
+class FeatureSpec(_Section):
+    """One input feature of the model, as every tf.Example (training data and requests) carries it."""
+
+    dtype: Annotated[FeatureDType, Field(description="float32 (float_list), int64 (int64_list), string.")]
+    shape: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=1_000_000)], ...],
+        Field(max_length=8, description="Values per example as dimension sizes; [] = one value."),
+        _AsTuple,
+    ] = ()
+    default: Annotated[
+        float | int | str | None,
+        Field(description="Value used where an example lacks the feature; null = the feature is required."),
+    ] = None
+    vocabulary: Annotated[
+        Annotated[tuple[Annotated[str, Field(max_length=1000)], ...], Field(min_length=1), _AsTuple] | None,
+        Field(description="A string feature's values, one-hot encoded for the built-in builders."),
+    ] = None
+
+    @property
+    def width(self) -> int:
+        """Returns the number of values one example holds."""
+        width = 1
+        for size in self.shape:
+            width *= size
+        return width
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        """Returns self when the default has the feature's dtype and a vocabulary is a string feature's."""
+        problems = []
+        if self.default is not None:
+            expected = {"float32": (float, int), "int64": (int,), "string": (str,)}[self.dtype]
+            if isinstance(self.default, bool) or not isinstance(self.default, expected):
+                problems.append(
+                    (("default",), f"expected a {self.dtype} value, got {_describe(self.default)}")
+                )
+        if self.vocabulary is not None:
+            if self.dtype != "string":
+                problems.append(
+                    (("vocabulary",), f"expected only on a string feature, got dtype {self.dtype}")
+                )
+            elif len(set(self.vocabulary)) != len(self.vocabulary):
+                problems.append((("vocabulary",), "expected each value once, got duplicates"))
+        if problems:
+            raise _refuse(problems, self)
+        return self
+
+
+class LabelConfig(_Section):
+    """The training target each example carries."""
+
+    key: Annotated[str, Field(pattern=_FEATURE_NAME, description="The tf.Example key of the label.")] = (
+        "label"
+    )
+    type: Annotated[
+        Literal["class_index", "class_name", "float"],
+        Field(
+            description="class_index: int64 in 0..num_classes-1; class_name: a string of "
+            "model.class_names; float: a regression target."
+        ),
+    ] = "class_index"
 
 
 class DataConfig(_Section):
@@ -231,17 +314,27 @@ class DataConfig(_Section):
         int | None, Field(ge=1, le=36500, description="Days of data before the run's date; null = all of it.")
     ] = None
     eval_percent: Annotated[int, Field(ge=1, le=50, description="Percent held out for evaluation.")] = 20
-    feature_key: str = "x"
-    label_key: str = "label"
+    id_key: Annotated[
+        str, Field(pattern=_FEATURE_NAME, description="The tf.Example key of the example id (the split).")
+    ] = "id"
+    id_dtype: Annotated[Literal["int64", "string"], Field(description="The example id's dtype.")] = "int64"
 
 
 class ModelConfig(_Section):
-    """The model: its served name and the graph builder that makes it."""
+    """The model: its served name, the builder that makes it and its head."""
 
     name: Annotated[_Identifier, Field(description="Its name in TF Serving and folder in serving_root.")]
-    builder: Annotated[str, Field(pattern=_BUILDER, description="softmax, mlp or package.module:function")]
-    num_features: Annotated[int, Field(ge=1, le=1_000_000)]
-    num_classes: Annotated[int, Field(ge=2, le=100_000)]
+    builder: Annotated[
+        str,
+        Field(
+            pattern=_BUILDER,
+            description="softmax, mlp or package.module:function (a Keras 3 model or a TF1 graph function)",
+        ),
+    ]
+    head: Annotated[
+        Head, Field(description="classification (classify, predict) or regression (regress).")
+    ] = "classification"
+    num_classes: Annotated[int | None, Field(ge=2, le=100_000, description="Classification only.")] = None
     class_names: Annotated[
         Annotated[tuple[str, ...], _AsTuple] | None,
         Field(description="Labels the classify signature returns; default '0', '1', ..."),
@@ -254,25 +347,55 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> ModelConfig:
-        """Returns self when class_names, if given, names each class once."""
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
-            got = len(self.class_names)
-            raise _refuse(
-                [(("class_names",), f"expected {self.num_classes} names (model.num_classes), got {got}")],
-                self,
-            )
+        """Returns self when a classifier has num_classes and class_names, if given, names each once."""
+        problems = []
+        if self.head == "classification" and self.num_classes is None:
+            problems.append((("num_classes",), "required for head 'classification'"))
+        if self.head == "regression":
+            for key in ("num_classes", "class_names"):
+                if getattr(self, key) is not None:
+                    problems.append(((key,), "expected nothing for head 'regression' (one float output)"))
+        elif self.class_names is not None:
+            if len(self.class_names) != self.num_classes:
+                got = len(self.class_names)
+                problems.append(
+                    (("class_names",), f"expected {self.num_classes} names (model.num_classes), got {got}")
+                )
+            elif len(set(self.class_names)) != len(self.class_names):
+                problems.append((("class_names",), "expected each name once, got duplicates"))
+        if problems:
+            raise _refuse(problems, self)
         return self
 
 
 class TrainingConfig(_Section):
-    """Hyperparameters of one training run."""
+    """Hyperparameters of one training run, and how its input is read."""
 
-    steps: Annotated[int, Field(ge=1, le=1_000_000)]
+    steps: Annotated[int | None, Field(ge=1, le=100_000_000, description="Train steps (or epochs).")] = None
+    epochs: Annotated[int | None, Field(ge=1, le=10_000, description="Passes over the train split.")] = None
     batch_size: Annotated[int, Field(ge=1, le=65_536)]
     learning_rate: Annotated[float, Field(gt=0, le=10)]
     optimizer: Literal["sgd", "adam"] = "sgd"
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     log_every_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    deterministic: Annotated[
+        bool,
+        Field(
+            description="Reruns of a date give byte-identical models (input order fixed, model math on "
+            "one thread); false = all cores, faster, not reproducible."
+        ),
+    ] = True
+    shuffle_buffer: Annotated[
+        int, Field(ge=1, le=10_000_000, description="Examples in the shuffle buffer of the train input.")
+    ] = 10_000
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainingConfig:
+        """Returns self when exactly one of steps and epochs says how long to train."""
+        if (self.steps is None) == (self.epochs is None):
+            got = "both" if self.steps is not None else "neither"
+            raise _refuse([(("steps",), f"expected exactly one of steps and epochs, got {got}")], self)
+        return self
 
 
 class QualityConfig(_Section):
@@ -283,6 +406,14 @@ class QualityConfig(_Section):
     max_accuracy_drop: Annotated[
         float | None, Field(ge=0, le=1, description="Most accuracy may drop below the stable/newest version.")
     ] = 0.02
+    max_loss_increase: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            le=100,
+            description="Most the held-out loss may rise above the stable/newest version's (0.1 = 10%).",
+        ),
+    ] = None
     allow_breaking_signature_change: Annotated[
         bool, Field(description="Publish even if a signature, input or output that clients use changed.")
     ] = False
@@ -348,6 +479,15 @@ class PipelineConfig(_Section):
     name: Annotated[_Identifier, Field(description="The pipeline's name and DAG id, unique in the folder.")]
     start_date: _Date
     data: DataConfig
+    features: Annotated[
+        dict[Annotated[str, Field(pattern=_FEATURE_NAME)], FeatureSpec],
+        Field(
+            description="The model's input features by tf.Example key, in the order built-in builders "
+            "concatenate them.",
+            json_schema_extra={"minProperties": 1},
+        ),
+    ]
+    label: LabelConfig = LabelConfig()
     model: ModelConfig
     training: TrainingConfig
     signatures: Annotated[
@@ -406,6 +546,87 @@ class PipelineConfig(_Section):
         if not signatures:
             raise ValueError("expected at least one signature")
         return signatures
+
+    @field_validator("features")
+    @classmethod
+    def _some_features(cls, features: dict[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        """Returns the features when there is one or more."""
+        if not features:
+            raise ValueError("expected at least one feature")
+        return features
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        """Returns self when features, label, head, quality gate and signatures agree with each other."""
+        problems = [*self._label_problems(), *self._feature_problems()]
+        for key, spec in self.signatures.items():
+            problems.extend((("signatures", key, *loc), text) for loc, text in self._signature_problems(spec))
+        if problems:
+            raise _refuse(problems, self)
+        return self
+
+    def _label_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Returns what is wrong between the label, the head and the quality gate."""
+        head, kind = self.model.head, self.label.type
+        problems = []
+        if (head == "regression") != (kind == "float"):
+            wanted = "'float'" if head == "regression" else "'class_index' or 'class_name'"
+            problems.append((("label", "type"), f"expected {wanted} for head {head!r}, got {kind!r}"))
+        if kind == "class_name" and self.model.class_names is None:
+            problems.append((("model", "class_names"), "required for label.type 'class_name'"))
+        if head == "regression" and self.quality.min_accuracy:
+            problems.append((("quality", "min_accuracy"), "expected 0 for head 'regression' (no accuracy)"))
+        return problems
+
+    def _feature_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Returns feature names that clash with the label or id, and strings the built-ins cannot encode."""
+        problems = []
+        for name, spec in self.features.items():
+            if name in (self.label.key, self.data.id_key):
+                problems.append((("features", name), "expected a name other than the label and id keys"))
+            if (
+                spec.dtype == "string"
+                and spec.vocabulary is None
+                and self.model.builder in ("softmax", "mlp")
+            ):
+                why = f"required for a string feature of the built-in {self.model.builder!r} builder"
+                problems.append((("features", name, "vocabulary"), why))
+        if self.label.key == self.data.id_key:
+            problems.append((("label", "key"), f"expected a key other than data.id_key {self.data.id_key!r}"))
+        return problems
+
+    def _signature_problems(self, spec: SignatureSpec) -> list[tuple[tuple[str, ...], str]]:
+        """Returns what is wrong with one signature's tensors given the features and the head."""
+        head = self.model.head
+        problems = []
+        api_head = {"classify": "classification", "regress": "regression"}.get(spec.method)
+        if api_head not in (None, head):
+            problems.append(
+                (("method",), f"expected predict or a method of head {head!r}, got {spec.method!r}")
+            )
+        fed = set()
+        for kind in ("inputs", "outputs"):
+            for name in getattr(spec, kind):
+                tensor = spec.tensor_of(kind, name)
+                feature = tensor.removeprefix("features.") if tensor.startswith("features.") else None
+                if feature is not None and feature not in self.features:
+                    known = f"no feature is named {feature!r}; features: {list(self.features)}"
+                    problems.append(((kind, name, "tensor"), f"expected a model tensor or feature ({known})"))
+                elif kind == "inputs" and feature is None and tensor != "examples":
+                    problems.append(
+                        ((kind, name, "tensor"), f"expected examples or features.<name>, got {tensor!r}")
+                    )
+                elif kind == "outputs" and tensor not in HEAD_TENSORS[head]:
+                    wanted = list(HEAD_TENSORS[head])
+                    problems.append(
+                        ((kind, name, "tensor"), f"expected one of {wanted} (head {head!r}), got {tensor!r}")
+                    )
+                if kind == "inputs":
+                    fed.add(tensor)
+        if fed != {"examples"} and fed != {f"features.{name}" for name in self.features}:
+            wanted = f"either one 'examples' input or every feature ({list(self.features)})"
+            problems.append((("inputs",), f"expected {wanted}, got {sorted(fed)}"))
+        return problems
 
 
 # libyaml's C parser when PyYAML has it (about 10x faster: the scheduler parses every file every

@@ -1,40 +1,52 @@
-"""Training data: date partitions of TFRecord `tf.Example` files, and what a run reads of them.
+"""Training data: date partitions of TFRecord `tf.Example` files, streamed through `tf.data`.
 
-Layout: `<location>/dt=YYYY-MM-DD/part-00000.tfrecord`. A partition dated D holds the examples
-that arrived during day D (UTC), so it is complete from D+1 00:00 on: a run whose logical date is
-D reads the partitions dated before D (within `window_days`), never the one still being written.
+Layout: `<location>/dt=YYYY-MM-DD/*.tfrecord`. A partition dated D holds the examples that arrived
+during day D (UTC), so it is complete from D+1 00:00 on: a run whose logical date is D reads the
+partitions dated before D (within `window_days`), never the one still being written.
+
+Nothing here holds the data set in memory: the input pipeline interleaves the files in parallel,
+parses whole batches, keeps the train or the held-out split (a stable hash of each example's id,
+computed in the pipeline) and prefetches. When TensorFlow refuses a record, `diagnose` reads the
+window again in plain Python to name the file, the record and the feature (DataError).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import json
 import logging
+import os
 import re
-import zlib
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from include.config import DataConfig
-from include.errors import NoDataError
+from include.config import DataConfig, PipelineConfig
+from include.errors import DataError, NoDataError
+from include.features import EXAMPLE_LISTS, label_index, parse_spec
 
 log = logging.getLogger(__name__)
 
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+_HASH_BUCKETS = 100
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """The examples a run reads, split deterministically into train and eval."""
+class DataWindow:
+    """The partition files a run reads, what was skipped beside them, and a digest of their bytes."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    eval_x: np.ndarray
-    eval_y: np.ndarray
     partitions: tuple[str, ...]
+    files: tuple[str, ...]
+    skipped: tuple[str, ...]
     fingerprint: str
+    bytes: int
+    records: int
 
     def summary(self) -> dict:
         """Returns the small JSON-able description recorded in XCom and lineage."""
@@ -42,89 +54,351 @@ class Dataset:
             "partitions": list(self.partitions),
             "first_partition": self.partitions[0],
             "last_partition": self.partitions[-1],
-            "train_examples": len(self.train_y),
-            "eval_examples": len(self.eval_y),
+            "files": len(self.files),
+            "bytes": self.bytes,
+            "records": self.records,
+            "skipped": list(self.skipped),
             "fingerprint": self.fingerprint,
         }
 
 
-def partitions_as_of(config: DataConfig, as_of: dt.date) -> list[Path]:
-    """Returns the complete partition dirs visible to a run dated `as_of`, oldest first."""
+def partitions_as_of(config: DataConfig, as_of: dt.date) -> tuple[list[Path], list[str]]:
+    """Returns the partition dirs visible to a run dated `as_of` (oldest first) and the skipped entries.
+
+    An entry that is not a `dt=YYYY-MM-DD` directory with a real date (a stray file, `dt=2026-13-45`,
+    `_SUCCESS`) is skipped, never fatal: it is named once in the log and in the lineage.
+    """
     root = Path(config.location)
     if not root.is_dir():
         raise NoDataError(f"data location {root} does not exist")
     first = as_of - dt.timedelta(days=config.window_days) if config.window_days else dt.date.min
-    chosen = []
+    chosen, skipped = [], []
     for entry in sorted(root.iterdir()):
-        match = _PARTITION.match(entry.name)
-        if not match or not entry.is_dir():
+        day = _partition_day(entry)
+        if day is None:
+            if not entry.name.startswith("."):
+                skipped.append(entry.name)
             continue
-        day = dt.date.fromisoformat(match.group(1))
         if first <= day < as_of:
             chosen.append(entry)
-    return chosen
+    if skipped:
+        log.warning(
+            "skipping %d entries of %s that are not dt=YYYY-MM-DD partitions: %s", len(skipped), root, skipped
+        )
+    return chosen, skipped
 
 
-def load_dataset(config: DataConfig, as_of: dt.date, num_features: int) -> Dataset:
-    """Returns the examples available as of `as_of`, split into train/eval; raises NoDataError."""
-    import tensorflow as tf
+def _partition_day(entry: Path) -> dt.date | None:
+    """Returns the date of a partition directory, None for anything else."""
+    match = _PARTITION.match(entry.name)
+    if not match or not entry.is_dir():
+        return None
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
 
-    partitions = partitions_as_of(config, as_of)
+
+def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
+    """Returns the files a run dated `as_of` reads, with the SHA-256 of their names and bytes.
+
+    An empty partition (no `*.tfrecord` file) contributes nothing and is listed as skipped; a
+    window without any file is NoDataError. The digest streams the bytes, so memory stays flat.
+    """
+    partitions, skipped = partitions_as_of(config, as_of)
     window = f"the last {config.window_days} days" if config.window_days else "all days"
     if not partitions:
         raise NoDataError(
             f"no data partitions in {config.location} before {as_of.isoformat()} ({window}); "
             "nothing to train on for this date"
         )
-    files = [f for p in partitions for f in sorted(p.glob("*.tfrecord"))]
-    digest = hashlib.sha256()
-    ids, xs, ys = [], [], []
-    feature_spec = {
-        config.feature_key: tf.io.FixedLenFeature([num_features], tf.float32),
-        config.label_key: tf.io.FixedLenFeature([], tf.int64),
-        "id": tf.io.FixedLenFeature([], tf.int64),
-    }
-    for file in files:
-        digest.update(f"{file.parent.name}/{file.name}:{file.stat().st_size}\n".encode())
-        for record in tf.data.TFRecordDataset(str(file)).batch(4096):
-            parsed = tf.io.parse_example(record, feature_spec)
-            xs.append(parsed[config.feature_key].numpy())
-            ys.append(parsed[config.label_key].numpy())
-            ids.append(parsed["id"].numpy())
-    if not xs:
-        raise NoDataError(f"partitions {[p.name for p in partitions]} hold no examples")
-    x, y, example_ids = np.concatenate(xs), np.concatenate(ys), np.concatenate(ids)
-    for chunk in (x, y, example_ids):
-        digest.update(np.ascontiguousarray(chunk).tobytes())
-    is_eval = np.array([_is_eval(int(i), config.eval_percent) for i in example_ids], dtype=bool)
-    if is_eval.all() or not is_eval.any():
-        raise NoDataError(
-            f"{len(y)} examples as of {as_of.isoformat()} are too few to split into train and eval"
-        )
-    return Dataset(
-        train_x=x[~is_eval],
-        train_y=y[~is_eval],
-        eval_x=x[is_eval],
-        eval_y=y[is_eval],
+    digest, files, size, records = hashlib.sha256(), [], 0, 0
+    buffer = bytearray(_READ_BUFFER)
+    view = memoryview(buffer)
+    for partition in partitions:
+        partition_files = sorted(f for f in partition.glob("*.tfrecord") if f.is_file())
+        if not partition_files:
+            skipped.append(f"{partition.name} (empty)")
+        for file in partition_files:
+            digest.update(f"{partition.name}/{file.name}\0".encode())
+            try:
+                with file.open("rb") as handle:
+                    while count := handle.readinto(buffer):
+                        digest.update(view[:count])
+                        size += count
+                    records += count_records(handle, str(file))
+            except OSError as err:
+                raise DataError(str(file), f"cannot read the file: {err.strerror or err}") from None
+            files.append(str(file))
+    if not files:
+        raise NoDataError(f"partitions {[p.name for p in partitions]} hold no .tfrecord files ({window})")
+    return DataWindow(
         partitions=tuple(p.name for p in partitions),
+        files=tuple(files),
+        skipped=tuple(skipped),
         fingerprint=digest.hexdigest(),
+        bytes=size,
+        records=records,
     )
 
 
-def _is_eval(example_id: int, eval_percent: int) -> bool:
-    """Returns whether an example belongs to the held-out split (stable across runs and dates)."""
-    return zlib.crc32(f"example-{example_id}".encode()) % 100 < eval_percent
+def count_records(handle, name: str) -> int:
+    """Returns the number of records of an open TFRecord file by walking its length headers.
+
+    TensorFlow's reader treats a file cut short inside its last record as ending early, without
+    an error: a file cut mid-write would silently lose examples. Raises DataError for that (the
+    CRCs are checked by TensorFlow as it reads the records).
+    """
+    size = os.fstat(handle.fileno()).st_size
+    position, index = 0, 0
+    while position < size:
+        header = os.pread(handle.fileno(), 8, position)
+        if len(header) < 8:
+            raise DataError(
+                name, f"truncated TFRecord file: the header of record {index} is cut short", index
+            )
+        (length,) = struct.unpack("<Q", header)
+        end = position + 8 + 4 + length + 4  # length, its CRC, the data, its CRC
+        if end > size:
+            raise DataError(
+                name, f"truncated TFRecord file: this record ends at byte {end}, the file at {size}", index
+            )
+        position, index = end, index + 1
+    return index
 
 
-def serialize_examples(x: np.ndarray, feature_key: str = "x") -> list[bytes]:
-    """Returns serialized `tf.Example`s holding only the features (what a client sends)."""
+def held_out(ids, eval_percent: int):
+    """Returns which example ids belong to the held-out split: stable across runs, dates and machines.
+
+    A FarmHash fingerprint of the id's text, in 100 buckets; works on tensors and on arrays.
+    """
     import tensorflow as tf
 
-    return [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={feature_key: tf.train.Feature(float_list=tf.train.FloatList(value=row))}
-            )
-        ).SerializeToString()
-        for row in np.asarray(x, dtype=np.float32)
-    ]
+    text = ids if tf.as_dtype(ids.dtype) == tf.string else tf.strings.as_string(ids)
+    return tf.strings.to_hash_bucket_fast(text, _HASH_BUCKETS) < eval_percent
+
+
+def input_dataset(
+    config: PipelineConfig,
+    files: tuple[str, ...] | list[str],
+    split: str,
+    *,
+    batch_size: int,
+    epochs: int | None = 1,
+    count: bool = False,
+):
+    """Returns a tf.data pipeline of (features, label) batches of one split of `files`.
+
+    `epochs=None` repeats forever (training by steps). The train split shuffles files and
+    examples (seeded); `training.deterministic` fixes the order of parallel reads. Every batch
+    is checked: labels in range, float values finite (InvalidArgumentError, see `diagnose`).
+    With `count`, each element also carries how many examples of both splits its batch parsed.
+    """
+    import tensorflow as tf
+
+    training = config.training
+    train = split == "train"
+    autotune = tf.data.AUTOTUNE
+    names = tf.data.Dataset.from_tensor_slices(list(files))
+    if train:
+        names = names.shuffle(len(files), seed=training.seed, reshuffle_each_iteration=True)
+    records = names.interleave(
+        lambda name: tf.data.TFRecordDataset(name, buffer_size=_READ_BUFFER),
+        cycle_length=min(len(files), 8),
+        block_length=16,
+        num_parallel_calls=autotune,
+        deterministic=training.deterministic,
+    )
+    if train:
+        records = records.shuffle(training.shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True)
+    # Parse whole batches (one op per batch, not per example); a little larger than a train batch,
+    # since the other split is dropped after the parse.
+    parse_batch = max(1, batch_size * 100 // (100 - config.data.eval_percent))
+    checked_parse = _checked_parser(config)
+
+    def parse(serialized):
+        features, label, ids = checked_parse(serialized)
+        keep = held_out(ids, config.data.eval_percent)
+        keep = keep if not train else tf.logical_not(keep)
+        features = {name: tf.boolean_mask(value, keep) for name, value in features.items()}
+        label = tf.boolean_mask(label, keep)
+        if count:
+            return features, label, tf.size(keep)
+        return features, label
+
+    batches = records.batch(parse_batch).map(
+        parse, num_parallel_calls=autotune, deterministic=training.deterministic
+    )
+    if count:  # the held-out pass sums over batches of any size
+        batches = batches.repeat(epochs)
+    else:
+        # Repeat the parsed split, not the records: a split without any example then ends the input
+        # (tf.data stops repeating a pass that yields nothing) instead of yielding empty batches forever.
+        batches = batches.filter(lambda _, label: tf.size(label) > 0).repeat(epochs).rebatch(batch_size)
+    batches = batches.prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = training.deterministic
+    return batches.with_options(options)
+
+
+def _checked_parser(config: PipelineConfig):
+    """Returns a function parsing a batch of serialized examples into (features, label, ids), checked.
+
+    The label must be in range (or a known class name) and float values finite; otherwise the
+    batch fails with InvalidArgumentError, as it does for a missing feature or a wrong width.
+    """
+    import tensorflow as tf
+
+    spec = parse_spec(config, with_label=True, with_id=True)
+    floats = [name for name, feature in config.features.items() if feature.dtype == "float32"]
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        label = _checked_label(parsed[config.label.key], config)
+        with tf.control_dependencies([_finite(parsed[name], name) for name in floats]):
+            features = {name: tf.identity(parsed[name]) for name in config.features}
+        return features, label, parsed[config.data.id_key]
+
+    return parse
+
+
+def _checked_label(label, config: PipelineConfig):
+    """Returns the label tensor of a batch (class indices or floats), asserting each is valid."""
+    import tensorflow as tf
+
+    if config.label.type == "float":
+        with tf.control_dependencies([_finite(label, config.label.key)]):
+            return tf.identity(label)
+    index = label_index(label, config)
+    num_classes = config.model.num_classes
+    valid = tf.reduce_all((index >= 0) & (index < num_classes))
+    message = f"label {config.label.key!r} outside 0..{num_classes - 1} (or not in model.class_names)"
+    with tf.control_dependencies([tf.debugging.Assert(valid, [message])]):
+        return tf.identity(index)
+
+
+def _finite(values, name: str):
+    """Returns an assertion that a float tensor holds no NaN or infinity."""
+    import tensorflow as tf
+
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(values)), [f"feature {name!r} is NaN or infinite"]
+    )
+
+
+def held_out_sample(config: PipelineConfig, files: tuple[str, ...] | list[str], size: int) -> list[bytes]:
+    """Returns the first `size` held-out examples of `files` (serialized), in file order."""
+    import tensorflow as tf
+
+    sample: list[bytes] = []
+    id_spec = {config.data.id_key: tf.io.FixedLenFeature([], tf.as_dtype(config.data.id_dtype))}
+    for batch in tf.data.TFRecordDataset(list(files)).batch(1024):
+        ids = tf.io.parse_example(batch, id_spec)[config.data.id_key]
+        chosen = batch.numpy()[held_out(ids, config.data.eval_percent).numpy()]
+        sample.extend(chosen[: size - len(sample)].tolist())
+        if len(sample) >= size:
+            break
+    return sample
+
+
+def write_sample(path: Path, examples: list[bytes]) -> None:
+    """Writes serialized examples as JSON (base64), readable without TensorFlow."""
+    path.write_text(json.dumps([base64.b64encode(e).decode() for e in examples]))
+
+
+def read_sample(path: Path) -> list[bytes]:
+    """Returns the serialized examples `write_sample` wrote."""
+    return [base64.b64decode(e) for e in json.loads(Path(path).read_text())]
+
+
+def diagnose(config: PipelineConfig, files: tuple[str, ...] | list[str]) -> None:
+    """Raises DataError for the first record of `files` the declared features and label cannot read.
+
+    Runs after the streaming input refused a batch: each file is parsed again on its own, fast,
+    and the first one that fails is read record by record in plain Python, so the message names
+    the file, the record index and the feature.
+    """
+    for file in files:
+        if _parses(config, file):
+            continue
+        for index, record in _records(file):
+            problem = example_problem(record, config)
+            if problem:
+                raise DataError(file, problem, index)
+
+
+def _parses(config: PipelineConfig, file: str) -> bool:
+    """Returns whether every record of one file parses and passes the checks of the input pipeline."""
+    import tensorflow as tf
+
+    checked_parse = _checked_parser(config)
+    try:
+        for _ in tf.data.TFRecordDataset(file).batch(4096).map(checked_parse):
+            pass
+    except (tf.errors.OpError, UnicodeDecodeError):  # the latter: a non-UTF-8 record quoted in the error
+        return False
+    return True
+
+
+def _records(file: str) -> Iterator[tuple[int, bytes]]:
+    """Yields (index, bytes) of each record of a TFRecord file; a damaged file is a DataError."""
+    import tensorflow as tf
+
+    index = 0
+    iterator = iter(tf.data.TFRecordDataset(file))
+    while True:
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            raise DataError(
+                file, f"not a readable TFRecord file (truncated or corrupted): {err.message}", index
+            ) from None
+        except (tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as err:
+            raise DataError(file, f"cannot read the file: {err.message}") from None
+        yield index, record.numpy()
+        index += 1
+
+
+def example_problem(record: bytes, config: PipelineConfig) -> str | None:
+    """Returns what makes one serialized record unreadable as a training example, None if nothing."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    try:
+        features = example_pb2.Example.FromString(record).features.feature
+    except DecodeError:
+        return "not a tf.Example protocol buffer"
+    expected = {name: (f.dtype, f.width, f.default is not None) for name, f in config.features.items()}
+    label_dtype = {"class_index": "int64", "class_name": "string", "float": "float32"}[config.label.type]
+    expected[config.label.key] = (label_dtype, 1, False)
+    expected[config.data.id_key] = (config.data.id_dtype, 1, False)
+    for name, (dtype, width, optional) in expected.items():
+        if name not in features:
+            if not optional:
+                return f"feature {name!r} is missing (expected {width} {dtype} value(s))"
+            continue
+        kind = features[name].WhichOneof("kind")
+        values = list(getattr(features[name], kind).value) if kind else []
+        if kind != EXAMPLE_LISTS[dtype]:
+            return f"feature {name!r} holds {kind or 'no list'}, expected {dtype} ({EXAMPLE_LISTS[dtype]})"
+        if len(values) != width:
+            return f"feature {name!r} holds {len(values)} values, expected {width}"
+        if dtype == "float32" and not np.isfinite(values).all():
+            return f"feature {name!r} holds NaN or infinite values"
+    return _label_problem(features[config.label.key], config)
+
+
+def _label_problem(feature, config: PipelineConfig) -> str | None:
+    """Returns what is wrong with one example's label value, None if nothing."""
+    key = config.label.key
+    if config.label.type == "class_index":
+        value = feature.int64_list.value[0]
+        if not 0 <= value < config.model.num_classes:
+            return f"label {key!r} is {value}, expected a class index in 0..{config.model.num_classes - 1}"
+    elif config.label.type == "class_name":
+        value = feature.bytes_list.value[0].decode("utf-8", "replace")
+        if value not in (config.model.class_names or ()):
+            return f"label {key!r} is {value!r}, expected one of model.class_names"
+    return None

@@ -30,6 +30,18 @@ class NoDataError(PipelineError):
     """No training or evaluation data is available as of the run's date."""
 
 
+class DataError(PipelineError):
+    """A data partition holds something the declared features and label cannot read.
+
+    Carries the file, the record index (None where the whole file is at fault) and the problem.
+    """
+
+    def __init__(self, path: str, problem: str, record: int | None = None) -> None:
+        self.path, self.problem, self.record = str(path), problem, record
+        where = f"{self.path}, record {record}" if record is not None else self.path
+        super().__init__(f"bad training data in {where}: {problem}")
+
+
 class ContractMismatchError(PipelineError):
     """The model's signatures differ from the signature contract declared in the YAML."""
 

@@ -15,9 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from include.config import PipelineConfig
+from include.data import read_sample
 from include.durable import fsync_tree
 from include.errors import IncompleteModelError, StorageError
 from include.model import build_serving_graph
@@ -131,12 +130,12 @@ def write_savedmodel(config: PipelineConfig, checkpoint: str, target_dir: str | 
         )
         builder.save()
     if config.serving.warmup_examples:
-        sample = np.load(Path(checkpoint).parent / EVAL_SAMPLE_FILE)["x"][: config.serving.warmup_examples]
+        sample = read_sample(Path(checkpoint).parent / EVAL_SAMPLE_FILE)[: config.serving.warmup_examples]
         logs = warmup_logs(config, signature_def_map, sample)
         write_warmup_requests(Path(target_dir), logs)
 
 
-def holds_exactly(checkpoint: str, variables: list) -> bool:
+def holds_exactly(checkpoint: str, variables: dict) -> bool:
     """Returns whether a V2 checkpoint holds `variables` and nothing else, whole, in one data shard.
 
     Such a bundle is byte for byte what a Saver over `variables` writes (the Saver orders the
@@ -147,9 +146,9 @@ def holds_exactly(checkpoint: str, variables: list) -> bool:
     """
     import tensorflow as tf
 
-    if not all(v.shape.is_fully_defined() for v in variables):
+    if not all(v.shape.is_fully_defined() for v in variables.values()):
         return False
-    expected = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype) for v in variables}
+    expected = {name: (v.shape.as_list(), v.dtype.base_dtype) for name, v in variables.items()}
     index, data = Path(f"{checkpoint}.index"), Path(f"{checkpoint}.data-00000-of-00001")
     try:
         num_shards, needed = bundle_shard_extents(index)
@@ -164,7 +163,7 @@ def holds_exactly(checkpoint: str, variables: list) -> bool:
     )
 
 
-def _variables_saver(variables: list, *, copy_from: str | None = None):
+def _variables_saver(variables: dict, *, copy_from: str | None = None):
     """Returns a Saver over `variables` of the kind SavedModelBuilder makes by default (sharded, V2).
 
     With `copy_from` (a checkpoint that `holds_exactly` these variables), `save()` copies that

@@ -1,8 +1,17 @@
-"""The serving graph: `tf.Example` parse -> features -> a graph builder -> scores and classes.
+"""The model: a builder over the declared features, a head, and the serving graph around them.
 
-Reproduces TensorFlow Serving's tutorial exporter (`mnist_saved_model.py`) in TF1 graph mode.
-A graph builder is a function `(x, num_classes, model_config) -> logits`; two ship here
-(`softmax`, the tutorial's model, and `mlp`), and `package.module:function` names a user's own.
+The serving graph reproduces TensorFlow Serving's tutorial exporter (`mnist_saved_model.py`) in
+TF1 graph mode: a string placeholder of serialized `tf.Example`s, parsed with the declared
+features' spec, into the model, into the head's outputs. Three kinds of builder make the model:
+
+- the built-ins `softmax` (the tutorial's model) and `mlp`, TF1 graph functions;
+- a user's TF1 graph function `package.module:function(x, num_classes, model_config) -> logits`,
+  where `x` is every feature as one float32 [batch, width] tensor (see features.dense_input);
+- a user's Keras 3 builder `package.module:function(features, model_config) -> keras.Model`,
+  a model taking {feature name: tensor} and returning logits [batch, num_classes] (or one float
+  per example for regression). Its layers are built inside the same graph, so the SavedModel is
+  written by SavedModelBuilder like every other model.
+
 TensorFlow is imported inside functions only, so this module is cheap to import.
 """
 
@@ -11,13 +20,18 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from include.config import ModelConfig, PipelineConfig
 from include.errors import ConfigError
+from include.features import dense_input, parse_spec
 
 GraphBuilder = Callable[[Any, int, ModelConfig], Any]
+
+#: Ops that change a variable: those a Keras layer creates while called in training (a
+#: BatchNormalization's moving statistics, a Dropout's seed) run with every train step.
+_STATE_UPDATES = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
 
 
 @dataclass(frozen=True)
@@ -25,34 +39,91 @@ class ServingGraph:
     """Handles on the tensors of one built serving graph (all in the same tf.Graph)."""
 
     graph: Any
-    serialized_examples: Any  # string [batch]: serialized tf.Example, the classify input
-    features: Any  # float32 [batch, num_features]: the predict input, fed directly in training
-    scores: Any  # float32 [batch, num_classes]: softmax probabilities
-    top_scores: Any  # float32 [batch, num_classes]: scores sorted high to low (classify output)
-    top_classes: Any  # string [batch, num_classes]: class names in the order of top_scores
-    model_variables: list  # what the checkpoint must restore for serving
-    logits: Any = None  # float32 [batch, num_classes]: pre-softmax scores
-    # Training only (None in a serving-only graph), never part of a signature:
-    labels: Any = None  # int64 [batch]
-    loss: Any = None
-    train_op: Any = None
-    learning_rate: Any = None  # float32 scalar placeholder, defaults to the YAML value
+    serialized_examples: Any  # string [batch]: serialized tf.Example, the classify/regress input
+    features: dict  # {name: tensor} parsed from the examples; predict signatures feed these
+    outputs: dict  # the head's outputs: logits, scores, top_scores, top_classes | predictions
+    model_variables: dict  # {checkpoint name: variable}: what the checkpoint holds and serving restores
 
     def tensor(self, name: str) -> Any:
         """Returns the model tensor a signature names in the YAML (`tensor:`, see MODEL_TENSORS)."""
-        tensors = {
-            "examples": self.serialized_examples,
-            "features": self.features,
-            "logits": self.logits,
-            "scores": self.scores,
-            "top_scores": self.top_scores,
-            "top_classes": self.top_classes,
-        }
-        if tensors.get(name) is None:
-            raise KeyError(
-                f"the serving graph has no model tensor {name!r} (expected one of {sorted(tensors)})"
+        if name == "examples":
+            return self.serialized_examples
+        if name.startswith("features.") and name.removeprefix("features.") in self.features:
+            return self.features[name.removeprefix("features.")]
+        if name in self.outputs:
+            return self.outputs[name]
+        known = ["examples", *(f"features.{f}" for f in self.features), *self.outputs]
+        raise KeyError(f"the serving graph has no model tensor {name!r} (expected one of {known})")
+
+
+@dataclass
+class Network:
+    """A model applied to feature tensors, possibly several times in one graph (shared weights)."""
+
+    config: PipelineConfig
+    builder: Callable
+    keras: bool
+    _keras_model: Any = None
+    _graph_variables: dict = field(default_factory=dict)
+
+    def __call__(self, features: dict, *, training: bool) -> Any:
+        """Returns the model's raw output on `features`: logits [batch, classes] or predictions [batch]."""
+        import tensorflow as tf
+
+        v1 = tf.compat.v1
+        model = self.config.model
+        outputs = model.num_classes if model.head == "classification" else 1
+        if self.keras:
+            if self._keras_model is None:
+                self._keras_model = self.builder(dict(self.config.features), model)
+                _check_keras_model(self._keras_model, self.config)
+            raw = self._keras_model(
+                {name: features[name] for name in self.config.features}, training=training
             )
-        return tensors[name]
+        else:
+            with v1.variable_scope("model", reuse=v1.AUTO_REUSE):
+                raw = self.builder(dense_input(features, self.config), outputs, model)
+            if not self._graph_variables:
+                self._graph_variables = {v.op.name: v for v in v1.global_variables() if _in_model_scope(v)}
+        raw = tf.convert_to_tensor(raw)
+        if model.head == "regression":
+            return tf.reshape(raw, [-1])
+        return raw
+
+    def trainable_variables(self) -> list | None:
+        """Returns the variables the optimizer updates (None: every trainable graph variable)."""
+        if self.keras:
+            return [w.value for w in self._keras_model.trainable_weights]
+        return None
+
+    def variables(self) -> dict:
+        """Returns {checkpoint name: variable} of the model's weights (after the first call)."""
+        if self.keras:
+            return {f"model/{w.path}": w.value for w in self._keras_model.weights}
+        return dict(self._graph_variables)
+
+
+def _in_model_scope(variable) -> bool:
+    """Returns whether a graph variable was made by a graph builder (in the `model/` scope)."""
+    return variable.op.name.startswith("model/")
+
+
+def _check_keras_model(keras_model, config: PipelineConfig) -> None:
+    """Raises ConfigError unless a Keras builder returned a model with the head's output width."""
+    import keras
+
+    source = str(config.source_path or "<config>")
+    name = config.model.builder
+    if not isinstance(keras_model, keras.Model):
+        got = type(keras_model).__name__
+        raise ConfigError(source, [f"model.builder: {name!r} returned {got}, expected a keras.Model"])
+    width = config.model.num_classes if config.model.head == "classification" else 1
+    shape = tuple(keras_model.output_shape) if not isinstance(keras_model.output_shape, list) else None
+    if shape is None or len(shape) not in (1, 2) or (len(shape) == 2 and shape[-1] != width):
+        raise ConfigError(
+            source,
+            [f"model.builder: {name!r} outputs shape {keras_model.output_shape}, expected (None, {width})"],
+        )
 
 
 def softmax(x, num_classes: int, model: ModelConfig):
@@ -90,11 +161,17 @@ def mlp(x, num_classes: int, model: ModelConfig):
 BUILTIN_BUILDERS: dict[str, GraphBuilder] = {"softmax": softmax, "mlp": mlp}
 
 
-def resolve_builder(config: PipelineConfig) -> GraphBuilder:
-    """Returns the graph builder named by `model.builder` (built-in name or module:function)."""
+def resolve_builder(config: PipelineConfig) -> tuple[Callable, bool]:
+    """Returns the builder named by `model.builder` and whether it is a Keras builder.
+
+    A user's builder is a Keras builder when it takes two parameters (features, model config)
+    and a TF1 graph function when it takes three (x, num_classes, model config).
+    """
+    import inspect
+
     name = config.model.builder
     if name in BUILTIN_BUILDERS:
-        return BUILTIN_BUILDERS[name]
+        return BUILTIN_BUILDERS[name], False
     module_name, _, attr = name.partition(":")
     source = str(config.source_path or "<config>")
     try:
@@ -103,12 +180,39 @@ def resolve_builder(config: PipelineConfig) -> GraphBuilder:
         raise ConfigError(source, [f"model.builder: cannot import {name!r}: {err}"]) from None
     if not callable(builder):
         raise ConfigError(source, [f"model.builder: {name!r} is not callable"])
-    return builder
+    try:
+        arity = len(inspect.signature(builder).parameters)
+    except (TypeError, ValueError):
+        arity = 0
+    if arity not in (2, 3):
+        raise ConfigError(
+            source,
+            [
+                f"model.builder: {name!r} takes {arity} parameters, expected 2 (features, model: a Keras "
+                "builder) or 3 (x, num_classes, model: a TF1 graph function)"
+            ],
+        )
+    return builder, arity == 2
+
+
+def new_network(config: PipelineConfig) -> Network:
+    """Returns a fresh Network for `config` (call it inside the graph it belongs to).
+
+    Keras names layers with process-wide counters: they are reset first, so the same config
+    always yields the same weight names (training, validation and export build it separately).
+    """
+    builder, is_keras = resolve_builder(config)
+    if is_keras:
+        import keras
+
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(config.training.seed)
+    return Network(config, builder, is_keras)
 
 
 def class_names(model: ModelConfig) -> list[str]:
     """Returns the label strings served by the classify signature ("0".."n-1" by default)."""
-    return list(model.class_names) if model.class_names else [str(i) for i in range(model.num_classes)]
+    return list(model.class_names) if model.class_names else [str(i) for i in range(model.num_classes or 0)]
 
 
 def _class_names_initializer(tf, names: list[str]):
@@ -127,60 +231,71 @@ def _class_names_initializer(tf, names: list[str]):
     return _Initializer(keys=tf.range(len(names), dtype=tf.int64), values=tf.constant(names))
 
 
-def build_serving_graph(config: PipelineConfig, *, with_training: bool = False) -> ServingGraph:
-    """Returns a new tf.Graph holding a pipeline's serving graph (plus training ops if asked).
-
-    The exported graph is built without training ops, so the SavedModel holds only the model's
-    own variables (no optimizer slots, no global step).
-    """
+def head_outputs(raw, config: PipelineConfig) -> dict:
+    """Returns the named output tensors of the head on the model's raw output."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     model = config.model
-    builder = resolve_builder(config)
+    if model.head == "regression":
+        return {"predictions": tf.identity(raw, name="predictions")}
+    scores = tf.nn.softmax(raw, name="y")
+    top_scores, indices = tf.nn.top_k(scores, model.num_classes)
+    table = v1.lookup.StaticHashTable(
+        _class_names_initializer(tf, class_names(model)), default_value="UNKNOWN"
+    )
+    return {
+        "logits": raw,
+        "scores": scores,
+        "top_scores": top_scores,
+        "top_classes": table.lookup(tf.cast(indices, tf.int64)),
+    }
+
+
+def build_serving_graph(config: PipelineConfig) -> ServingGraph:
+    """Returns a new tf.Graph holding a pipeline's serving graph (no training ops, no optimizer state)."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    network = new_network(config)
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(config.training.seed)
         serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
-        feature_spec = {config.data.feature_key: tf.io.FixedLenFeature([model.num_features], tf.float32)}
-        parsed = v1.parse_example(serialized, feature_spec)
-        features = tf.identity(parsed[config.data.feature_key], name="x")
-        with v1.variable_scope("model"):
-            logits = builder(features, model.num_classes, model)
-        model_variables = v1.global_variables()
-        scores = tf.nn.softmax(logits, name="y")
-        top_scores, indices = tf.nn.top_k(scores, model.num_classes)
-        table = v1.lookup.StaticHashTable(
-            _class_names_initializer(tf, class_names(model)), default_value="UNKNOWN"
-        )
-        top_classes = table.lookup(tf.cast(indices, tf.int64))
-        if not with_training:
-            return ServingGraph(
-                graph, serialized, features, scores, top_scores, top_classes, model_variables, logits
-            )
-        labels = v1.placeholder(tf.int64, shape=[None], name="labels")
-        loss = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss"
-        )
-        learning_rate = v1.placeholder_with_default(
-            tf.constant(config.training.learning_rate, tf.float32), shape=[], name="learning_rate"
-        )
-        if config.training.optimizer == "adam":
-            optimizer = v1.train.AdamOptimizer(learning_rate)
-        else:
-            optimizer = v1.train.GradientDescentOptimizer(learning_rate)
-        train_op = optimizer.minimize(loss, global_step=v1.train.get_or_create_global_step())
-    return ServingGraph(
-        graph=graph,
-        serialized_examples=serialized,
-        features=features,
-        scores=scores,
-        top_scores=top_scores,
-        top_classes=top_classes,
-        model_variables=model_variables,
-        logits=logits,
-        labels=labels,
-        loss=loss,
-        train_op=train_op,
-        learning_rate=learning_rate,
-    )
+        parsed = v1.parse_example(serialized, parse_spec(config))
+        features = {name: tf.identity(parsed[name], name=name) for name in config.features}
+        outputs = head_outputs(network(features, training=False), config)
+    _name_tables_stably(graph, config.model.name)
+    return ServingGraph(graph, serialized, features, outputs, network.variables())
+
+
+def _name_tables_stably(graph, model_name: str) -> None:
+    """Gives the lookup tables a Keras layer made (StringLookup, ...) names derived from the graph.
+
+    TensorFlow names a table `hash_table_<uuid4>` unless told otherwise, so two exports of the
+    same checkpoint would differ byte for byte and a rerun of a date could not republish as a no-op.
+    """
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in graph.get_operations():
+        if "shared_name" not in op.node_def.attr or not op.type.endswith("HashTableV2"):
+            continue
+        if op.get_attr("shared_name").decode().startswith("hash_table_"):
+            stable = f"{model_name}/{op.name}".encode()
+            op._set_attr("shared_name", attr_value_pb2.AttrValue(s=stable))
+
+
+def state_updates(graph, since: int) -> list:
+    """Returns the variable updates among the ops added to `graph` after its first `since` ops.
+
+    Variable initializers are not updates: they run once, by global_variables_initializer.
+    """
+    import tensorflow as tf
+
+    with graph.as_default():
+        initializers = {v.initializer.name for v in tf.compat.v1.global_variables()}
+    return [
+        op
+        for op in graph.get_operations()[since:]
+        if op.type in _STATE_UPDATES and op.name not in initializers
+    ]

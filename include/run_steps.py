@@ -14,9 +14,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
 from include.config import PROJECT_ROOT
+from include.data import read_sample
 from include.durable import write_text_atomic
 from include.export import export_savedmodel
 from include.manifest import baseline, read_manifest
@@ -93,7 +92,7 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
     config, options = record.config, record.options
     trained = record.read_step("train")
     validation = record.read_step("validation")
-    sample = np.load(Path(trained["checkpoint"]).parent / EVAL_SAMPLE_FILE)["x"]
+    sample = read_sample(Path(trained["checkpoint"]).parent / EVAL_SAMPLE_FILE)
     verification = verify_export(export_path, config, sample, record.read_step("reference_outputs"))
     base = model_dir(config.storage.serving_root, config.model.name)
     lineage = {

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig, SignatureSpec, TensorSpec
-from include.data import serialize_examples
+from include.data import read_sample
 from include.errors import ContractMismatchError, IncompleteModelError, QualityGateError
+from include.features import feature_values, request_examples
 from include.model import ServingGraph, build_serving_graph
 from include.training import EVAL_SAMPLE_FILE, METRICS_FILE
 
@@ -23,8 +24,8 @@ METHOD_NAMES = {
     "regress": "tensorflow/serving/regress",
 }
 
-#: Model tensors a signature input can be fed through (the others are outputs of the model).
-INPUT_TENSORS = ("examples", "features")
+#: Model tensors a signature input can be fed through, besides `features.<name>`.
+INPUT_TENSORS = ("examples",)
 
 
 def build_signature_def_map(serving: ServingGraph, contract: dict[str, SignatureSpec]) -> dict:
@@ -52,11 +53,17 @@ def build_signature_def_map(serving: ServingGraph, contract: dict[str, Signature
     return signature_def_map
 
 
-def model_inputs(x: np.ndarray, feature_key: str) -> dict[str, np.ndarray]:
-    """Returns the values of the input model tensors for rows `x`: features and serialized tf.Examples."""
+def model_inputs(examples: list[bytes], config: PipelineConfig) -> dict[str, np.ndarray]:
+    """Returns the values of the input model tensors for serialized example rows.
+
+    `examples` are the serialized tf.Examples as clients send them (label and id dropped), and
+    `features.<name>` each declared feature parsed from them, as a predict client sends it.
+    """
+    requests = request_examples(examples, config)
+    values = feature_values(requests, config)
     return {
-        "features": np.asarray(x, dtype=np.float32),
-        "examples": np.array(serialize_examples(x, feature_key), dtype=object),
+        "examples": np.array(requests, dtype=object),
+        **{f"features.{name}": value for name, value in values.items()},
     }
 
 
@@ -68,8 +75,8 @@ def signature_feeds(spec: SignatureSpec, key: str, inputs: dict[str, np.ndarray]
         if tensor not in inputs:
             raise ContractMismatchError(
                 [
-                    f"signature {key!r} input {name!r}: tensor {tensor!r} is not an input (expected one of "
-                    f"{list(INPUT_TENSORS)})"
+                    f"signature {key!r} input {name!r}: tensor {tensor!r} is not an input (expected "
+                    f"{[*INPUT_TENSORS, *(k for k in inputs if k.startswith('features.'))]})"
                 ]
             )
         feeds[name] = inputs[tensor]
@@ -202,17 +209,15 @@ def validate_checkpoint(
                 ]
             )
 
-    sample = np.load(checkpoint_dir / EVAL_SAMPLE_FILE)
+    sample = read_sample(checkpoint_dir / EVAL_SAMPLE_FILE)
     with v1.Session(graph=serving.graph) as sess:
         try:
             v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
         except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as err:
             raise IncompleteModelError(str(checkpoint_dir), [f"cannot restore checkpoint: {err}"]) from None
         sess.run(v1.tables_initializer())
-        outputs = run_signatures(sess, signature_def_map, config, sample["x"])
-    log.info(
-        "signatures match the contract and answer %d held-out rows: %s", len(sample["x"]), sorted(described)
-    )
+        outputs = run_signatures(sess, signature_def_map, config, sample)
+    log.info("signatures match the contract and answer %d held-out rows: %s", len(sample), sorted(described))
 
     verdict = "passed"
     try:
@@ -231,13 +236,13 @@ def validate_checkpoint(
     }
 
 
-def run_signatures(sess, signature_def_map: dict, config: PipelineConfig, x: np.ndarray) -> dict:
-    """Returns {key: {output: array}} from running every signature on rows `x` in `sess`.
+def run_signatures(sess, signature_def_map: dict, config: PipelineConfig, examples: list[bytes]) -> dict:
+    """Returns {key: {output: array}} from running every signature on serialized example rows in `sess`.
 
     Works for any session holding the signatures' graph (a restored checkpoint, a loaded
     SavedModel): inputs and outputs are fed and fetched by the tensor names in each SignatureDef.
     """
-    inputs = model_inputs(x, config.data.feature_key)
+    inputs = model_inputs(examples, config)
     results = {}
     for key, sig in sorted(signature_def_map.items()):
         spec = config.signatures.get(key)
@@ -254,9 +259,9 @@ def run_signatures(sess, signature_def_map: dict, config: PipelineConfig, x: np.
             feed_dict={sig.inputs[name].name: value for name, value in feeds.items()},
         )
         for name, value in values.items():
-            if len(value) != len(x):
+            if len(value) != len(examples):
                 raise ContractMismatchError(
-                    [f"signature {key!r} output {name!r}: expected {len(x)} rows, got {len(value)}"]
+                    [f"signature {key!r} output {name!r}: expected {len(examples)} rows, got {len(value)}"]
                 )
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise QualityGateError(f"{key}.{name}", float("nan"), "finite values on held-out rows")
@@ -316,17 +321,16 @@ def check_quality(config: PipelineConfig, metrics: dict, baseline: dict | None =
     """Raises QualityGateError naming the metric, its value and the bound it broke.
 
     Absolute thresholds always apply; with a baseline, accuracy may not drop more than
-    `quality.max_accuracy_drop` below the baseline's.
+    `quality.max_accuracy_drop` below the baseline's (classification), and the held-out loss may
+    not rise more than `quality.max_loss_increase` above it (a fraction; either head).
     """
     quality = config.quality
+    _check_loss(config, metrics, baseline)
+    if config.model.head == "regression":
+        return
     accuracy = metrics.get("eval_accuracy")
     if accuracy is None or accuracy < quality.min_accuracy:
         raise QualityGateError("eval_accuracy", float(accuracy or 0.0), f">= {quality.min_accuracy}")
-    loss = metrics.get("eval_loss")
-    if quality.max_loss is not None and (loss is None or loss > quality.max_loss):
-        raise QualityGateError(
-            "eval_loss", float(loss if loss is not None else "nan"), f"<= {quality.max_loss}"
-        )
     served = (baseline or {}).get("metrics", {}).get("eval_accuracy")
     if quality.max_accuracy_drop is not None and served is not None:
         bound = served - quality.max_accuracy_drop
@@ -336,4 +340,24 @@ def check_quality(config: PipelineConfig, metrics: dict, baseline: dict | None =
                 float(accuracy),
                 f">= {bound:.6f} (version {baseline.get('version')} has {served:.6f}, "
                 f"max_accuracy_drop {quality.max_accuracy_drop})",
+            )
+
+
+def _check_loss(config: PipelineConfig, metrics: dict, baseline: dict | None) -> None:
+    """Raises QualityGateError when the held-out loss is above max_loss or rose too far above the baseline."""
+    quality = config.quality
+    loss = metrics.get("eval_loss")
+    if loss is None or not np.isfinite(loss):
+        raise QualityGateError("eval_loss", float("nan"), "a finite held-out loss")
+    if quality.max_loss is not None and loss > quality.max_loss:
+        raise QualityGateError("eval_loss", float(loss), f"<= {quality.max_loss}")
+    served = (baseline or {}).get("metrics", {}).get("eval_loss")
+    if quality.max_loss_increase is not None and served is not None:
+        bound = served * (1 + quality.max_loss_increase)
+        if loss > bound + 1e-12:
+            raise QualityGateError(
+                "eval_loss",
+                float(loss),
+                f"<= {bound:.6f} (version {baseline.get('version')} has {served:.6f}, "
+                f"max_loss_increase {quality.max_loss_increase})",
             )

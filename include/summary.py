@@ -13,3 +13,10 @@ SUMMARY_MARKER = "savedmodel-summary: "
 def summary_line(task_id: str, fact: str) -> str:
     """Returns the log line that summarises a task, e.g. `savedmodel-summary: train: 29 partitions`."""
     return f"{SUMMARY_MARKER}{task_id}: {fact}"
+
+
+def metrics_headline(metrics: dict) -> str:
+    """Returns the held-out metrics in a few words: accuracy and loss, or (regression) MSE and MAE."""
+    if "eval_accuracy" in metrics:
+        return f"held-out accuracy {metrics['eval_accuracy']:.4f}, loss {metrics['eval_loss']:.4f}"
+    return f"held-out loss (MSE) {metrics['eval_loss']:.4f}, MAE {metrics.get('eval_mae', float('nan')):.4f}"

@@ -1,7 +1,13 @@
-"""Training: fit the serving graph on the data as of a date, write a checkpoint and metrics."""
+"""Training: fit the model on the data as of a date, streamed, and write a checkpoint and metrics.
+
+The model trains in a TF1 graph fed by a `tf.data` iterator (include/data.py), never holding the
+data set in memory; the held-out split is evaluated in one streaming pass after training. The
+checkpoint holds exactly the model's weights, under the names the serving graph restores.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -14,17 +20,21 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig
-from include.data import load_dataset
-from include.errors import NoDataError, QualityGateError
-from include.model import build_serving_graph
+from include.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
+from include.errors import DataError, NoDataError, QualityGateError
+from include.model import new_network, state_updates
+from include.summary import metrics_headline
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PREFIX = "model.ckpt"
 METRICS_FILE = "metrics.json"
-EVAL_SAMPLE_FILE = "eval_sample.npz"
+EVAL_SAMPLE_FILE = "eval_sample.json"
 EVAL_SAMPLE_SIZE = 32
+EVAL_BATCH_SIZE = 4096
+#: The train loss and accuracy reported are the means over this many last steps.
+_RUNNING_STEPS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +51,22 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class _TrainGraph:
+    """The tensors and ops of one training graph."""
+
+    graph: object
+    network: object
+    train_iterator: object
+    eval_iterator: object
+    train_op: object
+    train_loss: object
+    train_correct: object
+    train_count: object
+    learning_rate: object
+    eval_sums: dict
+
+
 def train_model(
     config: PipelineConfig,
     as_of: dt.date,
@@ -52,7 +78,8 @@ def train_model(
     """Returns the result of training `config`'s model on the data as of `as_of` into `work_dir`.
 
     The checkpoint is written to a temporary directory and renamed into place, so a crash never
-    leaves a half-written checkpoint where validate/export will look for it.
+    leaves a half-written checkpoint where validate/export will look for it. Bad data raises
+    DataError naming the file, record and feature; an empty split raises NoDataError.
     """
     import tensorflow as tf
 
@@ -60,25 +87,22 @@ def train_model(
     training = config.training.model_copy(
         update={
             "steps": steps if steps is not None else config.training.steps,
+            "epochs": None if steps is not None else config.training.epochs,
             "learning_rate": learning_rate if learning_rate is not None else config.training.learning_rate,
         }
     )
-    dataset = load_dataset(config.data, as_of, config.model.num_features)
+    config = config.model_copy(update={"training": training})
+    window = data_window(config.data, as_of)
     log.info(
-        "training %s on %d examples from %d partitions (%s .. %s), %d held out",
+        "training %s on %d files (%.1f MB) of %d partitions (%s .. %s), %s",
         config.name,
-        len(dataset.train_y),
-        len(dataset.partitions),
-        dataset.partitions[0],
-        dataset.partitions[-1],
-        len(dataset.eval_y),
+        len(window.files),
+        window.bytes / 1e6,
+        len(window.partitions),
+        window.partitions[0],
+        window.partitions[-1],
+        f"{training.steps} steps" if training.steps else f"{training.epochs} epochs",
     )
-    bad_labels = (dataset.train_y < 0) | (dataset.train_y >= config.model.num_classes)
-    if bad_labels.any():
-        raise NoDataError(
-            f"{int(bad_labels.sum())} training labels are outside 0..{config.model.num_classes - 1}"
-        )
-
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     # An earlier attempt killed while saving left its own temp dir (another pid): remove them all.
@@ -86,86 +110,201 @@ def train_model(
         shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = work_dir / f".{CHECKPOINT_DIR}-tmp-{os.getpid()}"
 
-    serving = build_serving_graph(config, with_training=True)
-    rng = np.random.RandomState(training.seed)
-    n = len(dataset.train_y)
-    batch_size = min(training.batch_size, n)
-    order = rng.permutation(n)
-    cursor = 0
-    started = time.perf_counter()
-    with v1.Session(graph=serving.graph, config=_session_config()) as sess:
-        sess.run(v1.global_variables_initializer())
-        sess.run(v1.tables_initializer())
-        for step in range(1, training.steps + 1):
-            if cursor + batch_size > n:
-                order, cursor = rng.permutation(n), 0
-            batch = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            _, loss = sess.run(
-                [serving.train_op, serving.loss],
-                feed_dict={
-                    serving.features: dataset.train_x[batch],
-                    serving.labels: dataset.train_y[batch],
-                    serving.learning_rate: training.learning_rate,
-                },
-            )
-            if step % training.log_every_steps == 0 or step == training.steps:
-                elapsed = time.perf_counter() - started
-                log.info(
-                    "step %d/%d loss=%.4f (%.0f examples/s)",
-                    step,
-                    training.steps,
-                    loss,
-                    step * batch_size / max(elapsed, 1e-9),
-                )
-        train_seconds = time.perf_counter() - started
-        if not np.isfinite(loss):
-            raise QualityGateError("train_loss", float(loss), "a finite value (lower the learning rate)")
-        metrics = {
-            **_evaluate(sess, serving, dataset.eval_x, dataset.eval_y, "eval"),
-            **_evaluate(sess, serving, dataset.train_x, dataset.train_y, "train"),
-            "train_seconds": round(train_seconds, 3),
-            "examples_per_second": round(training.steps * batch_size / max(train_seconds, 1e-9), 1),
-        }
-        tmp_dir.mkdir(parents=True)
-        saver = v1.train.Saver(var_list=serving.model_variables)
-        saver.save(sess, str(tmp_dir / CHECKPOINT_PREFIX), write_meta_graph=False)
-
-    np.savez(
-        tmp_dir / EVAL_SAMPLE_FILE, x=dataset.eval_x[:EVAL_SAMPLE_SIZE], y=dataset.eval_y[:EVAL_SAMPLE_SIZE]
+    built = _build_training_graph(config, window.files)
+    refused = (
+        tf.errors.InvalidArgumentError,
+        tf.errors.DataLossError,
+        tf.errors.NotFoundError,  # a file removed since the window was listed
+        tf.errors.PermissionDeniedError,
     )
+    try:
+        with v1.Session(graph=built.graph, config=session_config(training.deterministic)) as sess:
+            sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
+            trained = _fit(sess, built, config)
+            counts = _evaluate(sess, built, config)
+            _check_splits(counts, window)
+            metrics = {**counts.pop("metrics"), **trained}
+            tmp_dir.mkdir(parents=True)
+            saver = v1.train.Saver(var_list=built.network.variables())
+            saver.save(sess, str(tmp_dir / CHECKPOINT_PREFIX), write_meta_graph=False)
+    except (*refused, UnicodeDecodeError) as err:
+        # A record that is no tf.Example: TensorFlow's message quotes its bytes, and when they are not
+        # UTF-8 the session raises UnicodeDecodeError instead of InvalidArgumentError.
+        reason = err.message if isinstance(err, tf.errors.OpError) else "a record is not a tf.Example"
+        # Out of the session's graph: diagnose reads the files eagerly.
+        log.error("the input pipeline refused a batch (%s); finding the record", reason.splitlines()[0])
+        diagnose(config, window.files)
+        raise DataError(", ".join(window.partitions), f"TensorFlow refused the data: {reason}") from None
+
+    write_sample(tmp_dir / EVAL_SAMPLE_FILE, held_out_sample(config, window.files, EVAL_SAMPLE_SIZE))
     (tmp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     final_dir = work_dir / CHECKPOINT_DIR
     shutil.rmtree(final_dir, ignore_errors=True)
     os.rename(tmp_dir, final_dir)
-    log.info(
-        "held-out accuracy %.4f, loss %.4f; checkpoint in %s",
-        metrics["eval_accuracy"],
-        metrics["eval_loss"],
-        final_dir,
-    )
+    log.info("%s; checkpoint in %s", metrics_headline(metrics), final_dir)
     return TrainResult(
         checkpoint=str(final_dir / CHECKPOINT_PREFIX),
         metrics=metrics,
-        data=dataset.summary(),
+        data={**window.summary(), **counts},
         hyperparameters=training.model_dump(),
     )
 
 
-def _session_config():
-    """Returns a session config with fixed thread pools, so runs are reproducible."""
+def _check_splits(counts: dict, window) -> None:
+    """Raises NoDataError when the train or the held-out split of the window has no example."""
+    if counts["eval_examples"] == 0 or counts["train_examples"] == 0:
+        empty = "held-out" if counts["eval_examples"] == 0 else "train"
+        raise NoDataError(
+            f"the {empty} split of {window.partitions[0]} .. {window.partitions[-1]} is empty "
+            f"({counts['train_examples']} train, {counts['eval_examples']} held-out examples)"
+        )
+
+
+def session_config(deterministic: bool):
+    """Returns the session config: model math on one thread when deterministic, else on all cores.
+
+    The input pipeline reads and parses in parallel either way (tf.data keeps its order when
+    deterministic); float sums split across threads are what would make reruns differ.
+    """
     import tensorflow as tf
 
-    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    intra = 1 if deterministic else 0  # 0 = one thread per core
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=0)
 
 
-def _evaluate(sess, serving, x: np.ndarray, y: np.ndarray, prefix: str) -> dict:
-    """Returns accuracy and mean cross-entropy of the graph's scores on (x, y)."""
-    scores = sess.run(serving.scores, feed_dict={serving.features: x})
-    predicted = scores.argmax(axis=1)
-    picked = np.clip(scores[np.arange(len(y)), y], 1e-12, 1.0)
+def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _TrainGraph:
+    """Returns a graph with the train input, the model, its loss and optimizer, and the eval pass."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    training = config.training
+    network = new_network(config)
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(training.seed)
+        train = input_dataset(config, files, "train", batch_size=training.batch_size, epochs=training.epochs)
+        train_iterator = v1.data.make_initializable_iterator(train)
+        features, labels = train_iterator.get_next()
+        first_op = len(graph.get_operations())
+        raw = network(features, training=True)
+        updates = state_updates(graph, first_op)
+        loss, correct = _loss_and_correct(raw, labels, config)
+        loss = tf.reduce_mean(loss, name="loss")
+        learning_rate = v1.placeholder_with_default(
+            tf.constant(training.learning_rate, tf.float32), shape=[], name="learning_rate"
+        )
+        if training.optimizer == "adam":
+            optimizer = v1.train.AdamOptimizer(learning_rate)
+        else:
+            optimizer = v1.train.GradientDescentOptimizer(learning_rate)
+        trainable = network.trainable_variables()
+        with tf.control_dependencies(updates):
+            train_op = optimizer.minimize(
+                loss, var_list=trainable, global_step=v1.train.get_or_create_global_step()
+            )
+        held_out = input_dataset(config, files, "eval", batch_size=EVAL_BATCH_SIZE, count=True)
+        eval_iterator = v1.data.make_initializable_iterator(held_out)
+        eval_features, eval_labels, parsed = eval_iterator.get_next()
+        eval_loss, eval_correct = _loss_and_correct(
+            network(eval_features, training=False), eval_labels, config
+        )
+        eval_sums = {
+            "loss": tf.reduce_sum(eval_loss),
+            "correct": tf.reduce_sum(eval_correct),
+            "count": tf.size(eval_labels),
+            "parsed": parsed,
+        }
+        if config.model.head == "regression":
+            eval_sums["abs_error"] = tf.reduce_sum(tf.sqrt(eval_loss))
+        train_correct, train_count = tf.reduce_sum(correct), tf.size(labels)
+    return _TrainGraph(
+        graph=graph,
+        network=network,
+        train_iterator=train_iterator,
+        eval_iterator=eval_iterator,
+        train_op=train_op,
+        train_loss=loss,
+        train_correct=train_correct,
+        train_count=train_count,
+        learning_rate=learning_rate,
+        eval_sums=eval_sums,
+    )
+
+
+def _loss_and_correct(raw, labels, config: PipelineConfig):
+    """Returns per-example losses (cross-entropy, or squared error) and correct predictions (0/1)."""
+    import tensorflow as tf
+
+    if config.model.head == "regression":
+        return tf.math.squared_difference(raw, labels), tf.zeros_like(raw)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=raw)
+    return loss, tf.cast(tf.equal(tf.argmax(raw, axis=1), labels), tf.float32)
+
+
+def _fit(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
+    """Returns the train metrics of running the train ops until the steps or epochs are done."""
+    import tensorflow as tf
+
+    training = config.training
+    sess.run(built.train_iterator.initializer)
+    recent: collections.deque = collections.deque(maxlen=_RUNNING_STEPS)
+    step, seen, started = 0, 0, time.perf_counter()
+    while training.steps is None or step < training.steps:
+        try:
+            _, loss, correct, count = sess.run(
+                [built.train_op, built.train_loss, built.train_correct, built.train_count],
+                feed_dict={built.learning_rate: training.learning_rate},
+            )
+        except tf.errors.OutOfRangeError:
+            if step == 0:
+                raise NoDataError("the train split is empty: no example to train on") from None
+            break  # the epochs are done
+        step, seen = step + 1, seen + int(count)
+        recent.append((float(loss), float(correct), int(count)))
+        if step % training.log_every_steps == 0 or step == training.steps:
+            elapsed = time.perf_counter() - started
+            log.info("step %d loss=%.4f (%.0f examples/s)", step, loss, seen / max(elapsed, 1e-9))
+    seconds = time.perf_counter() - started
+    loss = float(np.mean([r[0] for r in recent]))
+    if not np.isfinite(loss):
+        raise QualityGateError("train_loss", loss, "a finite value (lower the learning rate)")
+    metrics = {
+        "train_loss": round(loss, 6),
+        "train_steps": step,
+        "train_examples_seen": seen,
+        "train_seconds": round(seconds, 3),
+        "examples_per_second": round(seen / max(seconds, 1e-9), 1),
+    }
+    if config.model.head == "classification":
+        metrics["train_accuracy"] = round(sum(r[1] for r in recent) / max(sum(r[2] for r in recent), 1), 6)
+    return metrics
+
+
+def _evaluate(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
+    """Returns the held-out metrics of one streaming pass, and the example counts of both splits."""
+    import tensorflow as tf
+
+    sess.run(built.eval_iterator.initializer)
+    totals = dict.fromkeys(built.eval_sums, 0.0)
+    while True:
+        try:
+            sums = sess.run(built.eval_sums)
+        except tf.errors.OutOfRangeError:
+            break
+        for key, value in sums.items():
+            totals[key] += float(value)
+    count = int(totals["count"])
+    metrics: dict = {"eval_examples": count}
+    if count and config.model.head == "regression":
+        mse = totals["loss"] / count
+        metrics.update(eval_loss=round(mse, 6), eval_rmse=round(mse**0.5, 6))
+        metrics["eval_mae"] = round(totals["abs_error"] / count, 6)
+    elif count:
+        metrics.update(
+            eval_accuracy=round(totals["correct"] / count, 6), eval_loss=round(totals["loss"] / count, 6)
+        )
     return {
-        f"{prefix}_accuracy": round(float((predicted == y).mean()), 6),
-        f"{prefix}_loss": round(float(-np.log(picked).mean()), 6),
-        f"{prefix}_examples": len(y),
+        "metrics": metrics,
+        "eval_examples": count,
+        "train_examples": int(totals["parsed"]) - count,
     }

@@ -15,8 +15,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from include.config import PipelineConfig
 from include.errors import ContractMismatchError, ExportVerificationError, QualityGateError
 from include.savedmodel_dir import content_digest
@@ -42,12 +40,12 @@ class Verification:
 
 
 def verify_export(
-    export_dir: str | os.PathLike[str], config: PipelineConfig, x: np.ndarray, reference: dict
+    export_dir: str | os.PathLike[str], config: PipelineConfig, examples: list[bytes], reference: dict
 ) -> Verification:
     """Returns the verification of the SavedModel at `export_dir`; raises ExportVerificationError.
 
-    `x` are the held-out rows and `reference` the outputs of every signature on them as computed
-    from the trained checkpoint (`signatures.outputs_to_json`).
+    `examples` are the held-out rows (serialized) and `reference` the outputs of every signature
+    on them as computed from the trained checkpoint (`signatures.outputs_to_json`).
     """
     import tensorflow as tf
 
@@ -64,7 +62,7 @@ def verify_export(
             raise ExportVerificationError(str(export_dir), [f"does not load: {_first_line(err)}"]) from None
         signatures = dict(meta_graph.signature_def)
         try:
-            outputs = run_signatures(sess, signatures, config, x)
+            outputs = run_signatures(sess, signatures, config, examples)
         except (ContractMismatchError, QualityGateError) as err:
             raise ExportVerificationError(str(export_dir), [str(err)]) from None
         except tf.errors.OpError as err:
@@ -77,7 +75,7 @@ def verify_export(
             replayed += 1
     if problems:
         raise ExportVerificationError(str(export_dir), problems)
-    result = Verification(digest, len(signatures), len(x), replayed, os.getpid())
+    result = Verification(digest, len(signatures), len(examples), replayed, os.getpid())
     log.info(
         "the exported SavedModel at %s loads and answers like the trained model: %d signatures on %d "
         "held-out rows, %d warmup records replayed",

@@ -17,8 +17,8 @@ WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-def warmup_logs(config: PipelineConfig, signature_def_map: dict, x: np.ndarray) -> list:
-    """Returns one PredictionLog per signature (predict, classify or regress) for the rows in x.
+def warmup_logs(config: PipelineConfig, signature_def_map: dict, examples: list[bytes]) -> list:
+    """Returns one PredictionLog per signature (predict, classify or regress) for serialized example rows.
 
     Each signature's inputs get the model tensor its YAML declaration maps them to.
     """
@@ -35,7 +35,7 @@ def warmup_logs(config: PipelineConfig, signature_def_map: dict, x: np.ndarray) 
     from include.signatures import model_inputs, signature_feeds
 
     sm = tf.compat.v1.saved_model.signature_constants
-    inputs = model_inputs(x, config.data.feature_key)
+    inputs = model_inputs(examples, config)
     logs = []
     for key, signature in sorted(signature_def_map.items()):
         spec = model_pb2.ModelSpec(name=config.model.name, signature_name=key)

@@ -34,7 +34,12 @@ def trigger_params(config: PipelineConfig) -> dict[str, Param]:
             minimum=1,
             maximum=MAX_STEPS,
             title="Training steps",
-            description=f"Overrides training.steps ({config.training.steps}). Empty = YAML value.",
+            description=(
+                f"Overrides training.steps ({config.training.steps})."
+                if config.training.steps
+                else f"Trains this many steps instead of training.epochs ({config.training.epochs})."
+            )
+            + " Empty = YAML value.",
         ),
         "learning_rate": Param(
             None,

@@ -13,7 +13,7 @@ import sys
 
 from airflow.sdk import get_current_context, task
 
-from include.summary import summary_line
+from include.summary import metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
         summary_line(
             "train",
             f"{len(data['partitions'])} partitions, {data['train_examples']} train / "
-            f"{data['eval_examples']} held-out examples, held-out accuracy {metrics['eval_accuracy']:.4f}",
+            f"{data['eval_examples']} held-out examples, {metrics_headline(metrics)}",
         )
     )
     return {"record": str(record.path), "version": record.version, "export_dir": str(record.export_dir)}

@@ -1,6 +1,8 @@
-"""Runs the example pipeline end to end through Airflow and prints the published version dir.
+"""Runs an example pipeline end to end through Airflow and prints the published version dir.
 
-Steps: write the example data, run `airflow dags test` for the run dated now (UTC, whole
+Usage: python scripts/demo.py [PIPELINE]   (default digits_softmax; `make demo PIPELINE=diabetes_keras`)
+
+Steps: write the pipeline's example data, run `airflow dags test` for the run dated now (UTC, whole
 seconds) with its whole output going to build/demo.log, print one line per task from the
 summary lines the tasks log (include/summary.py), check the version dir is complete, then print
 the log's path and, as the last line, the version dir's absolute path. When the run fails, the
@@ -18,13 +20,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from include.config import DEFAULT_PIPELINES_DIR, PROJECT_ROOT, load_pipeline_config
+from include.config import DEFAULT_PIPELINES_DIR, PROJECT_ROOT, find_pipeline
 from include.savedmodel_dir import missing_parts
 from include.summary import SUMMARY_MARKER
 from include.versions import version_dir, version_from_date
-from tools.example_data import write_example_partitions
+from tools.example_data import write_example_data
 
-PIPELINE_FILE = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
+DEFAULT_PIPELINE = "digits_softmax"
 LOG_FILE = PROJECT_ROOT / "build" / "demo.log"
 TAIL_LINES = 40  # of the log, shown when the run fails
 TASK_COLUMN = 22  # width of the task id column
@@ -83,9 +85,10 @@ def run_logged(command: list[str], log_file: Path, on_line: Callable[[str], None
     return process.returncode, list(tail)
 
 
-def main() -> int:
-    config = load_pipeline_config(PIPELINE_FILE)
-    write_example_partitions(config.data.location)
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    config = find_pipeline(args[0] if args else DEFAULT_PIPELINE, DEFAULT_PIPELINES_DIR)
+    write_example_data(config.name, config.data.location)
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0)
     airflow = Path(sys.executable).with_name("airflow")
     command = [str(airflow), "dags", "test", config.dag_id, logical_date.isoformat()]

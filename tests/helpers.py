@@ -24,6 +24,8 @@ from include.savedmodel_dir import missing_parts
 from tools.local_airflow import LocalAirflow, free_port
 
 EXAMPLE_YAML = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
+#: The second example: a Keras regression over named numeric features and a string one.
+DIABETES_YAML = DEFAULT_PIPELINES_DIR / "diabetes_keras.yaml"
 #: A date after the last example partition: runs dated here see the whole data set.
 AFTER_ALL_DATA = dt.date(2026, 11, 1)
 #: The `airflow` CLI of this interpreter's environment.
@@ -80,8 +82,16 @@ def score_in_fresh_process(version_dir: Path, serialized: list[bytes], tmp_path:
     return {k: np.array(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
 
-def checkpoint_scores(config, checkpoint: str, x: np.ndarray) -> np.ndarray:
-    """Returns the softmax scores of the in-training model (graph rebuilt from the checkpoint)."""
+def eval_sample(checkpoint: str) -> list[bytes]:
+    """Returns the held-out examples (serialized tf.Examples) training stored beside a checkpoint."""
+    from include.data import read_sample
+    from include.training import EVAL_SAMPLE_FILE
+
+    return read_sample(Path(checkpoint).parent / EVAL_SAMPLE_FILE)
+
+
+def checkpoint_outputs(config, checkpoint: str, examples: list[bytes], output: str = "scores") -> np.ndarray:
+    """Returns one head output (scores, predictions...) of the in-training model on serialized examples."""
     import tensorflow as tf
 
     from include.model import build_serving_graph
@@ -89,7 +99,13 @@ def checkpoint_scores(config, checkpoint: str, x: np.ndarray) -> np.ndarray:
     serving = build_serving_graph(config)
     with tf.compat.v1.Session(graph=serving.graph) as sess:
         tf.compat.v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
-        return sess.run(serving.scores, feed_dict={serving.features: x})
+        sess.run(tf.compat.v1.tables_initializer())
+        return sess.run(serving.outputs[output], feed_dict={serving.serialized_examples: examples})
+
+
+def checkpoint_scores(config, checkpoint: str, examples: list[bytes]) -> np.ndarray:
+    """Returns the softmax scores of the in-training model (graph rebuilt from the checkpoint)."""
+    return checkpoint_outputs(config, checkpoint, examples, "scores")
 
 
 # --- pipeline YAMLs ---------------------------------------------------------------------------
@@ -98,6 +114,11 @@ def checkpoint_scores(config, checkpoint: str, x: np.ndarray) -> np.ndarray:
 def example_raw() -> dict:
     """Returns the example pipeline's YAML as a fresh dict (edit it freely)."""
     return yaml.safe_load(EXAMPLE_YAML.read_text())
+
+
+def diabetes_raw() -> dict:
+    """Returns the regression example's YAML (diabetes_keras) as a fresh dict."""
+    return yaml.safe_load(DIABETES_YAML.read_text())
 
 
 def write_pipeline(directory: Path, raw: dict, filename: str | None = None) -> Path:
@@ -115,6 +136,82 @@ def make_raw(root: Path, data: Path, **overrides) -> dict:
     raw["storage"] = {"export_root": str(root / "exports"), "serving_root": str(root / "serving")}
     raw.update(overrides)
     return raw
+
+
+# --- training data, whole and damaged ----------------------------------------------------------
+
+#: The partition the bad-data tests damage, and a run date whose window (window_days 4) holds it.
+DAMAGED_DAY = "dt=2026-10-15"
+SMALL_WINDOW_DATE = dt.date(2026, 10, 18)
+
+
+def copy_data(source: Path, target: Path) -> Path:
+    """Returns a copy of a data location (all its partitions) at `target`, free to damage."""
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def read_records(file: Path) -> list[bytes]:
+    """Returns the records of a TFRecord file."""
+    import tensorflow as tf
+
+    return [record.numpy() for record in tf.data.TFRecordDataset(str(file))]
+
+
+def write_records(file: Path, records: list[bytes]) -> None:
+    """Writes `records` as a TFRecord file (replacing it)."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(file)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def example_values(record: bytes) -> dict[str, list]:
+    """Returns {key: list of values} of a serialized tf.Example (what make_example takes back)."""
+    from tensorflow.core.example import example_pb2
+
+    features = example_pb2.Example.FromString(record).features.feature
+    return {key: list(getattr(f, f.WhichOneof("kind")).value) for key, f in features.items()}
+
+
+def split_indexes(records: list[bytes], eval_percent: int, *, held: bool, id_key: str = "id") -> list[int]:
+    """Returns the indexes of the records in the held-out split (held=True) or in the train split."""
+    from include.data import held_out
+
+    ids = np.array([example_values(r)[id_key][0] for r in records])
+    membership = held_out(ids, eval_percent).numpy()
+    return [i for i, is_held in enumerate(membership) if bool(is_held) == held]
+
+
+def record_offsets(file: Path) -> list[tuple[int, int]]:
+    """Returns (offset, data length) of each record of a TFRecord file, from its length headers."""
+    import struct
+
+    data, offsets, position = file.read_bytes(), [], 0
+    while position < len(data):
+        (length,) = struct.unpack("<Q", data[position : position + 8])
+        offsets.append((position, length))
+        position += 8 + 4 + length + 4
+    return offsets
+
+
+def small_window_config(root: Path, data: Path, **raw_changes):
+    """Returns the example config on `data` over 4 partitions (one epoch of ~240 examples), roots in `root`.
+
+    `raw_changes` are {section: {key: value}} merged into the YAML's sections.
+    """
+    from include.config import load_pipeline_config
+
+    raw = make_raw(root, data)
+    raw["data"]["window_days"] = 4
+    raw["training"].pop("steps")
+    raw["training"]["epochs"] = 1
+    for section, changes in raw_changes.items():
+        raw.setdefault(section, {}).update(changes)
+    return load_pipeline_config(write_pipeline(root / "pipelines", raw))
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from pydantic import ValidationError
 
 from include import config as config_module
 from include.config import (
+    DEFAULT_PIPELINES_DIR,
     MODEL_TENSORS,
     PROJECT_ROOT,
     PipelineConfig,
+    SignatureSpec,
     find_pipeline,
     iter_pipeline_files,
     load_all_pipelines,
@@ -22,7 +24,7 @@ from include.config import (
     parse_pipeline_config,
 )
 from include.errors import ConfigError
-from tests.helpers import EXAMPLE_YAML, example_raw, write_pipeline
+from tests.helpers import EXAMPLE_YAML, diabetes_raw, example_raw, write_pipeline
 
 SCHEMA_FILE = PROJECT_ROOT / "docs" / "pipeline.schema.json"
 
@@ -92,7 +94,27 @@ BAD_VALUES = [
     ("model.name", "Bad Name", "model.name: expected lowercase letters"),
     ("model.builder", "os.system", "model.builder: expected 'softmax', 'mlp' or 'package.module:function'"),
     ("model.num_classes", 1, "model.num_classes: expected a value >= 2"),
-    ("model.num_features", "64", "model.num_features: expected an integer, got str"),
+    ("model.num_features", 64, "model.num_features: unknown key"),
+    ("model.head", "ranking", "model.head: expected one of ['classification', 'regression']"),
+    ("model.num_classes", DELETE, "model.num_classes: required for head 'classification'"),
+    ("model.class_names", list("aaaaaaaaaa"), "model.class_names: expected each name once"),
+    ("data.feature_key", "x", "data.feature_key: unknown key"),
+    ("data.id_dtype", "float32", "data.id_dtype: expected one of ['int64', 'string']"),
+    ("data.id_key", "an id", "data.id_key: expected a feature name"),
+    ("features", {}, "features: expected at least one feature"),
+    ("features", {"bad-name": {"dtype": "float32"}}, "features: expected a feature name"),
+    ("features.x.dtype", "float64", "features.x.dtype: expected one of ['float32', 'int64', 'string']"),
+    ("features.x.shape", [0], "features.x.shape[0]: expected a value >= 1, got 0"),
+    ("features.x.shape", 64, "features.x.shape: expected a list, got int 64"),
+    ("features.x.default", "zero", "features.x.default: expected a float32 value, got str 'zero'"),
+    ("features.x.vocabulary", ["a"], "features.x.vocabulary: expected only on a string feature"),
+    ("features.x.extra", 1, "features.x.extra: unknown key"),
+    ("label.type", "category", "label.type: expected one of ['class_index', 'class_name', 'float']"),
+    ("label.key", "id", "label.key: expected a key other than data.id_key 'id'"),
+    ("training.shuffle_buffer", 0, "training.shuffle_buffer: expected a value >= 1, got 0"),
+    ("training.deterministic", "yes", "training.deterministic: expected true or false"),
+    ("training.epochs", 0, "training.epochs: expected a value >= 1, got 0"),
+    ("quality.max_loss_increase", -1, "quality.max_loss_increase: expected a value >= 0, got -1"),
     ("model.class_names", ["a", "b"], "model.class_names: expected 10 names"),
     ("training.steps", 0, "training.steps: expected a value >= 1, got 0"),
     ("training.steps", 2.5, "training.steps: expected an integer, got float"),
@@ -204,12 +226,30 @@ SIGNATURE_PROBLEMS = [
     ),
     (
         {"method": "predict", "inputs": {"pixels": {"dtype": "float32"}}, "outputs": {}},
-        "signatures.sig.inputs.pixels.tensor: required (no model tensor is named 'pixels'; expected one of [",
+        "signatures.sig.inputs.pixels.tensor: expected a model tensor or feature (no feature is named "
+        "'pixels'; features: ['x'])",
     ),
     (
-        {"method": "predict", "inputs": {}, "outputs": {"p": {"dtype": "float32", "tensor": "probs"}}},
-        "signatures.sig.outputs.p.tensor: expected one of ['examples', 'features', 'logits', 'scores', "
-        "'top_scores', 'top_classes'], got str 'probs'",
+        {
+            "method": "predict",
+            "inputs": {"x": {"dtype": "float32"}},
+            "outputs": {"p": {"dtype": "float32", "tensor": "probs"}},
+        },
+        "signatures.sig.outputs.p.tensor: expected a model tensor (examples, logits, scores, top_scores, "
+        "top_classes, predictions) or features.<name>, got str 'probs'",
+    ),
+    (
+        {
+            "method": "predict",
+            "inputs": {"x": {"dtype": "float32"}},
+            "outputs": {"p": {"dtype": "float32", "tensor": "features.x"}},
+        },
+        "signatures.sig.outputs.p.tensor: expected one of ['logits', 'scores', 'top_scores', 'top_classes'] "
+        "(head 'classification'), got 'features.x'",
+    ),
+    (
+        {"method": "predict", "inputs": {"x": {"dtype": "float32", "tensor": "scores"}}, "outputs": {}},
+        "signatures.sig.inputs.x.tensor: expected examples or features.<name>, got 'scores'",
     ),
 ]
 
@@ -226,24 +266,170 @@ def test_signature_problems_name_the_key(tmp_path, signature, expected):
 def test_tensor_of_gives_the_declared_or_default_model_tensor():
     """tensor_of returns `tensor:` where given, else TF Serving's default or the same-named model tensor."""
     raw = example_raw()
-    raw["signatures"]["regress"] = {
-        "method": "regress",
-        "inputs": {"inputs": {"dtype": "string"}},
-        "outputs": {"outputs": {"dtype": "float32"}},
-    }
     raw["signatures"]["predict_logits"] = {
         "method": "predict",
-        "inputs": {},
+        "inputs": {"x": {"dtype": "float32"}},
         "outputs": {"logits": {"dtype": "float32"}},
     }
     signatures = parse_pipeline_config(raw).signatures
-    assert signatures["predict_images"].tensor_of("inputs", "images") == "features"
+    assert signatures["predict_images"].tensor_of("inputs", "images") == "features.x"
     assert signatures["serving_default"].tensor_of("inputs", "inputs") == "examples"
     assert signatures["serving_default"].tensor_of("outputs", "classes") == "top_classes"
     assert signatures["serving_default"].tensor_of("outputs", "scores") == "top_scores"
-    assert signatures["regress"].tensor_of("outputs", "outputs") == "scores"
+    assert signatures["predict_logits"].tensor_of("inputs", "x") == "features.x"
     assert signatures["predict_logits"].tensor_of("outputs", "logits") == "logits"
-    assert "examples" in MODEL_TENSORS
+    regress = SignatureSpec.model_validate(
+        {
+            "method": "regress",
+            "inputs": {"inputs": {"dtype": "string"}},
+            "outputs": {"outputs": {"dtype": "float32"}},
+        }
+    )
+    assert regress.tensor_of("inputs", "inputs") == "examples"
+    assert regress.tensor_of("outputs", "outputs") == "predictions"
+    assert "examples" in MODEL_TENSORS and "predictions" in MODEL_TENSORS
+
+
+# --- features, label, head and signatures checked against each other --------------------------
+
+CLASSIFY_ON_REGRESSION = {
+    "method": "classify",
+    "inputs": {"inputs": {"dtype": "string"}},
+    "outputs": {"classes": {"dtype": "string"}},
+}
+
+#: (base YAML, dotted key, new value, every fragment the ConfigError must hold)
+CROSS_CHECKS = [
+    (
+        diabetes_raw,
+        "model.num_classes",
+        3,
+        ["model.num_classes: expected nothing for head 'regression' (one float output)"],
+    ),
+    (
+        diabetes_raw,
+        "signatures.classes",
+        CLASSIFY_ON_REGRESSION,
+        [
+            "signatures.classes.method: expected predict or a method of head 'regression', got 'classify'",
+            "signatures.classes.outputs.classes.tensor: expected one of ['predictions'] (head 'regression')",
+        ],
+    ),
+    (
+        diabetes_raw,
+        "label.type",
+        "class_index",
+        ["label.type: expected 'float' for head 'regression', got 'class_index'"],
+    ),
+    (
+        diabetes_raw,
+        "quality.min_accuracy",
+        0.5,
+        ["quality.min_accuracy: expected 0 for head 'regression' (no accuracy)"],
+    ),
+    (
+        example_raw,
+        "label.type",
+        "float",
+        ["label.type: expected 'class_index' or 'class_name' for head 'classification', got 'float'"],
+    ),
+    (
+        example_raw,
+        "label.type",
+        "class_name",
+        ["model.class_names: required for label.type 'class_name'"],
+    ),
+    (
+        example_raw,
+        "features.x",
+        {"dtype": "string", "shape": [64]},
+        ["features.x.vocabulary: required for a string feature of the built-in 'softmax' builder"],
+    ),
+    (
+        example_raw,
+        "features.extra",
+        {"dtype": "float32"},
+        [
+            "signatures.predict_images.inputs: expected either one 'examples' input or every feature "
+            "(['x', 'extra']), got ['features.x']"
+        ],
+    ),
+    (
+        diabetes_raw,
+        "signatures.predict_progression.inputs.s6",
+        DELETE,
+        ["signatures.predict_progression.inputs: expected either one 'examples' input or every feature"],
+    ),
+    (
+        example_raw,
+        "signatures.predict_images.inputs.images.tensor",
+        "features.nope",
+        [
+            "signatures.predict_images.inputs.images.tensor: expected a model tensor or feature "
+            "(no feature is named 'nope'; features: ['x'])"
+        ],
+    ),
+    (
+        example_raw,
+        "features.label",
+        {"dtype": "int64"},
+        ["features.label: expected a name other than the label and id keys"],
+    ),
+    (
+        example_raw,
+        "training.epochs",
+        3,
+        ["training.steps: expected exactly one of steps and epochs, got both"],
+    ),
+    (
+        example_raw,
+        "training.steps",
+        DELETE,
+        ["training.steps: expected exactly one of steps and epochs, got neither"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "key", "value", "expected"),
+    CROSS_CHECKS,
+    ids=[f"{b.__name__[:-4]}:{k}={'DELETE' if v is DELETE else v!r}"[:60] for b, k, v, _ in CROSS_CHECKS],
+)
+def test_cross_checks_name_the_dotted_key(tmp_path, base, key, value, expected):
+    """Head, label, features and signatures that contradict each other are a ConfigError at the dotted key."""
+    assert_config_error(write_pipeline(tmp_path, _set(base(), key, value), "bad.yaml"), *expected)
+
+
+def test_the_regression_example_is_valid_and_a_user_builder_needs_no_vocabulary(tmp_path):
+    """diabetes_keras loads (regress, predict of every feature); only a built-in needs a vocabulary."""
+    config = load_pipeline_config(write_pipeline(tmp_path, diabetes_raw(), "diabetes.yaml"))
+    assert config.model.head == "regression" and config.label.type == "float"
+    assert config.model.num_classes is None and config.training.epochs == 60 and config.training.steps is None
+    assert config.features["s6"].default == 91.26 and config.features["sex"].vocabulary == ("F", "M")
+    predict = config.signatures["predict_progression"]
+    assert predict.tensor_of("inputs", "sex") == "features.sex"
+    assert predict.tensor_of("outputs", "progression") == "predictions"
+    no_vocabulary = _set(diabetes_raw(), "features.sex.vocabulary", DELETE)
+    load_pipeline_config(write_pipeline(tmp_path, no_vocabulary, "keras.yaml"))
+    as_mlp = _set(no_vocabulary, "model.builder", "mlp")
+    assert_config_error(
+        write_pipeline(tmp_path, as_mlp, "mlp.yaml"),
+        "features.sex.vocabulary: required for a string feature of the built-in 'mlp' builder",
+    )
+
+
+def test_a_predict_signature_may_take_the_serialized_examples():
+    """A predict signature fed by one `examples` input is valid (it need not list every feature)."""
+    raw = _set(
+        example_raw(),
+        "signatures.logits",
+        {
+            "method": "predict",
+            "inputs": {"examples": {"dtype": "string"}},
+            "outputs": {"logits": {"dtype": "float32"}},
+        },
+    )
+    assert parse_pipeline_config(raw).signatures["logits"].tensor_of("inputs", "examples") == "examples"
 
 
 # --- finding a pipeline, copies, the JSON Schema ----------------------------------------------------
@@ -286,11 +472,14 @@ def test_schema_file_is_up_to_date(capsys):
     )
 
 
-def test_example_yaml_is_valid_against_the_schema():
-    """The JSON Schema editors use accepts the example YAML as written (dates are strings to an editor)."""
+@pytest.mark.parametrize("raw", [example_raw, diabetes_raw], ids=["digits_softmax", "diabetes_keras"])
+def test_example_yaml_is_valid_against_the_schema(raw):
+    """The JSON Schema editors use accepts each example YAML as written (dates are strings to an editor)."""
     jsonschema = pytest.importorskip("jsonschema")
-    assert EXAMPLE_YAML.read_text().startswith(
-        "# yaml-language-server: $schema=../../docs/pipeline.schema.json"
+    assert (
+        (DEFAULT_PIPELINES_DIR / f"{raw()['name']}.yaml")
+        .read_text()
+        .startswith("# yaml-language-server: $schema=../../docs/pipeline.schema.json")
     )
-    as_written = json.loads(json.dumps(example_raw(), default=str))
+    as_written = json.loads(json.dumps(raw(), default=str))
     jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text())).validate(as_written)

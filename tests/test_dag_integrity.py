@@ -37,9 +37,9 @@ def dagbag(monkeypatch) -> DagBag:
 
 
 def test_no_import_errors(dagbag):
-    """The shipped pipelines parse without import errors."""
+    """The shipped pipelines (digits_softmax, diabetes_keras) parse without import errors."""
     assert dagbag.import_errors == {}
-    assert "digits_softmax" in dagbag.dag_ids
+    assert {"digits_softmax", "diabetes_keras"} <= set(dagbag.dag_ids)
 
 
 def test_dags_have_tags_owner_retries_and_docs(dagbag):
@@ -93,6 +93,14 @@ def test_trigger_params_are_declared(dagbag):
     assert params["force_publish"] is False and params["version"] is None
 
 
+def test_the_steps_override_says_what_it_replaces(dagbag):
+    """The steps field overrides training.steps, or (an epochs pipeline) trains that many steps instead."""
+    digits = dagbag.dags["digits_softmax"].params.get_param("steps").description
+    diabetes = dagbag.dags["diabetes_keras"].params.get_param("steps").description
+    assert digits.startswith("Overrides training.steps (2000).")
+    assert diabetes.startswith("Trains this many steps instead of training.epochs (60).")
+
+
 @pytest.mark.parametrize(
     "conf",
     [
@@ -135,7 +143,7 @@ def test_promote_dag_params(dagbag):
     params = dagbag.dags["savedmodel_promote"].params
     assert set(params) == {"pipeline", "version", "label", "reason"}
     schema = {key: params.get_param(key).schema for key in params}
-    assert schema["pipeline"]["enum"] == ["digits_softmax"]
+    assert schema["pipeline"]["enum"] == ["diabetes_keras", "digits_softmax"]
     assert schema["label"]["enum"] == ["stable", "canary"]
     assert schema["reason"]["minLength"] == 1
 

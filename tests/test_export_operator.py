@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 import include.export
-from include.data import serialize_examples
+from include.features import request_examples
 from include.model import build_serving_graph
 from include.run_record import RunIdentity, RunRecord, start_run
 from include.savedmodel_dir import content_digest
@@ -22,6 +22,7 @@ from plugins.savedmodel_operators import SavedModelExportOperator
 from tests.helpers import (
     assert_complete,
     checkpoint_scores,
+    eval_sample,
     make_raw,
     score_in_fresh_process,
     write_pipeline,
@@ -91,11 +92,14 @@ def add_training_state(config, checkpoint: str) -> None:
     import tensorflow as tf
 
     v1 = tf.compat.v1
-    graph = build_serving_graph(config, with_training=True)
-    with v1.Session(graph=graph.graph) as sess:
+    serving = build_serving_graph(config)
+    with serving.graph.as_default():
+        v1.train.get_or_create_global_step()
+        everything = v1.train.Saver()
+    with v1.Session(graph=serving.graph) as sess:
         sess.run(v1.global_variables_initializer())
-        v1.train.Saver(var_list=graph.model_variables).restore(sess, checkpoint)
-        v1.train.Saver().save(sess, checkpoint, write_meta_graph=False)
+        v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
+        everything.save(sess, checkpoint, write_meta_graph=False)
 
 
 def test_exact_checkpoint_is_copied_byte_for_byte_as_the_builder_saves_it(start, monkeypatch):
@@ -174,9 +178,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 def test_fresh_process_scores_match_the_training_model(session_config, trained, exported, tmp_path):
     """A new process loads the export and classifies tf.Examples with the in-training scores (1e-5)."""
-    x = np.load(Path(trained.checkpoint).parent / "eval_sample.npz")["x"]
-    expected = checkpoint_scores(session_config, trained.checkpoint, x)
-    served = score_in_fresh_process(exported, serialize_examples(x), tmp_path)
+    examples = request_examples(eval_sample(trained.checkpoint), session_config)
+    expected = checkpoint_scores(session_config, trained.checkpoint, examples)
+    served = score_in_fresh_process(exported, examples, tmp_path)
     np.testing.assert_allclose(served["scores"], expected, atol=1e-5)
     np.testing.assert_allclose(served["top_scores"], -np.sort(-expected, axis=1), atol=1e-5)
     assert [row[0] for row in served["classes"]] == [str(i) for i in expected.argmax(axis=1)]

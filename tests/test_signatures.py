@@ -76,7 +76,7 @@ def test_contract_mismatch_lists_every_difference(session_config, trained):
         session_config,
         predict_images=SignatureSpec(
             method="predict",
-            inputs={"images": TensorSpec(dtype="float64", shape=(-1, 64), tensor="features")},
+            inputs={"images": TensorSpec(dtype="float64", shape=(-1, 64), tensor="features.x")},
             outputs={"scores": TensorSpec(dtype="float32", shape=(-1, 12), tensor="scores")},
         ),
     )
@@ -186,3 +186,21 @@ def test_first_publish_has_no_baseline(session_config, trained):
     """Without a served version only the absolute thresholds apply."""
     verdict = validate_checkpoint(session_config, trained.checkpoint, trained.metrics, baseline=None)
     assert verdict["verdict"] == "passed" and verdict["baseline_version"] is None
+
+
+def test_loss_rising_past_max_loss_increase_fails(session_config, trained):
+    """A held-out loss more than quality.max_loss_increase above the served version's fails, naming both."""
+    config = session_config.model_copy(
+        update={"quality": session_config.quality.model_copy(update={"max_loss_increase": 0.1})}
+    )
+    loss = trained.metrics["eval_loss"]
+    close = served_entry(trained, session_config, metrics={**trained.metrics, "eval_loss": loss / 1.05})
+    assert (
+        validate_checkpoint(config, trained.checkpoint, trained.metrics, baseline=close)["verdict"]
+        == "passed"
+    )
+    better = served_entry(trained, session_config, metrics={**trained.metrics, "eval_loss": loss / 2})
+    with pytest.raises(
+        QualityGateError, match=r"eval_loss=.*version 20261001000000 has .*max_loss_increase 0\.1"
+    ):
+        validate_checkpoint(config, trained.checkpoint, trained.metrics, baseline=better)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from include.config import ModelConfig
 from include.export import checkpoint_digest
-from include.training import METRICS_FILE, train_model
+from include.summary import metrics_headline
+from include.training import EVAL_SAMPLE_SIZE, METRICS_FILE, train_model
 from tests.helpers import AFTER_ALL_DATA
 
 
@@ -80,3 +83,47 @@ def test_a_killed_attempts_checkpoint_temp_dir_is_removed(session_config, tmp_pa
     (stale / "junk").mkdir(parents=True)
     train_model(session_config, AFTER_ALL_DATA, tmp_path, steps=5)
     assert not stale.exists() and list(tmp_path.glob(".checkpoint-tmp-*")) == []
+
+
+def test_the_data_summary_describes_the_window_read(session_config, trained):
+    """The result's `data` names the partitions, files, bytes, records, skipped entries and fingerprint."""
+    from include.data import data_window
+
+    window = data_window(session_config.data, AFTER_ALL_DATA)
+    data = trained.data
+    assert data["fingerprint"] == window.fingerprint and len(data["fingerprint"]) == 64
+    assert data["files"] == 30 and data["bytes"] == window.bytes and data["records"] == 1797
+    assert data["skipped"] == [] and data["first_partition"] == "dt=2026-10-01"
+    assert data["train_examples"] + data["eval_examples"] == data["records"]
+    assert data["eval_examples"] == trained.metrics["eval_examples"]
+
+
+def test_metrics_name_the_train_run(trained):
+    """The metrics hold the held-out accuracy and loss and the train loss, steps and examples seen."""
+    metrics = trained.metrics
+    assert metrics["train_steps"] == 2000 and metrics["train_examples_seen"] == 2000 * 50
+    assert metrics["train_loss"] > 0 and 0 < metrics["train_accuracy"] <= 1
+    assert metrics["examples_per_second"] > 0 and metrics["eval_loss"] > 0
+
+
+def test_eval_sample_holds_held_out_examples(session_config, trained):
+    """eval_sample.json beside the checkpoint holds 32 serialized held-out tf.Examples (label and id kept)."""
+    from include.data import held_out
+    from tests.helpers import eval_sample, example_values
+
+    sample = eval_sample(trained.checkpoint)
+    assert len(sample) == EVAL_SAMPLE_SIZE
+    values = [example_values(example) for example in sample]
+    assert all(len(v["x"]) == 64 and 0 <= v["label"][0] < 10 for v in values)
+    ids = [v["id"][0] for v in values]
+    assert held_out(np.array(ids), session_config.data.eval_percent).numpy().all()
+    assert len(set(ids)) == len(ids)
+
+
+def test_metrics_headline_names_each_heads_metrics():
+    """The train task's summary line shows accuracy and loss, or (regression) MSE and MAE."""
+    assert (
+        metrics_headline({"eval_accuracy": 0.96, "eval_loss": 0.12})
+        == "held-out accuracy 0.9600, loss 0.1200"
+    )
+    assert metrics_headline({"eval_loss": 2.5, "eval_mae": 1.25}) == "held-out loss (MSE) 2.5000, MAE 1.2500"

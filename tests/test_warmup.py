@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from include.features import request_examples
 from include.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
-from tests.helpers import checkpoint_scores
+from tests.helpers import checkpoint_scores, eval_sample
 
 
 def test_export_carries_one_warmup_request_per_signature(exported):
@@ -26,7 +25,7 @@ def test_replaying_warmup_requests_gives_the_training_scores(session_config, tra
     import tensorflow as tf
 
     model = tf.saved_model.load(str(exported), tags=["serve"])
-    sample = np.load(Path(trained.checkpoint).parent / "eval_sample.npz")["x"][:8]
+    sample = request_examples(eval_sample(trained.checkpoint)[:8], session_config)
     expected = checkpoint_scores(session_config, trained.checkpoint, sample)
     for log in read_warmup_requests(exported):
         if log.HasField("predict_log"):

@@ -1,0 +1,1 @@
+"""Model builders of the example pipelines (include/pipelines/): templates for your own."""
