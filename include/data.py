@@ -66,7 +66,8 @@ def partitions_as_of(config: DataConfig, as_of: dt.date) -> tuple[list[Path], li
     """Returns the partition dirs visible to a run dated `as_of` (oldest first) and the skipped entries.
 
     An entry that is not a `dt=YYYY-MM-DD` directory with a real date (a stray file, `dt=2026-13-45`,
-    `_SUCCESS`) is skipped, never fatal: it is named once in the log and in the lineage.
+    `_SUCCESS`), or a link to a place outside the data location, is skipped, never fatal: it is
+    named once in the log and in the lineage. Hidden entries (`.tmp` files of writers) are ignored.
     """
     root = Path(config.location)
     if not root.is_dir():
@@ -74,18 +75,21 @@ def partitions_as_of(config: DataConfig, as_of: dt.date) -> tuple[list[Path], li
     first = as_of - dt.timedelta(days=config.window_days) if config.window_days else dt.date.min
     chosen, skipped = [], []
     for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
         day = _partition_day(entry)
         if day is None:
-            if not entry.name.startswith("."):
-                skipped.append(entry.name)
-            continue
-        if first <= day < as_of:
+            skipped.append(entry.name)
+        elif not _inside(entry, root):
+            skipped.append(f"{entry.name} (outside the data location)")
+        elif first <= day < as_of:
             chosen.append(entry)
-    if skipped:
-        log.warning(
-            "skipping %d entries of %s that are not dt=YYYY-MM-DD partitions: %s", len(skipped), root, skipped
-        )
     return chosen, skipped
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Returns whether `path`, links resolved, lies under `root` (links resolved)."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _partition_day(entry: Path) -> dt.date | None:
@@ -115,8 +119,17 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
     digest, files, size, records = hashlib.sha256(), [], 0, 0
     buffer = bytearray(_READ_BUFFER)
     view = memoryview(buffer)
+    root = Path(config.location)
     for partition in partitions:
-        partition_files = sorted(f for f in partition.glob("*.tfrecord") if f.is_file())
+        partition_files = []
+        # Hidden files are a writer's work in progress (`.part-00000.tfrecord.tmp` and the like).
+        for file in sorted(
+            f for f in partition.glob("*.tfrecord") if f.is_file() and not f.name.startswith(".")
+        ):
+            if _inside(file, root):
+                partition_files.append(file)
+            else:
+                skipped.append(f"{partition.name}/{file.name} (outside the data location)")
         if not partition_files:
             skipped.append(f"{partition.name} (empty)")
         for file in partition_files:
@@ -130,6 +143,10 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
             except OSError as err:
                 raise DataError(str(file), f"cannot read the file: {err.strerror or err}") from None
             files.append(str(file))
+    if skipped:
+        log.warning(
+            "skipped %d entries of %s (not read, listed in the lineage): %s", len(skipped), root, skipped
+        )
     if not files:
         raise NoDataError(f"partitions {[p.name for p in partitions]} hold no .tfrecord files ({window})")
     return DataWindow(

@@ -1,14 +1,11 @@
-"""Training data: which partitions a run sees, the streaming held-out split, the fingerprint, bad data.
+"""Training data: which partitions a run sees, the streaming held-out split, the fingerprint, no data.
 
-The bad-data tests damage one partition of a copy of the example data (written with
-`include.features.make_example`) and train on it: the streaming input refuses the batch, and
-`diagnose` names the partition file, the record and the feature (DataError); nothing is trained.
+Damaged data (bad records, files, links) is the hostile corpus of tests/reliability/test_hostile_data.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,6 @@ import pytest
 from include.config import DataConfig
 from include.data import (
     data_window,
-    example_problem,
     held_out,
     held_out_sample,
     input_dataset,
@@ -25,20 +21,17 @@ from include.data import (
     read_sample,
     write_sample,
 )
-from include.errors import DataError, NoDataError
+from include.errors import NoDataError
 from include.features import make_example
-from include.training import CHECKPOINT_DIR, train_model
+from include.training import train_model
 from tests.helpers import (
     AFTER_ALL_DATA,
-    DAMAGED_DAY,
     SMALL_WINDOW_DATE,
     copy_data,
     example_values,
-    leftovers,
     read_records,
     record_offsets,
     small_window_config,
-    split_indexes,
     write_records,
 )
 from tools.example_data import EXAMPLE_FIRST_DAY
@@ -205,187 +198,6 @@ def test_eval_sample_round_trips_through_json(tmp_path):
     examples = [make_example({"x": [0.5] * 64, "label": 3, "id": 7}), b"\x00\xff raw"]
     write_sample(tmp_path / "eval_sample.json", examples)
     assert read_sample(tmp_path / "eval_sample.json") == examples
-
-
-# --- bad data: DataError naming the file, the record and the feature -------------------------------
-
-
-@pytest.fixture
-def damaged(tmp_path, example_data):
-    """Returns (config over 4 partitions of a copy of the data, the file of the partition to damage)."""
-    data = copy_data(example_data, tmp_path / "data")
-    return small_window_config(tmp_path, data), data / DAMAGED_DAY / "part-00000.tfrecord"
-
-
-def replace_record(file: Path, index: int, change) -> None:
-    """Rewrites record `index` of `file` as make_example(change(values)), or change's bytes."""
-    records = read_records(file)
-    changed = change(example_values(records[index]))
-    records[index] = changed if isinstance(changed, bytes) else make_example(changed)
-    write_records(file, records)
-
-
-def assert_refused(config, work_dir: Path, file: Path, record: int | None, *fragments: str) -> DataError:
-    """Asserts training fails with DataError naming `file`, `record` and each fragment; no checkpoint left."""
-    with pytest.raises(DataError) as info:
-        train_model(config, SMALL_WINDOW_DATE, work_dir)
-    error = info.value
-    assert error.path == str(file) and error.record == record, str(error)
-    message = str(error)
-    assert str(file) in message and (record is None or f"record {record}" in message)
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    assert not (work_dir / CHECKPOINT_DIR).exists() and leftovers(work_dir) == []
-    return error
-
-
-def without(values: dict, key: str) -> dict:
-    return {k: v for k, v in values.items() if k != key}
-
-
-def with_value(values: dict, key: str, value) -> dict:
-    return {**values, key: value}
-
-
-def nan_at(values: dict, position: int) -> dict:
-    x = list(values["x"])
-    x[position] = math.nan
-    return with_value(values, "x", x)
-
-
-#: (case, which split the damaged record is in, change of its values, fragments of the DataError)
-BAD_RECORDS = [
-    ("missing feature", "train", lambda v: without(v, "x"), ["feature 'x' is missing (expected 64 float32"]),
-    ("missing label", "train", lambda v: without(v, "label"), ["feature 'label' is missing"]),
-    ("missing id", "held", lambda v: without(v, "id"), ["feature 'id' is missing"]),
-    (
-        "wrong dtype",
-        "train",
-        lambda v: with_value(v, "x", [round(f) for f in v["x"]]),
-        ["feature 'x' holds int64_list, expected float32 (float_list)"],
-    ),
-    (
-        "wrong label dtype",
-        "train",
-        lambda v: with_value(v, "label", [float(v["label"][0])]),
-        ["feature 'label' holds float_list, expected int64"],
-    ),
-    (
-        "width 63",
-        "train",
-        lambda v: with_value(v, "x", v["x"][:63]),
-        ["feature 'x' holds 63 values, expected 64"],
-    ),
-    ("width 65", "held", lambda v: with_value(v, "x", [*v["x"], 0.0]), ["feature 'x' holds 65 values"]),
-    ("NaN", "train", lambda v: nan_at(v, 17), ["feature 'x' holds NaN or infinite values"]),
-    (
-        "infinity",
-        "held",
-        lambda v: with_value(v, "x", [math.inf] * 64),
-        ["feature 'x' holds NaN or infinite values"],
-    ),
-    (
-        "label -1 held out",
-        "held",
-        lambda v: with_value(v, "label", -1),
-        ["label 'label' is -1, expected a class index in 0..9"],
-    ),
-    (
-        "label 10 held out",
-        "held",
-        lambda v: with_value(v, "label", 10),
-        ["label 'label' is 10, expected a class index in 0..9"],
-    ),
-    (
-        "label -1 train",
-        "train",
-        lambda v: with_value(v, "label", -1),
-        ["label 'label' is -1, expected a class index in 0..9"],
-    ),
-    (
-        "label 10 train",
-        "train",
-        lambda v: with_value(v, "label", 10),
-        ["label 'label' is 10, expected a class index in 0..9"],
-    ),
-    ("not a tf.Example", "train", lambda v: b"not a tf.Example", ["not a tf.Example protocol buffer"]),
-    ("binary junk", "held", lambda v: b"\x0a\xff\xfe junk \xff", ["not a tf.Example protocol buffer"]),
-]
-
-
-@pytest.mark.parametrize(
-    ("split", "change", "fragments"),
-    [case[1:] for case in BAD_RECORDS],
-    ids=[case[0] for case in BAD_RECORDS],
-)
-def test_a_bad_record_is_named_by_file_record_and_feature(tmp_path, damaged, split, change, fragments):
-    """One bad record (held-out or train split) fails training with its file, record index and feature."""
-    config, file = damaged
-    records = read_records(file)
-    index = split_indexes(records, config.data.eval_percent, held=split == "held")[1]
-    replace_record(file, index, change)
-    assert_refused(config, tmp_path / "work", file, index, *fragments)
-
-
-def test_a_missing_feature_with_a_default_is_filled_not_refused(tmp_path, example_data):
-    """A feature with a `default:` may be absent from an example: it trains, the default fills it."""
-    data = copy_data(example_data, tmp_path / "data")
-    config = small_window_config(
-        tmp_path, data, features={"x": {"dtype": "float32", "shape": [64], "default": 0.0}}
-    )
-    file = data / DAMAGED_DAY / "part-00000.tfrecord"
-    replace_record(file, 3, lambda v: without(v, "x"))
-    assert example_problem(read_records(file)[3], config) is None
-    result = train_model(config, SMALL_WINDOW_DATE, tmp_path / "work")
-    assert result.data["train_examples"] + result.data["eval_examples"] == result.data["records"]
-
-
-def test_a_record_with_a_bad_checksum_is_named(tmp_path, damaged):
-    """A byte flipped inside a record (its CRC no longer matches) fails training naming file and record."""
-    config, file = damaged
-    offset, length = record_offsets(file)[5]
-    content = bytearray(file.read_bytes())
-    content[offset + 12 + length // 2] ^= 0xFF
-    file.write_bytes(bytes(content))
-    assert_refused(
-        config, tmp_path / "work", file, 5, "not a readable TFRecord file (truncated or corrupted)"
-    )
-
-
-def test_a_file_truncated_mid_record_is_named(tmp_path, damaged):
-    """A file cut inside its record 4 (a writer killed mid-write) fails naming file and record 4."""
-    config, file = damaged
-    offset, length = record_offsets(file)[4]
-    file.write_bytes(file.read_bytes()[: offset + 12 + length // 2])
-    assert_refused(config, tmp_path / "work", file, 4, "truncated TFRecord file")
-
-
-def test_random_bytes_as_a_file_are_named(tmp_path, damaged):
-    """A .tfrecord file of random bytes beside the good one fails training naming that file."""
-    config, file = damaged
-    junk = file.with_name("part-00001.tfrecord")
-    junk.write_bytes(np.random.default_rng(0).bytes(4096))
-    assert_refused(config, tmp_path / "work", junk, 0, "truncated TFRecord file")
-
-
-def test_a_class_name_outside_class_names_is_named(tmp_path, example_data):
-    """With label.type class_name, a label not in model.class_names fails naming file, record, label."""
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    data = copy_data(example_data, tmp_path / "data")
-    for file in sorted(data.glob("dt=*/*.tfrecord")):
-        records = [example_values(r) for r in read_records(file)]
-        write_records(file, [make_example(with_value(v, "label", words[v["label"][0]])) for v in records])
-    config = small_window_config(
-        tmp_path, data, label={"type": "class_name"}, model={"class_names": words}, training={"epochs": 3}
-    )
-    trained = train_model(config, SMALL_WINDOW_DATE, tmp_path / "good")
-    assert trained.metrics["eval_accuracy"] > 0.5  # names map to their indexes
-    file = data / DAMAGED_DAY / "part-00000.tfrecord"
-    index = split_indexes(read_records(file), config.data.eval_percent, held=True)[0]
-    replace_record(file, index, lambda v: with_value(v, "label", "eleven"))
-    assert_refused(
-        config, tmp_path / "work", file, index, "label 'label' is 'eleven', expected one of model.class_names"
-    )
 
 
 # --- no data: an empty window, an empty split ------------------------------------------------------
