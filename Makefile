@@ -25,7 +25,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv system-packages airflow-home data demo test soak bench lint airflow versions clean
+.PHONY: help venv system-packages airflow-home data demo test soak bench lint airflow versions rebuild-registry clean
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
@@ -33,6 +33,7 @@ help:
 	@echo "make test     run the test suite"
 	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
 	@echo "make versions PIPELINE=digits_softmax   list a model's versions, labels and accuracy"
+	@echo "make rebuild-registry PIPELINE=digits_softmax   rebuild a damaged registry from the version dirs"
 	@echo "make soak     the reliability suite with 500 crash trials, then the cluster faults (about 12 minutes)"
 	@echo "make bench    benchmarks (table on stdout, JSON in build/bench.json)"
 	@echo "make lint     ruff"
@@ -90,6 +91,11 @@ airflow: airflow-home data
 PIPELINE ?= digits_softmax
 versions: venv
 	@$(BIN)/python -m include.registry_cli versions $(PIPELINE)
+
+# A damaged registry (runs and `make versions` name the file): rebuilt from the version dirs on
+# disk, keeping the labels and entries that still read (docs/runbook.md#a-damaged-registry-rebuild-it).
+rebuild-registry: venv
+	@$(BIN)/python -m include.registry_cli rebuild $(PIPELINE)
 
 clean:
 	rm -rf .airflow build data

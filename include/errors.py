@@ -114,3 +114,25 @@ class StorageError(PipelineError):
     """Writing to the model store failed (disk full, I/O error); nothing partial is left behind."""
 
     permanent = False  # space may be freed; a retry can succeed
+
+
+class ManifestError(RegistryError):
+    """A registry file (manifest.json, a version entry, history.jsonl) is unreadable or inconsistent.
+
+    Carries the file, what is wrong with it and the model dir whose registry can be rebuilt.
+    """
+
+    def __init__(self, path: str, problem: str, model_dir: str) -> None:
+        self.path, self.problem, self.model_dir = str(path), problem, str(model_dir)
+        super().__init__(
+            f"damaged registry file {self.path}: {problem}; rebuild the registry from the version dirs "
+            f"on disk with: python -m include.registry_cli rebuild {self.model_dir}"
+        )
+
+
+class PreflightError(PipelineError):
+    """Before training, a storage path turned out unusable for publishing; carries the path and why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"storage preflight failed, nothing was trained: {self.path} {problem}")

@@ -25,6 +25,11 @@ are appended, then the head is replaced, which commits the labels and the histor
 history bytes past the head's `history_bytes` (a crashed writer's) are ignored by readers and cut
 by the next writer. Readers see each file old or new, never torn, and concurrent publishers lose
 nothing. A single-file manifest of before is read as it is and migrated by the first change.
+
+Every file is checked as it is read: an empty, truncated or hand-edited one (not JSON, wrong
+types, missing keys, an entry naming another version, a garbage history line) raises
+ManifestError naming the file and the problem; include/registry_rebuild.py rebuilds the registry
+from the version dirs on disk.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from include.durable import append_bytes, fsync_path, locked, write_text_atomic
-from include.errors import RegistryError
+from include.errors import ManifestError, RegistryError
 from include.savedmodel_dir import missing_parts
 from include.versions import is_version_name
 
@@ -75,7 +80,7 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict:
     Reads every entry: for the CLI, the UI and baselines, not for publishing.
     """
     model_dir = Path(model_dir)
-    head = _read_json(model_dir / MANIFEST_FILE)
+    head = _read_head_file(model_dir)
     if head is not None and "format" not in head:  # the single file of before, not migrated yet
         manifest = dict(head)
         manifest.setdefault("versions", {})
@@ -85,7 +90,7 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict:
         head = _checked_head(head, model_dir)
         manifest = {
             "versions": _read_entries(model_dir),
-            "history": _read_history(model_dir / HISTORY_FILE, head["history_bytes"]),
+            "history": _read_history(model_dir / HISTORY_FILE, head["history_bytes"], model_dir),
         }
         manifest.update((key, head[key]) for key in ("model", "serving", "labels"))
     manifest.setdefault("model", model_dir.name)
@@ -101,7 +106,7 @@ def read_head(model_dir: str | os.PathLike[str]) -> dict:
     is summarized from its versions (then `newest` lists every published version).
     """
     model_dir = Path(model_dir)
-    head = _read_json(model_dir / MANIFEST_FILE)
+    head = _read_head_file(model_dir)
     if head is not None and "format" not in head:
         return {
             **_new_head(model_dir),
@@ -112,8 +117,16 @@ def read_head(model_dir: str | os.PathLike[str]) -> dict:
 
 
 def read_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
-    """Returns one version's entry (None if it has none in the current layout)."""
-    return _read_json(Path(model_dir) / VERSIONS_DIR / f"{int(version)}.json")
+    """Returns one version's entry (None if it has none in the current layout).
+
+    Raises ManifestError if the entry file is damaged (not JSON, wrong types, another version's).
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / VERSIONS_DIR / f"{int(version)}.json"
+    entry = _read_json(path, model_dir)
+    if entry is not None:
+        _refuse_problems(path, model_dir, entry_problems(entry, int(version)))
+    return entry
 
 
 def is_published(model_dir: str | os.PathLike[str], version: int) -> bool:
@@ -242,7 +255,7 @@ class ManifestUpdate:
 
     def _open(self) -> dict:
         """Returns the head to change: migrates the single file of before, cuts an uncommitted tail."""
-        found = _read_json(self.model_dir / MANIFEST_FILE)
+        found = _read_head_file(self.model_dir)
         if found is None or "format" not in found:
             _remove_old_leftovers(self.model_dir)
         if found is not None and "format" not in found:
@@ -456,13 +469,13 @@ def _new_head(model_dir: Path) -> dict:
 
 
 def _checked_head(head: dict | None, model_dir: Path) -> dict:
-    """Returns a head of this layout (a new one for None); refuses one of a newer layout."""
+    """Returns a head of this layout (a new one for None); ManifestError for another layout or damage."""
     if head is None:
         return _new_head(model_dir)
+    path = model_dir / MANIFEST_FILE
     if head.get("format") != FORMAT:
-        raise RegistryError(
-            f"{model_dir / MANIFEST_FILE}: expected manifest format {FORMAT}, got {head.get('format')!r}"
-        )
+        raise ManifestError(path, f"expected manifest format {FORMAT}, got {head.get('format')!r}", model_dir)
+    _refuse_problems(path, model_dir, head_problems(head))
     return head
 
 
@@ -474,11 +487,160 @@ def _dumps_entry(entry: dict | None) -> str:
     return json.dumps(entry, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path, model_dir: Path) -> dict | None:
+    """Returns the JSON object in a registry file (None if there is no such file).
+
+    Raises ManifestError naming the file when it is empty, truncated, not JSON or not an object.
+    """
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as err:
+        raise ManifestError(path, f"cannot be read ({err.strerror or err})", model_dir) from None
+    if not data.strip():
+        raise ManifestError(path, f"is empty ({len(data)} bytes), expected a JSON object", model_dir)
+    try:
+        value = json.loads(data)
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ManifestError(path, f"is not valid JSON ({_json_problem(err, len(data))})", model_dir) from None
+    if not isinstance(value, dict):
+        raise ManifestError(path, f"expected a JSON object, got {_describe(value)}", model_dir)
+    return value
+
+
+def _json_problem(err: ValueError, size: int) -> str:
+    """Returns where and why JSON parsing failed, hinting at truncation when it failed at the end."""
+    if not isinstance(err, json.JSONDecodeError):
+        return f"{err}"
+    where = f"{err.msg} at line {err.lineno} column {err.colno}"
+    return f"{where}, at the end of its {size} bytes: truncated?" if err.pos >= size - 1 else where
+
+
+def _read_head_file(model_dir: Path) -> dict | None:
+    """Returns manifest.json checked for damage (None if missing): a head, or the single file of before.
+
+    The head's fields are checked by `_checked_head`; the single file's here.
+    """
+    found = _read_json(model_dir / MANIFEST_FILE, model_dir)
+    if found is not None and "format" not in found:
+        _refuse_problems(model_dir / MANIFEST_FILE, model_dir, single_file_problems(found))
+    return found
+
+
+def _refuse_problems(path: Path, model_dir: Path, problems: list[str]) -> None:
+    """Raises ManifestError naming the file and its problems, if there are any."""
+    if problems:
+        raise ManifestError(path, "; ".join(problems), model_dir)
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+
+
+def _describe(value: object) -> str:
+    """Returns how a JSON value reads in an error message: its JSON type and (short) value."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    kind = "null" if value is None else kinds.get(type(value), "an object")
+    text = json.dumps(value, default=str)
+    return kind if value is None else f"{kind} ({text[:40]}{'...' if len(text) > 40 else ''})"
+
+
+def _is(value: object, kind: type) -> bool:
+    """Returns whether a JSON value is of `kind` (a boolean is no integer here)."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _key_problems(record: dict, required: dict[str, type], optional: dict[str, type]) -> list[str]:
+    """Returns the missing keys of a JSON object and those whose values have the wrong type."""
+    problems = [f"missing key {key!r}" for key in required if key not in record]
+    for key, kind in {**required, **optional}.items():
+        if key in record and not _is(record[key], kind) and not (key in optional and record[key] is None):
+            problems.append(f"{key}: expected {_KINDS[kind]}, got {_describe(record[key])}")
+    return problems
+
+
+def head_problems(head: dict) -> list[str]:
+    """Returns what is wrong with a head's fields (empty list = nothing): keys, types, values."""
+    problems = _key_problems(
+        head, {"model": str, "serving": dict, "labels": dict, "newest": list, "history_bytes": int}, {}
+    )
+    if _is(head.get("history_bytes"), int) and head["history_bytes"] < 0:
+        problems.append(f"history_bytes: expected a size >= 0, got {head['history_bytes']}")
+    if isinstance(head.get("newest"), list):
+        problems += [
+            f"newest: expected versions, got {_describe(v)}" for v in head["newest"] if not _is(v, int)
+        ]
+    return problems + _labels_problems(head.get("labels")) + _serving_problems(head.get("serving"))
+
+
+def _labels_problems(labels: object) -> list[str]:
+    """Returns what is wrong with a labels object (label -> version number)."""
+    if not isinstance(labels, dict):
+        return []  # reported as a wrong type by the caller
+    return [
+        f"labels.{label}: expected a version number, got {_describe(version)}"
+        for label, version in labels.items()
+        if not (_is(version, int) or version is None)
+    ]
+
+
+def _serving_problems(serving: object) -> list[str]:
+    """Returns what is wrong with a serving policy object (version_policy, num_latest)."""
+    if not isinstance(serving, dict):
+        return []
+    problems = [
+        f"serving.{p}" for p in _key_problems(serving, {}, {"version_policy": str, "num_latest": int})
+    ]
+    if _is(serving.get("num_latest"), int) and serving["num_latest"] < 1:
+        problems.append(f"serving.num_latest: expected at least 1, got {serving['num_latest']}")
+    return problems
+
+
+#: Where an entry's fields are read (versions table, baselines, the UI): their types are checked.
+_ENTRY_OPTIONAL = {
+    "content_digest": str,
+    "metrics": dict,
+    "logical_date": str,
+    "published_at": str,
+    "run_type": str,
+}
+ENTRY_STATUSES = ("published", "deleted")
+
+
+def entry_problems(entry: dict, version: int) -> list[str]:
+    """Returns what is wrong with one version's entry (empty list = nothing), `version` from its name."""
+    problems = _key_problems(entry, {"version": int, "status": str}, _ENTRY_OPTIONAL)
+    if _is(entry.get("version"), int) and entry["version"] != version:
+        problems.append(f"version: {entry['version']} disagrees with the entry's name {version}")
+    if isinstance(entry.get("status"), str) and entry["status"] not in ENTRY_STATUSES:
+        problems.append(f"status: expected one of {list(ENTRY_STATUSES)}, got {entry['status']!r}")
+    return problems
+
+
+def single_file_problems(manifest: dict) -> list[str]:
+    """Returns what is wrong with a single-file manifest of before (versions and history inside it)."""
+    problems = _key_problems(manifest, {}, {"model": str, "serving": dict, "labels": dict})
+    problems += _labels_problems(manifest.get("labels")) + _serving_problems(manifest.get("serving"))
+    versions, history = manifest.get("versions", {}), manifest.get("history", [])
+    if not isinstance(versions, dict):
+        problems.append(f"versions: expected an object, got {_describe(versions)}")
+    else:
+        for key, entry in versions.items():
+            if not is_version_name(key):
+                problems.append(f"versions.{key}: expected a version number as key")
+            elif not isinstance(entry, dict):
+                problems.append(f"versions.{key}: expected an object, got {_describe(entry)}")
+            else:
+                problems += [f"versions.{key}.{p}" for p in entry_problems(entry, int(key))]
+    if not isinstance(history, list):
+        problems.append(f"history: expected a list, got {_describe(history)}")
+    else:
+        problems += [
+            f"history[{i}]: expected an object with an 'event', got {_describe(e)}"
+            for i, e in enumerate(history)
+            if not (isinstance(e, dict) and isinstance(e.get("event"), str))
+        ]
+    return problems
 
 
 def _read_entries(model_dir: Path) -> dict[str, dict]:
@@ -491,20 +653,44 @@ def _read_entries(model_dir: Path) -> dict[str, dict]:
     versions = sorted(int(n[:-5]) for n in names if n.endswith(".json") and is_version_name(n[:-5]))
     entries = {}
     for version in versions:
-        entry = _read_json(directory / f"{version}.json")
+        entry = read_entry(model_dir, version)
         if entry is not None:
             entries[str(version)] = entry
     return entries
 
 
-def _read_history(path: Path, committed: int) -> list[dict]:
-    """Returns the committed history events: the first `committed` bytes, whole lines only."""
+def _read_history(path: Path, committed: int, model_dir: Path) -> list[dict]:
+    """Returns the committed history events: the first `committed` bytes, whole lines only.
+
+    Raises ManifestError naming the file and the line if one is not a JSON event.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read(committed)
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+    except OSError as err:
+        raise ManifestError(path, f"cannot be read ({err.strerror or err})", model_dir) from None
+    lines = data[: data.rfind(b"\n") + 1].splitlines()
+    events = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            event, problem = history_event(line)
+            if problem:
+                raise ManifestError(path, f"line {number} {problem}", model_dir)
+            events.append(event)
+    return events
+
+
+def history_event(line: bytes) -> tuple[dict, str | None]:
+    """Returns (event, None) for a good history line, else ({}, what is wrong with it)."""
+    try:
+        event = json.loads(line)
+    except ValueError as err:
+        return {}, f"is not valid JSON ({_json_problem(err, len(line))}): {line[:60]!r}"
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return {}, f"expected a JSON object with an 'event', got {_describe(event)}"
+    return event, None
 
 
 def _staging_dir(model_dir: Path) -> Path:

@@ -1,7 +1,11 @@
 """The registry on the command line: a model's versions as a table, and models.config on demand.
 
 Usage: python -m include.registry_cli versions <model dir | pipeline name>
+       python -m include.registry_cli rebuild <model dir | pipeline name>
        python -m include.registry_cli models-config <serving root>
+
+A damaged registry (ManifestError) is reported as one message naming the file and what is wrong,
+exit status 1; `rebuild` rebuilds it from the version dirs on disk (include/registry_rebuild.py).
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import sys
 from pathlib import Path
 
 from include.config import find_pipeline
-from include.errors import ConfigError
+from include.errors import ConfigError, ManifestError, RegistryError
 from include.manifest import read_manifest
+from include.registry_rebuild import rebuild_registry
 from include.serving_config import write_models_config
 from include.versions import is_version_name
+
+MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"
 
 
 def versions_table(manifest: dict) -> str:
@@ -24,13 +31,13 @@ def versions_table(manifest: dict) -> str:
         labels_by_version.setdefault(version, []).append(label)
     rows = [("VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LABELS", "STATUS", "PUBLISHED AT")]
     for key, entry in sorted(manifest["versions"].items(), key=lambda kv: int(kv[0]), reverse=True):
-        accuracy = entry.get("metrics", {}).get("eval_accuracy")
+        accuracy = (entry.get("metrics") or {}).get("eval_accuracy")
         rows.append(
             (
                 key,
                 (entry.get("logical_date") or "-")[:19],
                 entry.get("run_type", "-"),
-                f"{accuracy:.4f}" if accuracy is not None else "-",
+                f"{accuracy:.4f}" if isinstance(accuracy, int | float) else "-",
                 ",".join(labels_by_version.get(int(key), [])) or "-",
                 entry.get("status", "-"),
                 (entry.get("published_at") or "-")[:19],
@@ -43,10 +50,15 @@ def versions_table(manifest: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one registry command; returns the exit status (1: damaged registry, 2: no such model)."""
     parser = argparse.ArgumentParser(description="Inspect the model registry on disk.")
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("versions", help="list a model's versions as a table")
-    show.add_argument("model_dir", help="<serving_root>/<model>, or a pipeline name from include/pipelines")
+    show.add_argument("model_dir", help=MODEL_HELP)
+    rebuild = sub.add_parser(
+        "rebuild", help="rebuild a damaged registry from the version dirs on disk, keeping readable labels"
+    )
+    rebuild.add_argument("model_dir", help=MODEL_HELP)
     config = sub.add_parser(
         "models-config", help="(re)write <serving_root>/models.config, e.g. before TF Serving first starts"
     )
@@ -57,14 +69,43 @@ def main(argv: list[str] | None = None) -> int:
         serving_root.mkdir(parents=True, exist_ok=True)
         print(write_models_config(serving_root))
         return 0
-    model_dir = Path(args.model_dir)
-    if not model_dir.is_dir():
-        try:
-            pipeline = find_pipeline(args.model_dir)
-        except ConfigError as err:
-            print(f"{args.model_dir} is no model dir; {'; '.join(err.problems)}", file=sys.stderr)
-            return 2
-        model_dir = pipeline.storage.serving_root / pipeline.model.name
+    model_dir = find_model_dir(args.model_dir)
+    if model_dir is None:
+        return 2
+    try:
+        return rebuild_command(model_dir) if args.command == "rebuild" else versions_command(model_dir)
+    except RegistryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def find_model_dir(name: str) -> Path | None:
+    """Returns the model dir a path or pipeline name stands for (None, with the reason printed, if none)."""
+    model_dir = Path(name)
+    if model_dir.is_dir():
+        return model_dir
+    try:
+        pipeline = find_pipeline(name)
+    except ConfigError as err:
+        print(f"{name} is no model dir; {'; '.join(err.problems)}", file=sys.stderr)
+        return None
+    return pipeline.storage.serving_root / pipeline.model.name
+
+
+def rebuild_command(model_dir: Path) -> int:
+    """Rebuilds the registry, prints the report and rewrites models.config; returns the exit status."""
+    report = rebuild_registry(model_dir, by="registry_cli rebuild")
+    print(report.summary())
+    try:
+        print(f"rewrote {write_models_config(model_dir.parent)}")
+    except ManifestError as err:  # another model's registry is damaged too
+        print(f"models.config not rewritten: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def versions_command(model_dir: Path) -> int:
+    """Prints a model's versions table, and the version dirs on disk its registry does not know."""
     manifest = read_manifest(model_dir)
     print(versions_table(manifest))
     on_disk = [p.name for p in model_dir.iterdir() if is_version_name(p.name)] if model_dir.is_dir() else []

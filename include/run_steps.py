@@ -19,6 +19,7 @@ from include.data import read_sample
 from include.durable import write_text_atomic
 from include.export import export_savedmodel
 from include.manifest import baseline, read_manifest
+from include.preflight import preflight
 from include.publish import PublishResult, publish_version
 from include.run_record import RunRecord
 from include.signatures import validate_checkpoint
@@ -34,6 +35,7 @@ CONFIGS_DIR = ".configs"
 
 def train_run(record: RunRecord) -> dict:
     """Returns the train step's result (checkpoint, metrics, data lineage, hyperparameters)."""
+    preflight(record.config)  # before minutes of training: could this run publish at all?
     options = record.options
     result = train_model(
         record.config,
