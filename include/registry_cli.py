@@ -24,20 +24,26 @@ from include.versions import is_version_name
 MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"
 
 
+def _number(value) -> str:
+    """Returns a held-out metric for the table: 4 decimals, or "-" when missing or not a number."""
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
 def versions_table(manifest: dict) -> str:
-    """Returns the on-call view of a model: version, date, run type, accuracy, labels, status."""
+    """Returns the on-call view of a model: version, date, run type, held-out metrics, labels, status."""
     labels_by_version: dict[int, list[str]] = {}
     for label, version in sorted(manifest["labels"].items()):
         labels_by_version.setdefault(version, []).append(label)
-    rows = [("VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LABELS", "STATUS", "PUBLISHED AT")]
+    rows = [("VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LOSS", "LABELS", "STATUS", "PUBLISHED AT")]
     for key, entry in sorted(manifest["versions"].items(), key=lambda kv: int(kv[0]), reverse=True):
-        accuracy = (entry.get("metrics") or {}).get("eval_accuracy")
+        metrics = entry.get("metrics") or {}
         rows.append(
             (
                 key,
                 (entry.get("logical_date") or "-")[:19],
                 entry.get("run_type", "-"),
-                f"{accuracy:.4f}" if isinstance(accuracy, int | float) else "-",
+                _number(metrics.get("eval_accuracy")),  # classification only
+                _number(metrics.get("eval_loss")),  # cross-entropy, or the MSE of a regression
                 ",".join(labels_by_version.get(int(key), [])) or "-",
                 entry.get("status", "-"),
                 (entry.get("published_at") or "-")[:19],

@@ -47,3 +47,21 @@ def test_models_config_cli_writes_an_empty_config_for_a_new_root(tmp_path, expor
     (root / MODELS_CONFIG_FILE).unlink()
     assert main(["models-config", str(root)]) == 0
     assert [c.name for c in parse_models_config(root).model_config_list.config] == ["digits"]
+
+
+def test_versions_table_shows_the_loss_of_a_regression_and_dashes_for_missing_metrics():
+    """A regression's version has no accuracy: its held-out loss (MSE) shows, accuracy is '-'."""
+    manifest = {
+        "labels": {"stable": 20261025000000},
+        "versions": {
+            "20261025000000": {
+                "metrics": {"eval_loss": 2966.78391, "eval_mae": 44.69},
+                "status": "published",
+            },
+            "20261024000000": {"metrics": {"eval_loss": True}, "status": "published"},
+        },
+    }
+    header, regression, odd = versions_table(manifest).splitlines()
+    assert header.split()[5:7] == ["ACCURACY", "LOSS"]
+    assert regression.split()[3:6] == ["-", "2966.7839", "stable"]  # no date, no run type: "-"
+    assert odd.split()[3:5] == ["-", "-"]
