@@ -1,4 +1,4 @@
-"""Benchmarks: parse cost, orchestration overhead, training and export cost, publish vs history.
+"""Benchmarks: parse cost, orchestration overhead, training and export cost, publish vs history, Models page.
 
 Every figure is a median over repeats with min and max; every ratio compares numbers measured
 in this same invocation. Prints one table and writes build/bench.json.
@@ -499,10 +499,91 @@ def fill_manifest(model_dir: Path, history: int) -> None:
         update.labels.update(stable=1, canary=history)
 
 
+# --- 6. the Models page over 10,000 versions ----------------------------------------------------
+
+
+def bench_registry(tmp: Path, data: Path, repeats: int) -> None:
+    """Server-side render of a model page (chart, first page of versions, history) over 10,000 versions."""
+    print("Models page of a model with 10,000 versions (server-side render)", flush=True)
+    from include import registry_index
+    from include.registry_html import render_model
+    from include.registry_pages import ModelRef, model_page
+
+    serving = tmp / "registry"
+    ref = ModelRef("digits", "digits_softmax", serving, serving / "digits", "required")
+    fill_registry(ref.model_dir, 10_000)
+
+    def render() -> float:
+        started = time.perf_counter()
+        html = render_model(model_page(ref), base="/registry", ui="", user="bench")
+        assert "<svg" in html
+        return (time.perf_counter() - started) * 1000
+
+    cold = []
+    for _ in range(repeats):
+        registry_index._INDEXES.clear()  # a fresh API server: every entry is read once
+        cold.append(render())
+    warm = [render() for _ in range(repeats * 10)]
+    after_publish = []
+    for i in range(repeats * 2):
+        fill_registry(ref.model_dir, 1, first=30_000_000_000_000 + i)
+        after_publish.append(render())
+    record("model page, 10,000 versions, first look", cold, "ms", "(builds the in-memory index)")
+    record("model page, 10,000 versions", warm, "ms", "(target: <= 300 ms)")
+    record("model page, 10,000 versions, after a publish", after_publish, "ms", "(re-reads one entry)")
+
+
+def fill_registry(model_dir: Path, count: int, first: int = 20_000_000_000_000) -> None:
+    """Records `count` published versions with entries as publish_run writes them, and their label moves."""
+    from include.durable import locked
+    from include.manifest import manifest_update
+
+    partitions = [f"dt=2026-10-{day:02d}" for day in range(1, 31)]
+    with locked(model_dir), manifest_update(model_dir) as update:
+        for i in range(count):
+            version = first + i
+            update.put_entry(version, _registry_entry(version, i, partitions))
+            update.labels["canary"] = version
+            update.record_event(
+                {"event": "label", "label": "canary", "version": version}, by="publish", reason="bench"
+            )
+        update.labels.setdefault("stable", first)
+
+
+def _registry_entry(version: int, i: int, partitions: list[str]) -> dict:
+    """Returns a published entry the size of a real one (lineage, data, signatures, metrics)."""
+    tensor = {"dtype": "float32", "shape": [-1, 10]}
+    return {
+        "version": version,
+        "status": "published",
+        "dag_id": "digits_softmax",
+        "run_id": f"scheduled__{version}",
+        "run_type": "scheduled",
+        "logical_date": "2026-11-01T00:00:00+00:00",
+        "published_at": "2026-11-01T00:05:00+00:00",
+        "content_digest": "d" * 64,
+        "data": {"partitions": partitions, "fingerprint": "f" * 64, "files": 30, "train_examples": 1400},
+        "config": {"sha256": "c" * 64, "source": "include/pipelines/digits_softmax.yaml"},
+        "hyperparameters": {"steps": 2000, "batch_size": 50, "learning_rate": 0.5, "optimizer": "sgd"},
+        "metrics": {"eval_accuracy": 0.95 + (i % 97) / 10_000, "eval_loss": 0.15 - (i % 89) / 10_000},
+        "quality_gate": {"verdict": "passed", "baseline_version": version - 1},
+        "signatures": {
+            "predict_images": {
+                "method": "tensorflow/serving/predict",
+                "inputs": {},
+                "outputs": {"scores": tensor},
+            },
+            "serving_default": {"method": "tensorflow/serving/classify", "outputs": {"scores": tensor}},
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--only", nargs="*", help="parse orchestration backfill training export history")
+    parser.add_argument(
+        "--only", nargs="*", help="parse orchestration backfill training export history registry"
+    )
     args = parser.parse_args()
     repeats = 2 if args.quick else 3
     sections = {
@@ -512,6 +593,7 @@ def main() -> int:
         "training": bench_training,
         "export": bench_export,
         "history": bench_history,
+        "registry": bench_registry,
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:

@@ -7,6 +7,19 @@ version is a rollback. The move, who asked and why are recorded in the model's r
 (`manifest.json`, `.manifest/history.jsonl`), and `models.config` under the serving root is
 regenerated, so TensorFlow Serving (started with
 `--model_config_file` and a `--model_config_file_poll_wait_seconds`) follows the label.
+
+```
+route_request ─┬──────────────────► move_label
+               └─► approve_stable ─┘
+```
+
+When the pipeline's YAML sets `serving.promotion_approval: required`, a `stable` move waits in
+`approve_stable` (the UI's **Required actions**) until someone approves or rejects it; no answer
+within 3 days counts as a rejection. Approve → the label moves, and the history records the
+requester (the user who triggered the run), the approver and the reason; reject or timeout →
+nothing moves, and the history records who refused (or the timeout). `canary` moves never
+wait. The Models page (`/registry`, "Models" in the UI's navigation) starts these runs from a
+version's page.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from airflow.sdk import DAG, Param
 from include.config import load_all_pipelines
 from include.manifest import LABELS
 from include.versions import MAX_VERSION
+from plugins.savedmodel_promotion import approve_stable, route_request
 from plugins.savedmodel_tasks import move_label
 
 _configs, _ = load_all_pipelines()
@@ -55,4 +69,8 @@ with DAG(
         ),
     },
 ):
-    move_label()
+    routed = route_request()
+    approval = approve_stable()
+    moved = move_label()
+    routed >> [approval, moved]
+    approval >> moved

@@ -431,6 +431,13 @@ class ServingConfig(_Section):
         int | None, Field(ge=1, le=100_000, description="Versions kept on disk, besides labelled ones.")
     ] = None
     warmup_examples: Annotated[int, Field(ge=0, le=1000, description="Rows per warmup request.")] = 8
+    promotion_approval: Annotated[
+        Literal["required", "none"],
+        Field(
+            description="required = moving `stable` waits for a person to approve it in the Airflow UI "
+            "(Required actions); `canary` moves never wait."
+        ),
+    ] = "none"
 
     @model_validator(mode="after")
     def _keep_what_is_served(self) -> ServingConfig:

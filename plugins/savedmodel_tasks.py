@@ -12,6 +12,7 @@ import logging
 import sys
 
 from airflow.sdk import get_current_context, task
+from airflow.task.trigger_rule import TriggerRule
 
 from include.summary import metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
@@ -31,6 +32,7 @@ def _log_tensorflow_preload() -> None:
 @task(multiple_outputs=True)
 def train(pipeline_file: str, runs_dir: str) -> dict:
     """Resolves the run record, trains on the data as of the run's date; returns the record's path."""
+    from include.preflight import check_writable_dir
     from include.run_record import RunIdentity, start_run
     from include.run_steps import train_run
 
@@ -45,6 +47,9 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
         logical_date=logical_date.isoformat() if logical_date else None,
     )
     with fail_fast_on_permanent_errors():
+        # The record goes under storage.export_root: a file or read-only mount there is named here
+        # (permanent, no retry); train_run's preflight checks the rest before training.
+        check_writable_dir(runs_dir, "the runs dir under storage.export_root")
         record = start_run(
             pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
         )
@@ -109,9 +114,13 @@ def publish_version(record: str, version_dir: str) -> dict:
     return result.to_dict()
 
 
-@task
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 def move_label() -> dict:
-    """Points a label (stable/canary) at a published, loadable version; records who and why."""
+    """Points a label (stable/canary) at a published, loadable version; records who and why.
+
+    Runs after `route_request`, directly or through an approval that said yes (one that says no
+    skips it: plugins/savedmodel_promotion.py).
+    """
     from include.config import find_pipeline
     from include.manifest import promote
 

@@ -1,0 +1,98 @@
+"""The Models pages as HTML: Jinja2 templates (include/registry_templates/), autoescaped, no JavaScript.
+
+`render_*` take the dicts of include/registry_pages.py and the two URL roots: `base`, where the
+registry app is mounted (e.g. /registry), and `ui`, the Airflow UI's root (links to DAG runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+from urllib.parse import quote
+
+from jinja2 import ChainableUndefined, Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from include.registry_chart import metric_chart
+
+TEMPLATES = Path(__file__).with_name("registry_templates")
+
+
+@functools.cache
+def environment() -> Environment:
+    """Returns the Jinja2 environment of the templates (autoescaped; missing entry fields render empty)."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(metric=format_metric, when=format_when, path=quote_path)
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Returns a template rendered with `context`."""
+    return environment().get_template(template).render(**context)
+
+
+def render_models(models: list[dict], *, base: str, ui: str, user: str) -> str:
+    """Returns the Models list page."""
+    return render("models.html", models=models, base=base, ui=ui, user=user, title="Models")
+
+
+def render_model(page: dict, *, base: str, ui: str, user: str) -> str:
+    """Returns one model's page: the chart, one page of versions, the label history."""
+    chart = Markup(metric_chart(page["series"], page["labels"]))  # noqa: S704 - built escaped
+    return render("model.html", m=page, chart=chart, base=base, ui=ui, user=user, title=page["model"])
+
+
+def render_version(page: dict, *, base: str, ui: str, user: str, may_request: bool) -> str:
+    """Returns one version's page, with the label-move form when the user may request moves."""
+    return render(
+        "version.html",
+        v=page,
+        e=page["entry"],
+        base=base,
+        ui=ui,
+        user=user,
+        may_request=may_request,
+        title=f"{page['model']} {page['version']}",
+    )
+
+
+def render_requested(request: dict, *, base: str, ui: str, user: str) -> str:
+    """Returns the page that confirms a label-move request (the promote run it started)."""
+    return render("requested.html", r=request, base=base, ui=ui, user=user, title="Request sent")
+
+
+def render_error(status: int, message: str, *, base: str, ui: str, user: str | None) -> str:
+    """Returns an error page (not found, forbidden, bad request)."""
+    return render("error.html", status=status, message=message, base=base, ui=ui, user=user, title="Error")
+
+
+def format_metric(value: object) -> str:
+    """Returns a metric for a table cell: counts in full, rates to 4 significant digits, a dash if missing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def format_when(value: object) -> str:
+    """Returns an ISO timestamp as `YYYY-MM-DD HH:MM UTC`, or a dash when missing."""
+    if not value:
+        return "—"
+    try:
+        when = dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC)
+    except ValueError:
+        return str(value)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def quote_path(value: object) -> str:
+    """Returns a value quoted for one URL path segment (run ids hold ':' and '+')."""
+    return quote(str(value), safe="")

@@ -1,0 +1,170 @@
+"""What the Models page shows of a model's versions, kept in memory in step with the registry.
+
+A model page lists and charts every version, but each version's entry is a file of its own
+(include/manifest.py) and parsing 10,000 of them takes seconds. A `ModelIndex` reads each entry
+once through `read_entry`, keeps the few fields the pages show, and on every later look re-reads
+only the entries whose files changed: one stat of the versions dir says whether any did, a scan
+of their stats says which. The history is append-only below the head's `history_bytes`, so it is
+read on from where the last look stopped. A single-file manifest of before is read whole.
+
+Read-only: it never takes the model dir's lock, and what it shows is at most one look behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from include.manifest import HISTORY_FILE, VERSIONS_DIR, read_entry, read_head, read_manifest
+from include.versions import is_version_name
+
+#: History events the pages show: label moves and the approvals that decided them.
+SHOWN_EVENTS = ("label", "approval")
+#: A directory changed within this many seconds may change again within the same mtime tick:
+#: its stat is not trusted to say "unchanged" until it has settled (git's "racy" rule).
+SETTLE_SECONDS = 2
+#: Models kept in memory by `model_index`.
+MAX_INDEXES = 32
+
+_INDEXES: OrderedDict[str, ModelIndex] = OrderedDict()
+_INDEXES_LOCK = threading.Lock()
+
+
+def version_summary(entry: dict) -> dict:
+    """Returns the fields of a version's entry that the model page lists and charts."""
+    metrics = entry.get("metrics") or {}
+    return {
+        "version": int(entry["version"]),
+        "status": entry.get("status"),
+        "logical_date": entry.get("logical_date"),
+        "run_type": entry.get("run_type"),
+        "dag_id": entry.get("dag_id"),
+        "run_id": entry.get("run_id"),
+        "published_at": entry.get("published_at"),
+        "verdict": (entry.get("quality_gate") or {}).get("verdict"),
+        "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, int | float)},
+    }
+
+
+class ModelIndex:
+    """The summaries of one model's versions, its head and its shown history, refreshed on demand."""
+
+    def __init__(self, model_dir: str | os.PathLike[str]) -> None:
+        self.model_dir = Path(model_dir)
+        self.head: dict = {}
+        self._summaries: dict[int, dict] = {}
+        self._stamps: dict[int, tuple[int, int, int]] = {}
+        self._dir_stamp: tuple[int, int] | None = None
+        self._history: list[dict] = []
+        self._history_at: tuple[int, int] = (0, 0)  # (inode, bytes read) of the history file
+        self._lock = threading.Lock()
+
+    def refresh(self) -> ModelIndex:
+        """Returns self after catching up with the registry's files (re-reads only what changed)."""
+        with self._lock:
+            if (self.model_dir / VERSIONS_DIR).is_dir():
+                self.head = read_head(self.model_dir)
+                self._refresh_entries()
+                self._refresh_history(self.head.get("history_bytes", 0))
+            else:
+                self._read_whole()
+        return self
+
+    def versions(self) -> list[dict]:
+        """Returns the summaries of every version with an entry (published or deleted), newest first."""
+        with self._lock:
+            return [self._summaries[v] for v in sorted(self._summaries, reverse=True)]
+
+    def history(self) -> list[dict]:
+        """Returns the label moves and approvals, newest first."""
+        with self._lock:
+            return self._history[::-1]
+
+    def _read_whole(self) -> None:
+        """Reads a single-file manifest of before (or none) whole: it is small by construction."""
+        manifest = read_manifest(self.model_dir)
+        self.head = {k: manifest[k] for k in ("model", "serving", "labels")}
+        self._summaries = {int(v): version_summary(e) for v, e in manifest["versions"].items()}
+        self._stamps, self._dir_stamp = {}, None
+        self._history = [e for e in manifest["history"] if e.get("event") in SHOWN_EVENTS]
+        self._history_at = (0, 0)
+
+    def _refresh_entries(self) -> None:
+        """Re-reads the entries whose files changed since the last look, drops those that went."""
+        directory = self.model_dir / VERSIONS_DIR
+        stamp = _dir_stamp(directory)  # before the scan: a write during it changes the next stamp
+        if stamp is not None and stamp == self._dir_stamp:
+            return
+        seen = _entry_stamps(directory)
+        for version in self._summaries.keys() - seen.keys():
+            self._summaries.pop(version)
+            self._stamps.pop(version, None)
+        for version, file_stamp in seen.items():
+            if self._stamps.get(version) == file_stamp:
+                continue
+            entry = read_entry(self.model_dir, version)
+            if entry is not None:
+                self._summaries[version] = version_summary({"version": version, **entry})
+                self._stamps[version] = file_stamp
+        self._dir_stamp = stamp if stamp and time.time_ns() - stamp[0] > SETTLE_SECONDS * 10**9 else None
+
+    def _refresh_history(self, committed: int) -> None:
+        """Parses the history lines committed since the last look (from the start if it was rewritten)."""
+        path = self.model_dir / HISTORY_FILE
+        try:
+            with open(path, "rb") as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                if (inode, min(committed, self._history_at[1])) != self._history_at:
+                    self._history, self._history_at = [], (inode, 0)
+                start = self._history_at[1]
+                handle.seek(start)
+                data = handle.read(max(0, committed - start))
+        except FileNotFoundError:
+            self._history, self._history_at = [], (0, 0)
+            return
+        whole = data[: data.rfind(b"\n") + 1]
+        for line in whole.splitlines():
+            if line.strip():
+                event = json.loads(line)
+                if event.get("event") in SHOWN_EVENTS:
+                    self._history.append(event)
+        self._history_at = (inode, start + len(whole))
+
+
+def model_index(model_dir: str | os.PathLike[str]) -> ModelIndex:
+    """Returns the model's index, refreshed (kept in memory for the next look)."""
+    key = str(Path(model_dir).resolve())
+    with _INDEXES_LOCK:
+        index = _INDEXES.pop(key, None) or ModelIndex(key)
+        _INDEXES[key] = index
+        while len(_INDEXES) > MAX_INDEXES:
+            _INDEXES.popitem(last=False)
+    return index.refresh()
+
+
+def _dir_stamp(directory: Path) -> tuple[int, int] | None:
+    """Returns (mtime_ns, inode) of a directory: it changes whenever an entry is renamed into it."""
+    try:
+        stat = directory.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
+
+
+def _entry_stamps(directory: Path) -> dict[int, tuple[int, int, int]]:
+    """Returns {version: (mtime_ns, size, inode)} of the entry files (each is replaced, never edited)."""
+    stamps = {}
+    try:
+        with os.scandir(directory) as entries:
+            for item in entries:
+                name = item.name
+                if name.endswith(".json") and is_version_name(name[:-5]):
+                    stat = item.stat()
+                    stamps[int(name[:-5])] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    except FileNotFoundError:
+        pass
+    return stamps

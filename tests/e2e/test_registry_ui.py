@@ -1,0 +1,257 @@
+"""The Models pages in headless Chromium against a real api-server, scheduler and triggerer.
+
+Two real runs of a small pipeline publish two versions (the first `stable`, the second `canary`);
+then: the Models list and the model page with its chart (screenshots in test-artifacts/), the
+page in the UI's navigation, refusals for an anonymous caller and for a Viewer, and promotions of
+the second version to `stable` that wait in the promote DAG's ApprovalOperator until a person
+answers on the UI's Required actions page: rejected (nothing changes), then approved (the label
+moves, models.config follows, the history names requester and approver).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from include.config import PROJECT_ROOT
+from include.manifest import read_manifest
+from tests.e2e.airflow_api import AirflowApi
+from tests.helpers import make_raw, write_pipeline
+from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+MODEL = "reg_digits"
+VIEWER, VIEWER_PASSWORD = "viewer", "viewer"
+DAYS = ("2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00")
+OLDER, NEWER = 20261101000000, 20261102000000
+
+
+@dataclass
+class Registry:
+    """The running Airflow, its REST client as admin, and the serving root of the pipeline."""
+
+    airflow: LocalAirflow
+    api: AirflowApi
+    serving: Path
+
+    def labels(self) -> dict:
+        """Returns the model's labels as the registry records them."""
+        return read_manifest(self.serving / MODEL)["labels"]
+
+    def models_config(self) -> str:
+        """Returns TF Serving's models.config under the serving root."""
+        return (self.serving / "models.config").read_text()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, example_data):
+    """Yields a local Airflow (admin and viewer users) after two real runs published two versions."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package (see .ci/run)")
+    store, pipelines = (
+        tmp_path_factory.mktemp("registry-store"),
+        tmp_path_factory.mktemp("registry-pipelines"),
+    )
+    raw = make_raw(store, example_data, name=MODEL, schedule=None)
+    raw["model"]["name"] = MODEL
+    raw["training"]["steps"] = 200
+    assert raw["serving"]["promotion_approval"] == "required"  # the example's default
+    write_pipeline(pipelines, raw)
+    home = tmp_path_factory.mktemp("registry-home")
+    (home / "passwords.json").write_text(
+        json.dumps({DEFAULT_USER: DEFAULT_PASSWORD, VIEWER: VIEWER_PASSWORD})
+    )
+    users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer"
+    extra = {"SAVEDMODEL_PIPELINES_DIR": str(pipelines), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users}
+    airflow = LocalAirflow(home, port=free_port(), fast=True, extra_env=extra)
+    try:
+        airflow.start()
+        api = AirflowApi(airflow.url)
+        for dag_id in (MODEL, "savedmodel_promote"):
+            api.wait_for_dag(dag_id)
+            api.unpause(dag_id)
+        for day in DAYS:
+            api.trigger(MODEL, logical_date=day)
+        runs = api.wait_for_runs(MODEL, 2, timeout=600)
+        assert all(r["state"] == "success" for r in runs), [
+            api.failure_report(MODEL, r["dag_run_id"]) for r in runs
+        ]
+        yield Registry(airflow, api, store / "serving")
+    finally:
+        airflow.stop()
+
+
+@pytest.fixture(scope="module")
+def page(registry):
+    """Yields a Chromium page logged in to the Airflow UI as the admin."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            tab.goto(registry.airflow.url + "/")
+            tab.locator("input[name=username]").fill(DEFAULT_USER)
+            tab.locator("input[name=password]").fill(DEFAULT_PASSWORD)
+            tab.locator("button[type=submit]").click()
+            tab.wait_for_url(registry.airflow.url + "/")
+            yield tab
+        finally:
+            browser.close()
+
+
+def call(
+    url: str, method: str = "GET", path: str = "/", *, token: str | None = None, body: dict | None = None
+):
+    """Returns (status, headers, text) of one request, redirects not followed."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        connection.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
+
+
+def token_of(url: str, username: str, password: str) -> str:
+    """Returns a JWT for a user from Airflow's own token endpoint."""
+    status, _, text = call(url, "POST", "/auth/token", body={"username": username, "password": password})
+    assert status in (200, 201), text
+    return json.loads(text)["access_token"]
+
+
+def request_stable(page, registry: Registry, version: int, reason: str) -> str:
+    """Asks for `stable` -> version on the version's page; returns the promote run it started."""
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{version}")
+    form = page.locator("form.move").filter(has=page.locator("input[name=label][value=stable]"))
+    form.locator("textarea[name=reason]").fill(reason)
+    form.locator("button[type=submit]").click()
+    page.locator("#requested").wait_for()
+    assert "waits for a person's approval" in page.content()
+    return page.locator("#promote-run").inner_text().split(" / ", 1)[1]
+
+
+def answer_in_the_ui(page, registry: Registry, run_id: str, choice: str) -> dict:
+    """Waits for the approval to ask, clicks Approve or Reject on its Required action; returns the run."""
+    api = registry.api
+    task = f"/api/v2/dags/savedmodel_promote/dagRuns/{quote(run_id)}/taskInstances/approve_stable"
+    deadline = time.monotonic() + 180
+    while api.get(task)["state"] != "awaiting_input":
+        assert time.monotonic() < deadline, f"approve_stable never asked: {api.get(task)['state']}"
+        time.sleep(2)
+    run_path = f"/dags/savedmodel_promote/runs/{quote(run_id, safe='')}/tasks/approve_stable/required_actions"
+    page.goto(registry.airflow.url + run_path)
+    page.get_by_role("button", name=choice, exact=True).click()
+    return api.wait_for_run("savedmodel_promote", run_id, timeout=180)
+
+
+def test_models_page_lists_the_published_version_and_charts_it(registry, page):
+    """The Models list shows the newest version with its accuracy; the model page draws the chart."""
+    from playwright.sync_api import expect
+
+    accuracy = read_manifest(registry.serving / MODEL)["versions"][str(NEWER)]["metrics"]["eval_accuracy"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(registry.airflow.url + "/registry/")
+    row = page.locator(f"#models tr[data-model={MODEL}]")
+    expect(row).to_contain_text(str(NEWER))
+    expect(row.locator("td.accuracy")).to_have_text(f"{accuracy:.4g}")
+    page.screenshot(path=str(ARTIFACTS / "registry-models.png"), full_page=True)
+
+    row.locator(f"a[href$='/models/{MODEL}']").click()
+    chart = page.locator("#chart svg")
+    expect(chart.locator("polyline")).to_have_count(2)  # accuracy and loss
+    expect(chart.locator("g.mark[data-labels=stable]").first).to_be_visible()
+    expect(page.locator(f"#versions tr[data-version='{NEWER}']")).to_contain_text("canary")
+    page.screenshot(path=str(ARTIFACTS / "registry-model.png"), full_page=True)
+
+
+def test_the_ui_navigation_embeds_the_models_page(registry, page):
+    """ "Models" is in the Airflow UI's navigation and shows the registry inside the UI."""
+    from playwright.sync_api import expect
+
+    page.goto(registry.airflow.url + "/")
+    page.get_by_role("link", name="Models").click()
+    frame = page.frame_locator("iframe")
+    expect(frame.locator(f"#models tr[data-model={MODEL}]")).to_be_visible()
+
+
+def test_anonymous_requests_are_refused(registry):
+    """Without a login the JSON endpoints answer 401 and the pages send the browser to Airflow's login."""
+    url = registry.airflow.url
+    assert call(url, "GET", "/registry/api/models")[0] == 401
+    status, headers, _ = call(url, "GET", f"/registry/models/{MODEL}")
+    assert status == 303 and "/auth/login" in headers["location"]
+    post = call(
+        url, "POST", f"/registry/api/models/{MODEL}/versions/{NEWER}/labels", body={"label": "stable"}
+    )
+    assert post[0] == 401
+
+
+def test_a_viewer_reads_but_cannot_request_a_promotion(registry):
+    """A Viewer sees the model but gets 403 asking for a move, and no form; nothing is triggered."""
+    url, viewer = registry.airflow.url, token_of(registry.airflow.url, VIEWER, VIEWER_PASSWORD)
+    status, _, text = call(url, "GET", "/registry/api/models", token=viewer)
+    assert status == 200 and [m["model"] for m in json.loads(text)["models"]] == [MODEL]
+    body = {"label": "stable", "reason": "viewer tries"}
+    status, _, text = call(
+        url, "POST", f"/registry/api/models/{MODEL}/versions/{NEWER}/labels", token=viewer, body=body
+    )
+    assert status == 403, text
+    status, _, html = call(url, "GET", f"/registry/models/{MODEL}/versions/{NEWER}", token=viewer)
+    assert status == 200 and "<form" not in html and "may read this model but not request" in html
+    assert registry.api.runs("savedmodel_promote") == []
+
+
+def test_a_rejected_promotion_changes_nothing(registry, page):
+    """stable -> newer waits for approval; rejected in the UI, labels and models.config stay as they were."""
+    before, config_before = registry.labels(), registry.models_config()
+    assert before == {"stable": OLDER, "canary": NEWER}
+    run_id = request_stable(page, registry, NEWER, "not yet")
+    assert answer_in_the_ui(page, registry, run_id, "Reject")["state"] == "success"
+    assert registry.labels() == before and registry.models_config() == config_before
+    last = read_manifest(registry.serving / MODEL)["history"][-1]
+    assert (last["event"], last["outcome"], last["by"], last["reason"]) == (
+        "approval",
+        "rejected",
+        DEFAULT_USER,
+        "not yet",
+    )
+
+
+def test_an_approved_promotion_moves_stable(registry, page):
+    """stable -> newer, approved in the UI: the label moves, models.config and the pages follow."""
+    from playwright.sync_api import expect
+
+    run_id = request_stable(page, registry, NEWER, "better on recent data")
+    assert answer_in_the_ui(page, registry, run_id, "Approve")["state"] == "success"
+    assert registry.labels() == {"stable": NEWER, "canary": NEWER}
+    assert f'version_labels {{ key: "stable" value: {NEWER} }}' in registry.models_config()
+    approval, move = read_manifest(registry.serving / MODEL)["history"][-2:]
+    assert (approval["outcome"], approval["requested_by"], approval["by"]) == (
+        "approved",
+        DEFAULT_USER,
+        DEFAULT_USER,
+    )
+    assert (move["label"], move["version"], move["previous"], move["reason"]) == (
+        "stable", NEWER, OLDER, "better on recent data",
+    )  # fmt: skip
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
+    expect(page.locator(f"#versions tr[data-version='{NEWER}']")).to_contain_text("stable")
+    expect(page.locator("#history tr.outcome-approved")).to_contain_text("approved by admin")
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{NEWER}")
+    expect(page.locator("#models-config")).to_contain_text(f'key: "stable" value: {NEWER}')

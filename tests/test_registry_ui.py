@@ -1,0 +1,451 @@
+"""The Models pages' data, chart and HTML, the approval records, and the plugin's wiring (no server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from include import registry_index
+from include.approvals import approval_outcome, needs_approval, record_approval
+from include.durable import locked
+from include.manifest import manifest_update, read_manifest
+from include.registry_chart import MAX_POINTS, downsample, metric_chart
+from include.registry_html import render_model, render_models, render_version
+from include.registry_index import ModelIndex, model_index
+from include.registry_pages import (
+    ModelNotFound,
+    ModelRef,
+    VersionNotFound,
+    config_block,
+    find_model,
+    model_page,
+    models_overview,
+    serving_entry,
+    version_page,
+)
+from include.serving_config import write_models_config
+from tests.helpers import make_raw, write_pipeline
+
+FIRST = 20261001000000
+ROOTS = {"base": "/registry", "ui": "", "user": "alice"}
+
+
+def entry(version: int, accuracy: float = 0.9, **extra) -> dict:
+    """Returns a published entry like publish_run writes (the fields the pages read)."""
+    return {
+        "version": version,
+        "status": "published",
+        "dag_id": "digits_softmax",
+        "run_id": f"scheduled__{version}+00:00",
+        "run_type": "scheduled",
+        "logical_date": "2026-10-01T00:00:00+00:00",
+        "published_at": "2026-10-01T00:05:00+00:00",
+        "metrics": {"eval_accuracy": accuracy, "eval_loss": 1 - accuracy, "eval_examples": 100},
+        "quality_gate": {"verdict": "passed", "baseline_version": None},
+        "data": {"partitions": ["dt=2026-09-30"], "fingerprint": "f" * 64, "files": 1},
+        "config": {"sha256": "c" * 64, "source": "digits.yaml"},
+        "hyperparameters": {"steps": 100, "learning_rate": 0.5},
+        "signatures": {
+            "predict_images": {
+                "method": "tensorflow/serving/predict",
+                "inputs": {"images": {"dtype": "float32", "shape": [-1, 64]}},
+                "outputs": {"scores": {"dtype": "float32", "shape": [-1, 10]}},
+            }
+        },
+        "content_digest": "d" * 64,
+        **extra,
+    }
+
+
+def publish(
+    directory: Path, versions: list[int], labels: dict | None = None, events: list[dict] = ()
+) -> None:
+    """Records published versions (with dirs), labels and history events through the manifest API."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with locked(directory), manifest_update(directory) as update:
+        update.set_serving({"version_policy": "latest", "num_latest": 2})
+        for i, version in enumerate(versions):
+            (directory / str(version)).mkdir(exist_ok=True)
+            update.put_entry(version, entry(version, accuracy=0.8 + i / 1000))
+        for label, version in (labels or {}).items():
+            update.labels[label] = version
+        for event in events:
+            update.record_event(event, by=event.get("by", "publish"), reason=event.get("reason", "r"))
+
+
+def ref_for(root: Path, name: str = "digits", approval: str = "required") -> ModelRef:
+    """Returns the ModelRef of a model under `root` published by pipeline digits_softmax."""
+    return ModelRef(name, "digits_softmax", root, root / name, approval)
+
+
+@pytest.fixture
+def model(tmp_path) -> ModelRef:
+    """A model with three published versions: stable on the first, canary on the newest."""
+    ref = ref_for(tmp_path)
+    versions = [FIRST, FIRST + 1_000_000, FIRST + 2_000_000]
+    label_events = [
+        {"event": "label", "label": "stable", "version": FIRST, "by": "publish"},
+        {"event": "label", "label": "canary", "version": versions[-1], "by": "publish"},
+        {"event": "delete", "version": 1, "by": "retention"},
+    ]
+    publish(ref.model_dir, versions, {"stable": FIRST, "canary": versions[-1]}, label_events)
+    write_models_config(tmp_path)
+    return ref
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def test_overview_row_has_labels_newest_version_its_accuracy_and_dirs(model):
+    """A model's row names its labels, newest version with accuracy and publish time, dirs on disk."""
+    (row,) = models_overview([model])
+    assert row["labels"] == {"stable": FIRST, "canary": FIRST + 2_000_000}
+    assert row["newest_version"] == FIRST + 2_000_000 and row["newest_accuracy"] == pytest.approx(0.802)
+    assert row["newest_published_at"] == "2026-10-01T00:05:00+00:00"
+    assert row["versions_on_disk"] == 3 and row["pipeline"] == "digits_softmax"
+
+
+def test_overview_of_a_model_never_published(tmp_path):
+    """A pipeline that has published nothing yet gets a row with no versions."""
+    (row,) = models_overview([ref_for(tmp_path)])
+    assert row["newest_version"] is None and row["versions_on_disk"] == 0
+    assert row["labels"] == {"stable": None, "canary": None}
+
+
+def test_model_page_lists_newest_first_with_labels_and_paginates(model):
+    """Versions come newest first, a page at a time, each with its labels, metrics and verdict."""
+    first = model_page(model, page=1, per_page=2)
+    assert [r["version"] for r in first["versions"]] == [FIRST + 2_000_000, FIRST + 1_000_000]
+    assert first["versions"][0]["labels"] == ["canary"] and first["pages"] == 2 and first["total"] == 3
+    second = model_page(model, page=2, per_page=2)
+    (oldest,) = second["versions"]
+    assert oldest["labels"] == ["stable"] and oldest["verdict"] == "passed"
+    assert oldest["metrics"] == {"eval_accuracy": 0.8, "eval_loss": pytest.approx(0.2), "eval_examples": 100}
+    assert model_page(model, page=99, per_page=2)["page"] == 2  # clamped to the last page
+
+
+def test_model_page_history_shows_label_moves_newest_first_without_deletions(model):
+    """The history lists label moves (and approvals) newest first; retention's deletions are left out."""
+    history = model_page(model)["history"]
+    assert [(h["event"], h["label"]) for h in history] == [("label", "canary"), ("label", "stable")]
+
+
+def test_chart_series_oldest_first_per_metric(model):
+    """The chart gets (version, value) pairs oldest first for accuracy and loss."""
+    series = model_page(model)["series"]
+    assert list(series) == ["eval_accuracy", "eval_loss"]
+    assert [v for v, _ in series["eval_accuracy"]] == [FIRST, FIRST + 1_000_000, FIRST + 2_000_000]
+
+
+def test_version_page_has_lineage_labels_and_the_models_config_entry(model):
+    """A version's page carries its entry, its labels, and the models.config block that serves it."""
+    page = version_page(model, FIRST)
+    assert page["labels"] == ["stable"] and page["entry"]["content_digest"] == "d" * 64
+    assert page["serving"]["served"] and page["serving"]["labels"] == ["stable"]
+    assert 'name: "digits"' in page["serving"]["block"]
+    with pytest.raises(VersionNotFound):
+        version_page(model, 123)
+
+
+def test_serving_entry_follows_the_policy(tmp_path):
+    """`latest` serves the newest N; `specific` the versions it names; a missing file serves nothing."""
+    text = (
+        'model_config_list {\n  config {\n    name: "a"\n    base_path: "/m/a"\n'
+        "    model_version_policy { latest { num_versions: 1 } }\n  }\n"
+        '  config {\n    name: "b"\n    model_version_policy { specific { versions: 5 versions: 7 } }\n'
+        '    version_labels { key: "stable" value: 5 }\n  }\n}\n'
+    )
+    (tmp_path / "models.config").write_text(text)
+    assert serving_entry(tmp_path, "a", 9, [8, 9])["served"]
+    assert not serving_entry(tmp_path, "a", 8, [8, 9])["served"]
+    b = serving_entry(tmp_path, "b", 5, [])
+    assert b["served"] and b["labels"] == ["stable"] and config_block(text, "b").startswith("config {")
+    assert not serving_entry(tmp_path, "b", 6, [])["served"]
+    assert config_block(text, "c") is None
+    assert serving_entry(tmp_path / "none", "a", 9, [9]) == {
+        "path": str(tmp_path / "none" / "models.config"),
+        "block": None,
+        "served": False,
+    }
+
+
+def test_find_model_by_name(tmp_path):
+    """A model name finds its pipeline; unknown or claimed by two pipelines in different dirs: not found."""
+    one, other = ref_for(tmp_path / "a"), ref_for(tmp_path / "b")
+    assert find_model([one], "digits") is one
+    with pytest.raises(ModelNotFound, match="no pipeline"):
+        find_model([one], "nope")
+    with pytest.raises(ModelNotFound, match="several pipelines"):
+        find_model([one, other], "digits")
+
+
+def test_single_file_manifest_of_before_is_read(tmp_path):
+    """A registry still in the single-file layout of before shows its versions and labels."""
+    ref = ref_for(tmp_path)
+    ref.model_dir.mkdir()
+    (ref.model_dir / str(FIRST)).mkdir()
+    old = {
+        "model": "digits",
+        "labels": {"stable": FIRST},
+        "versions": {str(FIRST): entry(FIRST)},
+        "history": [{"event": "label", "label": "stable", "version": FIRST, "by": "publish", "reason": "r"}],
+    }
+    (ref.model_dir / "manifest.json").write_text(json.dumps(old))
+    assert models_overview([ref])[0]["newest_accuracy"] == 0.9
+    page = model_page(ref)
+    assert [r["version"] for r in page["versions"]] == [FIRST] and len(page["history"]) == 1
+    assert version_page(ref, FIRST)["labels"] == ["stable"]
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+
+def test_index_rereads_only_changed_entries(model, monkeypatch):
+    """After a publish the index reads the new entry alone; a deleted entry file drops its version."""
+    index = ModelIndex(model.model_dir).refresh()
+    reads = []
+    real = registry_index.read_entry
+    monkeypatch.setattr(registry_index, "read_entry", lambda d, v: reads.append(v) or real(d, v))
+    publish(model.model_dir, [FIRST + 3_000_000])
+    index.refresh()
+    assert reads == [FIRST + 3_000_000]
+    assert index.versions()[0]["version"] == FIRST + 3_000_000
+    (model.model_dir / ".manifest" / "versions" / f"{FIRST}.json").unlink()
+    index.refresh()
+    assert FIRST not in [v["version"] for v in index.versions()]
+
+
+def test_index_skips_the_scan_once_the_versions_dir_has_settled(model, monkeypatch):
+    """A versions dir unchanged for a while is not scanned again; a young one is, every time."""
+    monkeypatch.setattr(registry_index, "SETTLE_SECONDS", 0)
+    index = ModelIndex(model.model_dir).refresh()
+    scans = []
+    real = registry_index._entry_stamps
+    monkeypatch.setattr(registry_index, "_entry_stamps", lambda d: scans.append(d) or real(d))
+    index.refresh()
+    assert scans == []  # settled at once (SETTLE_SECONDS 0): its unchanged stamp is trusted
+    monkeypatch.setattr(registry_index, "SETTLE_SECONDS", 3600)
+    publish(model.model_dir, [FIRST + 4_000_000])
+    index.refresh()
+    index.refresh()
+    assert len(scans) == 2  # changed within the last hour: scanned on every look
+
+
+def test_index_reads_new_history_lines_and_starts_over_when_rewritten(model):
+    """New history lines are appended to what was read; a rewritten file is read from the start."""
+    index = model_index(model.model_dir)
+    record_approval(
+        model.model_dir,
+        "stable",
+        FIRST,
+        outcome="rejected",
+        approver="bob",
+        requested_by="alice",
+        reason="no",
+    )
+    assert index.refresh().history()[0]["outcome"] == "rejected"
+    assert len(index.history()) == 3
+    history = model.model_dir / ".manifest" / "history.jsonl"
+    first_line = history.read_bytes().splitlines(keepends=True)[0]
+    replacement = history.with_name("new.jsonl")
+    replacement.write_bytes(first_line)
+    os.replace(replacement, history)
+    with locked(model.model_dir), manifest_update(model.model_dir) as update:
+        update.head["history_bytes"] = len(first_line)
+    assert [h["label"] for h in index.refresh().history()] == ["stable"]
+
+
+def test_model_index_is_cached_per_dir(model):
+    """The same dir gives the same index object (kept in memory between looks)."""
+    assert model_index(model.model_dir) is model_index(Path(str(model.model_dir) + "/"))
+
+
+# --- approvals ----------------------------------------------------------------------------------
+
+
+def test_only_stable_moves_of_guarded_pipelines_need_approval():
+    """`required` guards stable, never canary; `none` guards nothing."""
+    assert needs_approval("required", "stable")
+    assert not needs_approval("required", "canary") and not needs_approval("none", "stable")
+
+
+def test_approval_outcomes():
+    """Approve and Reject carry the responder; a timeout (defaults applied, nobody) is timed_out."""
+    who = {"id": "7", "name": "bob"}
+    assert approval_outcome({"chosen_options": ["Approve"], "responded_by_user": who}) == ("approved", "bob")
+    assert approval_outcome({"chosen_options": ["Reject"], "responded_by_user": who}) == ("rejected", "bob")
+    assert approval_outcome({"chosen_options": ["Reject"], "responded_by_user": None}) == ("timed_out", None)
+
+
+def test_approval_options_match_airflow():
+    """The outcome reader uses the ApprovalOperator's own option names."""
+    from include import approvals
+
+    assert (ApprovalOperator.APPROVE, ApprovalOperator.REJECT) == (approvals.APPROVE, approvals.REJECT)
+
+
+def test_record_approval_appends_to_the_history(model):
+    """A decision lands in the history with requester, approver, reason; labels stay as they were."""
+    before = read_manifest(model.model_dir)["labels"]
+    record_approval(
+        model.model_dir, "stable", FIRST + 2_000_000, outcome="timed_out", approver=None,
+        requested_by="alice", reason="ship it",
+    )  # fmt: skip
+    manifest = read_manifest(model.model_dir)
+    assert manifest["labels"] == before
+    last = manifest["history"][-1]
+    assert {k: last[k] for k in ("event", "outcome", "requested_by", "by", "reason")} == {
+        "event": "approval",
+        "outcome": "timed_out",
+        "requested_by": "alice",
+        "by": "timeout",
+        "reason": "ship it",
+    }
+    with pytest.raises(ValueError, match="outcome"):
+        record_approval(
+            model.model_dir, "stable", 1, outcome="maybe", approver=None, requested_by="a", reason="r"
+        )
+
+
+# --- chart and HTML -----------------------------------------------------------------------------
+
+
+def test_chart_draws_each_metric_and_marks_labelled_versions():
+    """One panel per metric, a line through the points, a captioned mark per labelled version."""
+    series = {"eval_accuracy": [(1, 0.9), (2, 0.95), (3, 0.93)], "eval_loss": [(1, 0.3), (2, 0.2), (3, 0.25)]}
+    svg = metric_chart(series, {"stable": 2, "canary": 3})
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2
+    assert 'data-metric="eval_accuracy"' in svg and 'data-metric="eval_loss"' in svg
+    assert svg.count('data-labels="stable"') == 2 and "stable 2: 0.95" in svg and "canary 3: 0.93" in svg
+    assert metric_chart({}, {}) == ""
+
+
+def test_chart_of_10000_versions_keeps_every_extreme():
+    """Past MAX_POINTS the line keeps each bucket's min and max: a single dip still shows."""
+    points = [(v, 0.9) for v in range(10_000)]
+    points[4321] = (4321, 0.1)
+    kept = downsample(points)
+    assert len(kept) <= MAX_POINTS and (4321, (4321, 0.1)) in kept
+    assert [i for i, _ in kept] == sorted(i for i, _ in kept)
+    assert metric_chart({"eval_accuracy": points}, {"stable": 4321}).count(" ") < 5 * MAX_POINTS
+
+
+def test_pages_escape_what_users_wrote(model):
+    """A reason with markup is shown as text on the model page, never as markup."""
+    publish(model.model_dir, [], events=[{"event": "label", "label": "stable", "version": FIRST,
+                                          "reason": "<script>alert(1)</script>"}])  # fmt: skip
+    html = render_model(model_page(model), **ROOTS)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<svg" in html and 'id="versions"' in html
+
+
+def test_models_page_links_models_and_shows_accuracy(model):
+    """The list links each model's page and its pipeline's DAG, with the newest accuracy."""
+    html = render_models(models_overview([model]), **ROOTS)
+    assert 'href="/registry/models/digits"' in html and 'href="/dags/digits_softmax"' in html
+    assert ">0.802<" in html
+
+
+def test_version_page_links_the_run_and_offers_moves_only_to_who_may(model):
+    """The run link is quoted for the UI; the move forms appear only when the user may request moves."""
+    page = version_page(model, FIRST + 1_000_000)
+    html = render_version(page, may_request=True, **ROOTS)
+    assert f'href="/dags/digits_softmax/runs/scheduled__{FIRST + 1_000_000}%2B00%3A00"' in html
+    assert html.count('<form class="move"') == 2 and "waits for a person" in html
+    assert "Make this version stable" in html
+    assert "<form" not in render_version(page, may_request=False, **ROOTS)
+    rollback = render_version(version_page(model, FIRST), may_request=True, **ROOTS)
+    assert "Roll back" not in rollback  # it is stable already: no stable form at all
+
+
+def test_older_version_offers_a_rollback(tmp_path):
+    """On a version older than `stable`, the stable form reads as a rollback."""
+    ref = ref_for(tmp_path)
+    publish(ref.model_dir, [FIRST, FIRST + 1], {"stable": FIRST + 1, "canary": FIRST + 1})
+    html = render_version(version_page(ref, FIRST), may_request=True, **ROOTS)
+    assert "Roll back stable to this version" in html
+
+
+# --- plugin and DAG wiring ----------------------------------------------------------------------
+
+
+def test_plugin_registers_the_app_and_a_nav_view():
+    """The plugin mounts an app at /registry and adds a "Models" nav view Airflow's schema accepts."""
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    from plugins.savedmodel_registry_ui import RegistryApp, SavedModelRegistryPlugin
+
+    (app,) = SavedModelRegistryPlugin.fastapi_apps
+    assert app["url_prefix"] == "/registry" and isinstance(app["app"], RegistryApp)
+    (view,) = SavedModelRegistryPlugin.external_views
+    parsed = ExternalViewResponse.model_validate(view)
+    assert (parsed.name, parsed.href, parsed.destination, parsed.url_route) == (
+        "Models", "/registry/", "nav", "models",
+    )  # fmt: skip
+
+
+def test_plugin_module_is_cheap_to_import():
+    """Importing the plugin leaves the app module, FastAPI's security layer and TensorFlow unloaded."""
+    script = (
+        "import sys, json, plugins.savedmodel_registry_ui\n"
+        "print(json.dumps([m for m in ('plugins.savedmodel_registry_app', "
+        "'airflow.api_fastapi.core_api.security', 'tensorflow') if m in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_plugins_manager_skips_the_app_module():
+    """plugins/.airflowignore keeps the plugins manager from importing the app module on its own."""
+    ignored = (Path(__file__).parents[1] / "plugins" / ".airflowignore").read_text().split()
+    assert "savedmodel_registry_app.py" in ignored
+
+
+def test_promote_dag_waits_for_approval_only_on_its_branch(monkeypatch):
+    """route_request branches to the approval or straight to the move; the move joins both branches."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("SAVEDMODEL_PIPELINES_DIR", raising=False)
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "savedmodel_promote.py")).dags[
+        "savedmodel_promote"
+    ]
+    downstream = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    assert downstream == {
+        "route_request": ["approve_stable", "move_label"],
+        "approve_stable": ["move_label"],
+        "move_label": [],
+    }
+    approval = dag.get_task("approve_stable")
+    assert isinstance(approval, ApprovalOperator) and approval.defaults == ["Reject"]
+    assert dag.get_task("move_label").trigger_rule == "none_failed_min_one_success"
+
+
+def test_approval_records_its_decision(model, monkeypatch):
+    """The approval step writes approved / rejected / timed out to the history with requester and reason."""
+    from plugins.savedmodel_promotion import record_decision
+
+    class Run:
+        triggering_user_name = "alice"
+        run_id = "manual__1"
+
+    context = {
+        "params": {"pipeline": "digits_softmax", "version": FIRST, "label": "stable", "reason": "why not"},
+        "dag_run": Run(),
+    }
+    pipelines = model.serving_root / "pipelines"
+    raw = make_raw(model.serving_root, model.serving_root / "data")
+    raw["storage"]["serving_root"] = str(model.serving_root)
+    write_pipeline(pipelines, raw)
+    monkeypatch.setenv("SAVEDMODEL_PIPELINES_DIR", str(pipelines))
+    event = {"chosen_options": ["Reject"], "responded_by_user": {"id": "2", "name": "bob"}}
+    assert record_decision(context, event) == "rejected"
+    last = read_manifest(model.model_dir)["history"][-1]
+    assert (last["outcome"], last["by"], last["requested_by"], last["reason"]) == (
+        "rejected", "bob", "alice", "why not",
+    )  # fmt: skip
