@@ -25,7 +25,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv system-packages airflow-home data demo test soak bench lint airflow versions rebuild-registry clean
+.PHONY: help venv system-packages airflow-home data demo test soak bench bench-scale lint airflow versions rebuild-registry clean
 
 help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
@@ -36,6 +36,7 @@ help:
 	@echo "make rebuild-registry PIPELINE=digits_softmax   rebuild a damaged registry from the version dirs"
 	@echo "make soak     the reliability suite with 500 crash trials, then the cluster faults (about 12 minutes)"
 	@echo "make bench    benchmarks (table on stdout, JSON in build/bench.json)"
+	@echo "make bench-scale   training at scale: RSS 100 k vs 10 M examples, throughput, cores (~15 min)"
 	@echo "make lint     ruff"
 
 # The virtual environment is rebuilt only when a requirements file changes.
@@ -77,6 +78,10 @@ soak: venv system-packages
 
 bench: venv
 	$(BIN)/python -m bench.run --quick
+
+# Training at scale (docs/performance.md): data generated once into build/scale-data/ (~3.7 GB).
+bench-scale: venv
+	$(BIN)/python -m bench.scale
 
 lint: venv
 	$(BIN)/ruff check .
