@@ -79,7 +79,7 @@ soak: venv system-packages
 bench: venv
 	$(BIN)/python -m bench.run --quick
 
-# Training at scale (docs/performance.md): data generated once into build/scale-data/ (~3.7 GB).
+# Training at scale (docs/performance.md): data generated once into build/scale-data/ (~3.6 GB).
 bench-scale: venv
 	$(BIN)/python -m bench.scale
 

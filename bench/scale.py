@@ -333,6 +333,11 @@ def bench_throughput(tmp: Path, data: Path, repeats: int) -> None:
     print(f"  MLP throughput, deterministic: true / false (2 cores): {value:.3f}x", flush=True)
 
 
+def _number(value: float) -> str:
+    """Returns a figure for the table: thousands separated, about 4 significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def print_table(machine: str, seconds: float) -> None:
     print("\n| figure | median | min | max | n | note |\n|---|---|---|---|---|---|")
     for row in ROWS:
@@ -341,11 +346,8 @@ def print_table(machine: str, seconds: float) -> None:
             target = f"target {row['target']}: {verdict}" if "target" in row else ""
             print(f"| {row['name']} | **{row['ratio']:.3f}x** | | | | {target} |")
         else:
-            unit = row["unit"]
-            print(
-                f"| {row['name']} | {row['median']:,.4g} {unit} | {row['min']:,.4g} | {row['max']:,.4g} | "
-                f"{row['n']} | {row['note']} |"
-            )
+            low, mid, high = (_number(row[key]) for key in ("min", "median", "max"))
+            print(f"| {row['name']} | {mid} {row['unit']} | {low} | {high} | {row['n']} | {row['note']} |")
     print(f"\n{machine}; {seconds:.0f} s in all; JSON in {OUT}")
 
 
