@@ -28,6 +28,15 @@ behind writers. (SQLAlchemy's recipe of BEGIN IMMEDIATE at the start of every tr
 make reads take the write lock too: a request that reads with one session and writes with
 another, as POST /api/v2/backfills does, would wait for itself until the busy timeout.)
 
+One more way to a lock, in the API server: Airflow's `action_logging` dependency (the audit log
+row of every mutating REST call) is an `async def` that writes with a sync session, on the event
+loop's thread. While it waits for the write lock, the loop is stopped; if the lock holder is a
+request of the same API server (a sync endpoint has written and waits for the loop to run its
+session's commit), neither can go on until the busy timeout ends: the whole API server hangs for
+a minute and the audit write fails. `run_action_logging_in_a_thread` makes that dependency run in
+a worker thread (the request body is read on the loop first, as the original expects it), so
+the loop keeps serving while it waits.
+
 Airflow loads this through its local-settings hook: `airflow.settings.initialize()` imports
 `airflow_local_settings` before `configure_orm()` builds the engines with
 `create_metadata_engine` and `create_async_metadata_engine`, the functions Airflow documents for
@@ -37,6 +46,11 @@ Makefile and `tools.local_airflow.airflow_env()` put that folder on PYTHONPATH.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +58,16 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: The folder of `airflow_local_settings.py`, the one to put on PYTHONPATH.
 LOCAL_SETTINGS_DIR = Path(__file__).resolve().parent / "airflow_settings"
+#: The module of Airflow's audit-log dependency, `action_logging`.
+ACTION_LOGGING_MODULE = "airflow.api_fastapi.logging.decorators"
 #: Seconds a connection waits for SQLite's write lock before it fails with "database is locked".
 BUSY_TIMEOUT_S = 60
 
@@ -96,3 +115,71 @@ def create_async_metadata_engine(
     )
     event.listen(engine.sync_engine, "savepoint", begin_immediate_before_savepoint)
     return engine
+
+
+def in_a_thread(dependency: Callable) -> Callable:
+    """Returns an async FastAPI dependency that runs the async `dependency` in a worker thread.
+
+    For a dependency whose only awaits are reads of the request body: the body is read here, on
+    the event loop, and the dependency, run to completion on an event loop of its own in the
+    thread, finds it cached. FastAPI sees the same parameters (`functools.wraps`).
+    """
+    import anyio.to_thread
+
+    @functools.wraps(dependency)
+    async def run_in_a_thread(**kwargs: Any) -> Any:
+        request = kwargs.get("request")
+        if request is not None:
+            await request.body()  # Starlette keeps it; the dependency's own reads return it
+        return await anyio.to_thread.run_sync(lambda: asyncio.run(dependency(**kwargs)))
+
+    return run_in_a_thread
+
+
+def patch_action_logging(module: ModuleType) -> None:
+    """Makes `module.action_logging` (Airflow's) return its dependency wrapped by `in_a_thread`."""
+    original = module.action_logging
+    if getattr(original, "runs_in_a_thread", False):
+        return
+
+    @functools.wraps(original)
+    def action_logging(event: str | None = None) -> Callable:
+        return in_a_thread(original(event))
+
+    action_logging.runs_in_a_thread = True
+    module.action_logging = action_logging
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs `patch` on one module right after it is executed, before anyone imports from it."""
+
+    def __init__(self, name: str, patch: Callable[[ModuleType], None]) -> None:
+        self.name, self.patch = name, patch
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module: ModuleType) -> None:
+            exec_module(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_and_patch  # this spec's own loader instance
+        return spec
+
+
+def run_action_logging_in_a_thread() -> None:
+    """Makes Airflow's `action_logging` dependency run off the event loop, once its module loads.
+
+    The routes apply it when they are imported (`Depends(action_logging())`), so it is patched
+    as its module is executed; the settings hook runs long before the API server imports them.
+    """
+    module = sys.modules.get(ACTION_LOGGING_MODULE)
+    if module is not None:
+        patch_action_logging(module)
+    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(ACTION_LOGGING_MODULE, patch_action_logging))

@@ -1,7 +1,9 @@
 """The embedded SQLite never surfaces "database is locked" (tools/sqlite_transactions.py).
 
-The first tests pin the cause and the fix on a bare SQLite file, in milliseconds. The end-to-end
-test runs a real local Airflow (api-server, scheduler, dag-processor, triggerer; SQLite +
+The first tests pin the cause and the fix on a bare SQLite file, in milliseconds; the next ones
+show the API server that stopped for a minute (an async audit-log dependency that writes) on a
+small uvicorn app of the same shape, and that Airflow's real app gets the fix on every route.
+The end-to-end test runs a real local Airflow (api-server, scheduler, dag-processor, triggerer; SQLite +
 TensorFlowLocalExecutor) and races its scheduler, as users do.
 """
 
@@ -9,13 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +34,12 @@ from tests.e2e.airflow_api import AirflowApi, ApiError
 from tests.helpers import make_raw, running_airflow, write_pipeline
 from tools import sqlite_transactions
 from tools.local_airflow import airflow_env, free_port
-from tools.sqlite_transactions import LOCAL_SETTINGS_DIR, create_async_metadata_engine, create_metadata_engine
+from tools.sqlite_transactions import (
+    LOCAL_SETTINGS_DIR,
+    create_async_metadata_engine,
+    create_metadata_engine,
+    in_a_thread,
+)
 
 LOCKED = "database is locked"
 POSTGRES = "postgresql+psycopg2://airflow:airflow@127.0.0.1/airflow"
@@ -126,6 +140,124 @@ def test_airflow_env_loads_the_hook_on_sqlite_only(tmp_path, monkeypatch):
     assert (LOCAL_SETTINGS_DIR / "airflow_local_settings.py").is_file()
     postgres = airflow_env(tmp_path, free_port(), extra={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": POSTGRES})
     assert "PYTHONPATH" not in postgres
+
+
+# --- the API server's audit log, an async dependency that writes -----------------------------------
+
+
+def api_server_like(db: Path, audit_in_a_thread: bool) -> tuple[FastAPI, threading.Event]:
+    """Returns an app shaped like Airflow's API server, and an event set once `/write` holds the lock.
+
+    `/write` is a sync endpoint (a threadpool thread) that writes and returns; its session commits
+    afterwards, as Airflow's `SessionDep` does, in a step the event loop must schedule. `/audited`
+    has an async dependency that writes with a sync session on the loop's thread, as Airflow's
+    `action_logging` does.
+    """
+    engine = create_metadata_engine(f"sqlite:///{db}", engine_args={}, connect_args={"timeout": 3})
+    written = threading.Event()
+
+    def session_dep():
+        with Session(engine) as session:
+            yield session
+            session.commit()
+
+    # A default, not Annotated: this module's annotations are strings, resolved from its globals.
+    session_dependency = Depends(session_dep, scope="function")
+
+    async def audit(request: Request, session: Session = session_dependency) -> None:
+        await request.body()
+        session.execute(text("INSERT INTO t VALUES (2)"))
+        session.commit()
+
+    app = FastAPI()
+
+    @app.post("/write")
+    def write(session: Session = session_dependency) -> None:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+        written.set()
+        time.sleep(0.3)  # the audited request arrives meanwhile
+
+    @app.post("/audited", dependencies=[Depends(in_a_thread(audit) if audit_in_a_thread else audit)])
+    def audited() -> None:
+        return None
+
+    return app, written
+
+
+def race_an_audited_request(app: FastAPI, written: threading.Event) -> tuple[list[int], float]:
+    """Serves `app` with uvicorn; sends /write, then /audited while /write holds the lock.
+
+    Returns both HTTP statuses and the seconds until both answered.
+    """
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    while not server.started:
+        time.sleep(0.01)
+    statuses: list[int] = []
+
+    def post(path: str) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+                statuses.append(response.status)
+        except urllib.error.HTTPError as err:
+            statuses.append(err.code)
+
+    try:
+        started = time.monotonic()
+        writer = threading.Thread(target=post, args=("/write",))
+        writer.start()
+        assert written.wait(10)
+        post("/audited")
+        writer.join(30)
+        return statuses, time.monotonic() - started
+    finally:
+        server.should_exit = True
+        serving.join(10)
+
+
+def test_an_async_dependency_that_writes_stops_the_api_server_until_the_busy_timeout(db):
+    """Airflow's shape: the audit write blocks the loop, the lock holder cannot commit, 3 s lost, it fails."""
+    statuses, seconds = race_an_audited_request(*api_server_like(db, audit_in_a_thread=False))
+    assert statuses == [500, 200]  # the audit failed with "database is locked", then /write answered
+    assert seconds >= 2.9  # the whole busy timeout: nothing else could run
+
+
+def test_the_audit_dependency_in_a_thread_waits_for_the_lock_and_succeeds(db):
+    """`in_a_thread`: the loop lets the lock holder commit, then the audit write goes through."""
+    statuses, seconds = race_an_audited_request(*api_server_like(db, audit_in_a_thread=True))
+    assert statuses == [200, 200]  # /write committed, then the audit wrote
+    assert seconds < 2.5
+    with sqlite3.connect(db) as connection:
+        assert sorted(connection.execute("SELECT x FROM t")) == [(1,), (2,)]
+
+
+def test_every_audited_route_of_the_real_api_server_runs_the_audit_in_a_thread(tmp_path):
+    """Airflow's own app, built as `airflow api-server` builds it with our settings: no route left out."""
+    script = """if True:
+        import json
+        from airflow.api_fastapi.app import create_app
+        calls = []
+        def walk(routes):
+            for route in routes:
+                dependant = getattr(route, "dependant", None)
+                for dependency in getattr(dependant, "dependencies", []):
+                    if getattr(dependency.call, "__name__", "") == "log_action":
+                        calls.append(dependency.call)
+                walk(getattr(getattr(route, "app", None), "routes", []))
+        walk(create_app().routes)
+        print(json.dumps([len(calls), sum(hasattr(call, "__wrapped__") for call in calls)]))
+    """
+    env = airflow_env(tmp_path, free_port())
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    audited, in_threads = json.loads(done.stdout.strip().splitlines()[-1])
+    assert audited > 20 and in_threads == audited
 
 
 # --- end to end: 30 commands while the scheduler runs a backfill -----------------------------------

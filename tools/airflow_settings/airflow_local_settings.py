@@ -10,11 +10,13 @@ from airflow import settings
 
 from tools import sqlite_transactions
 
-# airflow.settings replaces its own functions named in __all__, on SQLite only: other databases
-# (PostgreSQL with Celery) keep Airflow's engines untouched.
+# airflow.settings replaces its own functions named in __all__, and the API server's audit log
+# runs off its event loop, on SQLite only: other databases (PostgreSQL with Celery) keep Airflow's
+# engines and its audit log untouched.
 if sqlite_transactions.is_sqlite(settings.SQL_ALCHEMY_CONN):
     create_metadata_engine = sqlite_transactions.create_metadata_engine
     create_async_metadata_engine = sqlite_transactions.create_async_metadata_engine
+    sqlite_transactions.run_action_logging_in_a_thread()
     __all__ = ["create_async_metadata_engine", "create_metadata_engine"]
 else:
     __all__ = []
