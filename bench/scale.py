@@ -9,7 +9,7 @@ build/bench-scale.json.
 - peak RSS (VmHWM) of the train step, softmax, 2,000 steps of 50, on 100 k vs 10 M examples;
   the time of `data_window` (which reads and hashes every byte of the window) beside it;
 - softmax train-step throughput vs a bare tf.data read + parse pass over the same 1 M examples
-  (same batch size, one session.run per batch as in the train loop);
+  (same batch size, one session.run per batch; the train loop runs up to 100 steps per run);
 - the built-in MLP vs Keras `model.fit` (same layers, batch, optimizer, same tf.data input);
 - the MLP with `deterministic: false` pinned to 2 cores vs 1 core, and deterministic on vs off.
 
@@ -171,7 +171,7 @@ def _floor(tf, config) -> dict:
     """A bare read + parse pass: TFRecordDataset, batch, parse_example of the same spec, prefetch.
 
     As many records as the train step parses (its batches plus the held-out examples it drops),
-    pulled one batch per session.run in a TF1 graph, like the train loop; no model, no shuffle.
+    pulled one batch per session.run in a TF1 graph (as the train loop once did); no model, no shuffle.
     """
     from include.features import parse_spec
     from include.training import session_config

@@ -386,7 +386,16 @@ class TrainingConfig(_Section):
         ),
     ] = True
     shuffle_buffer: Annotated[
-        int, Field(ge=1, le=10_000_000, description="Examples in the shuffle buffer of the train input.")
+        int,
+        Field(
+            ge=1,
+            le=10_000_000,
+            description=(
+                "About how many train examples are shuffled together: the train input shuffles "
+                "parsed batches (of at least 1,024 records) in a buffer of this many examples' worth, "
+                "then the examples within each batch."
+            ),
+        ),
     ] = 10_000
 
     @model_validator(mode="after")

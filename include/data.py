@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 _HASH_BUCKETS = 100
 _READ_BUFFER = 1 << 20
+#: Records parsed per op in the train input (at least): see input_dataset.
+_PARSE_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -226,11 +228,13 @@ def input_dataset(
         num_parallel_calls=autotune,
         deterministic=training.deterministic,
     )
-    if train:
-        records = records.shuffle(training.shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True)
-    # Parse whole batches (one op per batch, not per example); a little larger than a train batch,
-    # since the other split is dropped after the parse.
+    # Parse whole batches (one op per batch, not per example); a little larger than a batch, since
+    # the other split is dropped after the parse. The train split parses batches of at least
+    # _PARSE_BATCH records: every per-record stage of tf.data runs on one thread, so the train
+    # input shuffles whole parsed batches and then the examples within each, not records.
     parse_batch = max(1, batch_size * 100 // (100 - config.data.eval_percent))
+    if train:
+        parse_batch = max(parse_batch, _PARSE_BATCH)
     checked_parse = _checked_parser(config)
 
     def parse(serialized):
@@ -249,13 +253,40 @@ def input_dataset(
     if count:  # the held-out pass sums over batches of any size
         batches = batches.repeat(epochs)
     else:
+        if train:
+            buffer = -(-training.shuffle_buffer // parse_batch)  # about shuffle_buffer examples
+            batches = batches.shuffle(buffer, seed=training.seed, reshuffle_each_iteration=True)
         # Repeat the parsed split, not the records: a split without any example then ends the input
         # (tf.data stops repeating a pass that yields nothing) instead of yielding empty batches forever.
-        batches = batches.filter(lambda _, label: tf.size(label) > 0).repeat(epochs).rebatch(batch_size)
+        batches = batches.filter(lambda _, label: tf.size(label) > 0).repeat(epochs)
+        if train:
+            batches = batches.enumerate().map(
+                _permuted(training.seed), num_parallel_calls=autotune, deterministic=training.deterministic
+            )
+        batches = batches.rebatch(batch_size)
     batches = batches.prefetch(autotune)
     options = tf.data.Options()
     options.deterministic = training.deterministic
     return batches.with_options(options)
+
+
+def _permuted(seed: int):
+    """Returns a function shuffling the examples of the `index`-th parsed batch, (index, batch) -> batch.
+
+    Stateless, seeded by (seed, index): the same order on every rerun, however many threads map
+    it; a new order each epoch, since the index runs on across epochs.
+    """
+    import tensorflow as tf
+
+    def permute(index, batch):
+        features, label = batch
+        keys = tf.random.stateless_uniform(
+            tf.shape(label)[:1], seed=tf.stack([tf.constant(seed, tf.int64), index])
+        )
+        order = tf.argsort(keys)
+        return {name: tf.gather(value, order) for name, value in features.items()}, tf.gather(label, order)
+
+    return permute
 
 
 def _checked_parser(config: PipelineConfig):

@@ -1,7 +1,8 @@
 """Training: fit the model on the data as of a date, streamed, and write a checkpoint and metrics.
 
 The model trains in a TF1 graph fed by a `tf.data` iterator (include/data.py), never holding the
-data set in memory; the held-out split is evaluated in one streaming pass after training. The
+data set in memory, up to `STEPS_PER_RUN` train steps per `session.run` (an in-graph loop); the
+held-out split is evaluated in one streaming pass after training. The
 checkpoint holds exactly the model's weights, under the names the serving graph restores.
 """
 
@@ -13,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 
 from include.config import PipelineConfig
 from include.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
-from include.errors import DataError, NoDataError, QualityGateError
+from include.errors import ConfigError, DataError, NoDataError, QualityGateError
 from include.model import new_network, state_updates
 from include.summary import metrics_headline
 
@@ -35,6 +37,10 @@ EVAL_SAMPLE_SIZE = 32
 EVAL_BATCH_SIZE = 4096
 #: The train loss and accuracy reported are the means over this many last steps.
 _RUNNING_STEPS = 100
+#: Train steps run by one `session.run`, in a loop inside the graph: a run costs a Python round
+#: trip, a feed and the fetches (~0.3 ms), as much as a whole softmax step of 50 examples. Runs
+#: also end at each `log_every_steps` step, so a logged rate is measured at its step.
+STEPS_PER_RUN = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +65,8 @@ class _TrainGraph:
     network: object
     train_iterator: object
     eval_iterator: object
-    train_op: object
-    train_loss: object
-    train_correct: object
-    train_count: object
+    max_steps: object  # placeholder: the most train steps the next run takes
+    train_run: dict  # steps run, and each step's loss, correct predictions and example count
     learning_rate: object
     eval_sums: dict
 
@@ -173,7 +177,7 @@ def session_config(deterministic: bool):
 
 
 def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _TrainGraph:
-    """Returns a graph with the train input, the model, its loss and optimizer, and the eval pass."""
+    """Returns a graph with the train input, the model, the train loop and the eval pass."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -184,12 +188,9 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
         v1.set_random_seed(training.seed)
         train = input_dataset(config, files, "train", batch_size=training.batch_size, epochs=training.epochs)
         train_iterator = v1.data.make_initializable_iterator(train)
-        features, labels = train_iterator.get_next()
-        first_op = len(graph.get_operations())
-        raw = network(features, training=True)
-        updates = state_updates(graph, first_op)
-        loss, correct = _loss_and_correct(raw, labels, config)
-        loss = tf.reduce_mean(loss, name="loss")
+        # The model's variables are made here, outside the loop (a loop cannot create variables),
+        # by a first call that is never run; the loop's calls reuse them.
+        network(train_iterator.get_next()[0], training=True)
         learning_rate = v1.placeholder_with_default(
             tf.constant(training.learning_rate, tf.float32), shape=[], name="learning_rate"
         )
@@ -197,11 +198,45 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
             optimizer = v1.train.AdamOptimizer(learning_rate)
         else:
             optimizer = v1.train.GradientDescentOptimizer(learning_rate)
-        trainable = network.trainable_variables()
-        with tf.control_dependencies(updates):
-            train_op = optimizer.minimize(
-                loss, var_list=trainable, global_step=v1.train.get_or_create_global_step()
-            )
+        global_step = v1.train.get_or_create_global_step()
+        made = {v.op.name for v in v1.global_variables()}
+
+        def train_step(features, labels):
+            """Returns (loss, correct, count) of one step, after its update and the model's state updates."""
+            step_graph = v1.get_default_graph()  # the loop's own graph
+            first_op = len(step_graph.get_operations())
+            raw = network(features, training=True)
+            updates = state_updates(step_graph, first_op)
+            loss, correct = _loss_and_correct(raw, labels, config)
+            loss = tf.reduce_mean(loss, name="loss")
+            trainable = network.trainable_variables()
+            train_op = optimizer.minimize(loss, var_list=trainable, global_step=global_step)
+            # The state updates run after the step, not merely with it: a graph orders a read of a
+            # variable and a write to it only by their dependencies, and Keras's Dropout reads its
+            # seed state while the update beside it advances that state, so unordered, the mask
+            # of a step would depend on thread timing and reruns would differ.
+            for update in updates:
+                update._add_control_inputs([train_op])  # the op is built: no public way to add one
+            with tf.control_dependencies([train_op, *updates]):
+                return tf.identity(loss), tf.reduce_sum(correct), tf.size(labels)
+
+        max_steps = v1.placeholder_with_default(1, shape=[], name="max_steps")
+        reuse = (
+            f"model.builder: {config.model.builder!r} must reuse its variables when called again "
+            "(tf.compat.v1.get_variable or Keras layers, not tf.Variable)"
+        )
+        try:
+            train_run = _train_loop(train_iterator, train_step, max_steps)
+        except ValueError as err:  # TensorFlow refuses a variable made inside the loop
+            named = re.search(r"Tried to create variable with name='([^']*)'", str(err))
+            made_one = f"it made {named.group(1)!r} again" if named else str(err).splitlines()[0][:300]
+            raise ConfigError(str(config.source_path or "<config>"), [f"{reuse}; {made_one}"]) from None
+        # The optimizer makes its slots (Adam's moments) in an init scope, outside the loop; any
+        # other new variable is a builder's that makes new ones on each call, which a loop cannot hold.
+        made |= {v.op.name for v in optimizer.variables()}
+        inside = sorted({v.op.name for v in v1.global_variables()} - made)
+        if inside:
+            raise ConfigError(str(config.source_path or "<config>"), [f"{reuse}; it made {inside}"])
         held_out = input_dataset(config, files, "eval", batch_size=EVAL_BATCH_SIZE, count=True)
         eval_iterator = v1.data.make_initializable_iterator(held_out)
         eval_features, eval_labels, parsed = eval_iterator.get_next()
@@ -216,19 +251,60 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
         }
         if config.model.head == "regression":
             eval_sums["abs_error"] = tf.reduce_sum(tf.sqrt(eval_loss))
-        train_correct, train_count = tf.reduce_sum(correct), tf.size(labels)
     return _TrainGraph(
         graph=graph,
         network=network,
         train_iterator=train_iterator,
         eval_iterator=eval_iterator,
-        train_op=train_op,
-        train_loss=loss,
-        train_correct=train_correct,
-        train_count=train_count,
+        max_steps=max_steps,
+        train_run=train_run,
         learning_rate=learning_rate,
         eval_sums=eval_sums,
     )
+
+
+def _train_loop(iterator, train_step, max_steps) -> dict:
+    """Returns the fetches of a loop running `train_step` on the next batches, at most `max_steps` times.
+
+    The loop stops early, without an error, when the input ends (the epochs are done): each
+    iteration asks for the next batch as an optional, so no batch is read and left untrained, and
+    the steps a run did are counted. One iteration at a time: a step reads the weights the
+    previous one wrote. Fetches: `steps` run, and per step `loss`, `correct`, `count`.
+    """
+    import tensorflow as tf
+
+    def body(step, ended, losses, corrects, counts):
+        batch = iterator.get_next_as_optional()
+
+        def train():
+            loss, correct, count = train_step(*batch.get_value())
+            return loss, correct, count, tf.constant(False)
+
+        def end():
+            return tf.constant(0.0), tf.constant(0.0), tf.constant(0), tf.constant(True)
+
+        loss, correct, count, ended = tf.cond(batch.has_value(), train, end)
+        return (
+            step + 1 - tf.cast(ended, tf.int32),
+            ended,
+            losses.write(step, loss),
+            corrects.write(step, correct),
+            counts.write(step, count),
+        )
+
+    def more(step, ended, *_):
+        return tf.logical_and(step < max_steps, tf.logical_not(ended))
+
+    def per_step(dtype):
+        return tf.TensorArray(dtype, size=0, dynamic_size=True, element_shape=[])
+
+    steps, _, losses, corrects, counts = tf.while_loop(
+        more,
+        body,
+        [tf.constant(0), tf.constant(False), per_step(tf.float32), per_step(tf.float32), per_step(tf.int32)],
+        parallel_iterations=1,
+    )
+    return {"steps": steps, "loss": losses.stack(), "correct": corrects.stack(), "count": counts.stack()}
 
 
 def _loss_and_correct(raw, labels, config: PipelineConfig):
@@ -242,28 +318,36 @@ def _loss_and_correct(raw, labels, config: PipelineConfig):
 
 
 def _fit(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
-    """Returns the train metrics of running the train ops until the steps or epochs are done."""
-    import tensorflow as tf
+    """Returns the train metrics of running the train loop until the steps or epochs are done.
 
+    Each run takes up to STEPS_PER_RUN steps and ends at the next `log_every_steps` step; the
+    loop hands back each step's loss and counts, so the metrics are those of single steps.
+    """
     training = config.training
+    steps_per_run = STEPS_PER_RUN  # read at call time: tests change it
     sess.run(built.train_iterator.initializer)
     recent: collections.deque = collections.deque(maxlen=_RUNNING_STEPS)
     step, seen, started = 0, 0, time.perf_counter()
     while training.steps is None or step < training.steps:
-        try:
-            _, loss, correct, count = sess.run(
-                [built.train_op, built.train_loss, built.train_correct, built.train_count],
-                feed_dict={built.learning_rate: training.learning_rate},
-            )
-        except tf.errors.OutOfRangeError:
-            if step == 0:
-                raise NoDataError("the train split is empty: no example to train on") from None
-            break  # the epochs are done
-        step, seen = step + 1, seen + int(count)
-        recent.append((float(loss), float(correct), int(count)))
-        if step % training.log_every_steps == 0 or step == training.steps:
+        wanted = min(steps_per_run, training.log_every_steps - step % training.log_every_steps)
+        if training.steps is not None:
+            wanted = min(wanted, training.steps - step)
+        run = sess.run(
+            built.train_run, feed_dict={built.max_steps: wanted, built.learning_rate: training.learning_rate}
+        )
+        done = int(run["steps"])
+        if done == 0 and step == 0:
+            raise NoDataError("the train split is empty: no example to train on")
+        for loss, correct, count in zip(
+            run["loss"][:done], run["correct"][:done], run["count"][:done], strict=True
+        ):
+            step, seen = step + 1, seen + int(count)
+            recent.append((float(loss), float(correct), int(count)))
+        if done and (step % training.log_every_steps == 0 or step == training.steps):
             elapsed = time.perf_counter() - started
-            log.info("step %d loss=%.4f (%.0f examples/s)", step, loss, seen / max(elapsed, 1e-9))
+            log.info("step %d loss=%.4f (%.0f examples/s)", step, recent[-1][0], seen / max(elapsed, 1e-9))
+        if done < wanted:
+            break  # the epochs are done
     seconds = time.perf_counter() - started
     loss = float(np.mean([r[0] for r in recent]))
     if not np.isfinite(loss):

@@ -3,7 +3,8 @@
 Good ones: Keras 3 builders (features, model) -> keras.Model over a float feature `num` and a
 string feature `color` (StringLookup to an index, then a one-hot CategoryEncoding: StringLookup's
 own one_hot mode does not build in a TF1 graph), and a TF1 graph function (x, num_classes, model).
-Bad ones: the wrong number of parameters, something that is not a keras.Model, the wrong width.
+Bad ones: the wrong number of parameters, something that is not a keras.Model, the wrong width,
+new variables on every call.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def classifier(features, model):
     return keras.Model(inputs=inputs, outputs=keras.layers.Dense(model.num_classes)(hidden), name="colors")
 
 
+def normalized_classifier(features, model):
+    """Returns a classifier with BatchNormalization and Dropout: layers whose training call changes state."""
+    import keras
+
+    inputs, hidden = _inputs_and_hidden(features, model)
+    hidden = keras.layers.BatchNormalization(momentum=0.9)(hidden)
+    hidden = keras.layers.Dropout(0.2, seed=1)(hidden)
+    return keras.Model(inputs=inputs, outputs=keras.layers.Dense(model.num_classes)(hidden), name="colors")
+
+
 def regressor(features, model):
     """Returns a Keras regressor: one float [batch, 1] per example over every declared feature."""
     import keras
@@ -56,6 +67,22 @@ def graph_function(x, num_classes: int, model):
     w = v1.get_variable("w", [int(x.shape[-1]), num_classes], initializer=v1.zeros_initializer())
     b = v1.get_variable("b", [num_classes], initializer=v1.zeros_initializer())
     return tf.matmul(x, w) + b
+
+
+def fresh_variables(x, num_classes: int, model):
+    """A TF1 graph function with a `tf.Variable`: a new one on every call, which training cannot reuse."""
+    import tensorflow as tf
+
+    w = tf.Variable(tf.zeros([int(x.shape[-1]), num_classes]), name="w")
+    return tf.matmul(x, w)
+
+
+def fresh_lazy_variables(x, num_classes: int, model):
+    """The same with a callable initial value, which TensorFlow lets a loop create: still refused."""
+    import tensorflow as tf
+
+    w = tf.Variable(lambda: tf.zeros([int(x.shape[-1]), num_classes]), name="w")
+    return tf.matmul(x, w)
 
 
 def wrong_arity(features):

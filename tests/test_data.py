@@ -237,3 +237,17 @@ def test_an_empty_held_out_split_is_no_data(tmp_path):
     config = small_window_config(tmp_path, one_split_data(tmp_path, held=False))
     with pytest.raises(NoDataError, match=r"the held-out split of dt=2026-10-16 .. dt=2026-10-16 is empty"):
         train_model(config, SMALL_WINDOW_DATE, tmp_path / "work")
+
+
+def test_train_order_is_seeded_and_new_each_epoch(session_config):
+    """The train input's order is the same on every pass of the same config, and differs between epochs."""
+    window = data_window(session_config.data, AFTER_ALL_DATA)
+
+    def labels() -> list[int]:
+        batches = input_dataset(session_config, window.files, "train", batch_size=50, epochs=2)
+        return [int(value) for _, label in batches for value in label.numpy()]
+
+    first = labels()
+    assert labels() == first
+    half = len(first) // 2
+    assert first[:half] != first[half:] and sorted(first[:half]) == sorted(first[half:])

@@ -229,10 +229,13 @@ def test_tf1_graph_function_with_three_params_still_trains_and_exports(tmp_path,
         ("not_a_model", "classification", "returned Dense, expected a keras.Model"),
         ("wrong_width", "classification", "outputs shape (None, 4), expected (None, 3)"),
         ("wrong_width", "regression", "outputs shape (None, 2), expected (None, 1)"),
+        ("fresh_variables", "classification", "must reuse its variables when called again (tf.compat.v1"),
+        ("fresh_variables", "classification", "not tf.Variable); it made 'w' again"),
+        ("fresh_lazy_variables", "classification", "not tf.Variable); it made ['model/w_1']"),
     ],
 )
 def test_a_bad_builder_is_a_config_error_naming_model_builder(tmp_path, colors_data, builder, head, expected):
-    """A builder of the wrong arity, a non-Model result or the wrong width: ConfigError at model.builder."""
+    """The wrong arity, a non-Model, the wrong width, new variables per call: ConfigError at model.builder."""
     config = colors_config(tmp_path, colors_data, head, model={"builder": f"tests.keras_builders:{builder}"})
     with pytest.raises(ConfigError) as info:
         train_model(config, AS_OF, tmp_path / "work")
@@ -281,3 +284,52 @@ def test_non_deterministic_training_uses_every_core_and_still_learns(tmp_path, c
     assert session_config(False).intra_op_parallelism_threads == 0
     config = colors_config(tmp_path, colors_data, training={"deterministic": False})
     assert train_model(config, AS_OF, tmp_path / "work").metrics["eval_accuracy"] >= 0.9
+
+
+def test_steps_per_run_change_nothing_but_the_speed(tmp_path, colors_data, monkeypatch, caplog):
+    """1 or 7 train steps per session.run (the in-graph loop): the same bytes, steps and log lines.
+
+    The Keras model has BatchNormalization (moving statistics) and Dropout (a seed state): their
+    updates run inside the loop with every step, as they did with one step per run.
+    """
+    import logging
+
+    import tensorflow as tf
+
+    import include.training as training
+
+    builder = {"builder": "tests.keras_builders:normalized_classifier"}
+    config = colors_config(
+        tmp_path, colors_data, model=builder, training={"steps": 45, "log_every_steps": 10}
+    )
+    results, logged = {}, {}
+    for per_run in (1, 7):
+        monkeypatch.setattr(training, "STEPS_PER_RUN", per_run)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="include.training"):
+            results[per_run] = train_model(config, AS_OF, tmp_path / f"per-run-{per_run}")
+        logged[per_run] = [
+            r.getMessage().split(" (")[0] for r in caplog.records if r.getMessage().startswith("step ")
+        ]
+    one, seven = results[1], results[7]
+    assert checkpoint_files(seven.checkpoint) == checkpoint_files(one.checkpoint)
+    assert seven.metrics["train_steps"] == one.metrics["train_steps"] == 45
+    assert seven.metrics["train_examples_seen"] == 45 * 32
+    assert seven.metrics["train_loss"] == one.metrics["train_loss"]
+    assert [line.split()[1] for line in logged[7]] == ["10", "20", "30", "40", "45"]
+    assert logged[7] == logged[1]
+    reader = tf.train.load_checkpoint(seven.checkpoint)
+    moving = [name for name in reader.get_variable_to_shape_map() if "moving_mean" in name]
+    assert moving and np.abs(reader.get_tensor(moving[0])).sum() > 0  # the moving mean left its zeros
+
+
+def test_epochs_end_inside_a_run(tmp_path, colors_data, monkeypatch):
+    """An epoch's end inside a run of several steps stops the loop there: exact steps, no lost batch."""
+    import include.training as training
+
+    monkeypatch.setattr(training, "STEPS_PER_RUN", 5)
+    config = colors_config(tmp_path, colors_data, training={"epochs": 2})
+    result = train_model(config, AS_OF, tmp_path / "work")
+    train_examples = result.data["train_examples"]
+    assert result.metrics["train_examples_seen"] == 2 * train_examples
+    assert result.metrics["train_steps"] == math.ceil(2 * train_examples / 32)

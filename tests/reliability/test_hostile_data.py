@@ -240,7 +240,7 @@ def test_a_class_name_outside_class_names_is_named(tmp_path, example_data):
         records = [example_values(r) for r in read_records(file)]
         write_records(file, [make_example(with_value(v, "label", words[v["label"][0]])) for v in records])
     config = small_window_config(
-        tmp_path, data, label={"type": "class_name"}, model={"class_names": words}, training={"epochs": 3}
+        tmp_path, data, label={"type": "class_name"}, model={"class_names": words}, training={"epochs": 6}
     )
     trained = train_model(config, SMALL_WINDOW_DATE, tmp_path / "good")
     assert trained.metrics["eval_accuracy"] > 0.5  # names map to their indexes
