@@ -221,22 +221,9 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
                 return tf.identity(loss), tf.reduce_sum(correct), tf.size(labels)
 
         max_steps = v1.placeholder_with_default(1, shape=[], name="max_steps")
-        reuse = (
-            f"model.builder: {config.model.builder!r} must reuse its variables when called again "
-            "(tf.compat.v1.get_variable or Keras layers, not tf.Variable)"
+        train_run = _reusing_train_loop(
+            config, train_iterator, train_step, max_steps, optimizer=optimizer, made=made
         )
-        try:
-            train_run = _train_loop(train_iterator, train_step, max_steps)
-        except ValueError as err:  # TensorFlow refuses a variable made inside the loop
-            named = re.search(r"Tried to create variable with name='([^']*)'", str(err))
-            made_one = f"it made {named.group(1)!r} again" if named else str(err).splitlines()[0][:300]
-            raise ConfigError(str(config.source_path or "<config>"), [f"{reuse}; {made_one}"]) from None
-        # The optimizer makes its slots (Adam's moments) in an init scope, outside the loop; any
-        # other new variable is a builder's that makes new ones on each call, which a loop cannot hold.
-        made |= {v.op.name for v in optimizer.variables()}
-        inside = sorted({v.op.name for v in v1.global_variables()} - made)
-        if inside:
-            raise ConfigError(str(config.source_path or "<config>"), [f"{reuse}; it made {inside}"])
         held_out = input_dataset(config, files, "eval", batch_size=EVAL_BATCH_SIZE, count=True)
         eval_iterator = v1.data.make_initializable_iterator(held_out)
         eval_features, eval_labels, parsed = eval_iterator.get_next()
@@ -261,6 +248,36 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
         learning_rate=learning_rate,
         eval_sums=eval_sums,
     )
+
+
+def _reusing_train_loop(
+    config: PipelineConfig, iterator, train_step, max_steps, *, optimizer, made: set[str]
+) -> dict:
+    """Returns `_train_loop(...)`; a ConfigError when the model makes variables inside the loop.
+
+    `made` names the variables that existed before (the model's, from its first call). TensorFlow
+    refuses a `tf.Variable` made in a loop (ValueError); one with a callable initial value it
+    makes, and that shows as a variable beyond `made` and the optimizer's slots (Adam's moments,
+    made in an init scope, outside the loop).
+    """
+    import tensorflow as tf
+
+    source = str(config.source_path or "<config>")
+    reuse = (
+        f"model.builder: {config.model.builder!r} must reuse its variables when called again "
+        "(tf.compat.v1.get_variable or Keras layers, not tf.Variable)"
+    )
+    try:
+        train_run = _train_loop(iterator, train_step, max_steps)
+    except ValueError as err:
+        named = re.search(r"Tried to create variable with name='([^']*)'", str(err))
+        made_one = f"it made {named.group(1)!r} again" if named else str(err).splitlines()[0][:300]
+        raise ConfigError(source, [f"{reuse}; {made_one}"]) from None
+    made = made | {v.op.name for v in optimizer.variables()}
+    inside = sorted({v.op.name for v in tf.compat.v1.global_variables()} - made)
+    if inside:
+        raise ConfigError(source, [f"{reuse}; it made {inside}"])
+    return train_run
 
 
 def _train_loop(iterator, train_step, max_steps) -> dict:
