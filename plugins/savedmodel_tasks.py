@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from airflow.sdk import get_current_context, task
-from airflow.task.trigger_rule import TriggerRule
+from airflow.sdk import TriggerRule, get_current_context, task
 
 from include.summary import metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
