@@ -96,6 +96,15 @@ class AirflowApi:
             f"{[(r['dag_run_id'], r['state']) for r in runs]}"
         )
 
+    def wait_for_scheduled_run(self, dag_id: str, timeout: float = 300) -> dict:
+        """Waits for the run that unpausing a scheduled DAG creates; returns it once finished.
+
+        That run is the latest interval (catchup is off). A test that spans midnight UTC sees an
+        @daily DAG tick once more, so the earliest scheduled run is the one unpausing made.
+        """
+        runs = self.wait_for_runs(dag_id, 1, timeout)
+        return min((r for r in runs if r["run_type"] == "scheduled"), key=lambda r: r["logical_date"])
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict:
         """Waits until one run is finished and returns it."""
         deadline = time.monotonic() + timeout

@@ -90,7 +90,7 @@ def test_scheduled_run_publishes(airflow, api, store):
     publish checks the export in another process than the one that wrote it.
     """
     api.unpause("ops_scheduled")
-    (run,) = api.wait_for_runs("ops_scheduled", 1)
+    run = api.wait_for_scheduled_run("ops_scheduled")
     assert_run_succeeded(api, "ops_scheduled", run)
     assert run["run_type"] == "scheduled"
     logical = dt.datetime.fromisoformat(run["logical_date"].replace("Z", "+00:00"))
@@ -102,8 +102,9 @@ def test_scheduled_run_publishes(airflow, api, store):
     exported_by = json.loads((work_dir / "export.json").read_text())["pid"]
     assert entry["verification"]["pid"] != exported_by, "the export was checked by the process that wrote it"
     assert airflow.env["AIRFLOW__CORE__EXECUTOR"] == EXECUTOR
+    run_logs = airflow.home / "logs" / "dag_id=ops_scheduled" / f"run_id={run['dag_run_id']}"
     for task in ("train", "validate_signatures"):
-        (task_log,) = (airflow.home / "logs" / "dag_id=ops_scheduled").glob(f"run_id=*/task_id={task}/*.log")
+        (task_log,) = (run_logs / f"task_id={task}").glob("*.log")
         assert PRELOADED in task_log.read_text(), task_log
 
 
@@ -182,7 +183,7 @@ class Backfilled:
 def backfilled(airflow, api, store) -> Backfilled:
     """Unpauses ops_backfill, lets its scheduled run publish, then backfills 2026-10-10..12 and waits."""
     api.unpause("ops_backfill")
-    (scheduled,) = api.wait_for_runs("ops_backfill", 1)
+    scheduled = api.wait_for_scheduled_run("ops_backfill")
     assert_run_succeeded(api, "ops_backfill", scheduled)
     newest = max(versions(store, "ops_backfill"), key=int)
     newest_digest = content_digest(model_dir(store, "ops_backfill") / newest)
@@ -207,7 +208,9 @@ def test_backfill_publishes_one_version_per_date(api, store, backfilled):
     ]
     assert len({entries[v]["data"]["fingerprint"] for v in BACKFILLED}) == 3
     assert all(entries[v]["run_type"] == "backfill" for v in BACKFILLED)
-    assert max(entries, key=int) == newest
+    # Still newest, unless midnight UTC passed and @daily published a newer scheduled version.
+    latest = max(entries, key=int)
+    assert latest == newest or (int(latest) > int(newest) and entries[latest]["run_type"] == "scheduled")
     assert content_digest(model_dir(store, "ops_backfill") / newest) == newest_digest
 
     # The training pool (1 slot) kept train tasks from overlapping.
@@ -223,19 +226,21 @@ def test_backfill_publishes_one_version_per_date(api, store, backfilled):
 def test_backfill_reprocess_is_idempotent_and_takes_conf(airflow, api, store, backfilled):
     """Reprocessing completed dates republishes identical bytes; --dag-run-conf reaches new runs."""
     before = {v: versions(store, "ops_backfill")[v]["content_digest"] for v in BACKFILLED}
-    count = len(api.runs("ops_backfill"))
+    backfill_runs = {r["dag_run_id"] for r in api.runs("ops_backfill") if r["run_type"] == "backfill"}
     api.wait_for_backfills("ops_backfill")
     backfill(airflow, "2026-10-10", "2026-10-12", "--reprocess-behavior", "completed")
     time.sleep(5)  # the cleared runs go back to queued
-    runs = api.wait_for_runs("ops_backfill", count)
+    runs = api.wait_for_runs("ops_backfill", len(backfill_runs))
     api.wait_for_backfills("ops_backfill")
-    assert len(runs) == count and all(r["state"] == "success" for r in runs)
+    # The completed dates were cleared and rerun: no new backfill run, every run succeeded.
+    assert {r["dag_run_id"] for r in runs if r["run_type"] == "backfill"} == backfill_runs
+    assert all(r["state"] == "success" for r in runs)
     after = versions(store, "ops_backfill")
     assert {v: after[v]["content_digest"] for v in BACKFILLED} == before
     assert all(after[v]["last_publish"] == "unchanged" for v in BACKFILLED)  # rerun, republished as no-op
 
     backfill(airflow, "2026-10-15", "2026-10-15", "--dag-run-conf", '{"steps": 250}')
-    api.wait_for_runs("ops_backfill", count + 1)
+    api.wait_for_runs("ops_backfill", len(runs) + 1)
     entry = versions(store, "ops_backfill")["20261015000000"]
     assert entry["hyperparameters"]["steps"] == 250 and entry["run_type"] == "backfill"
 
