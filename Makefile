@@ -95,12 +95,12 @@ airflow: airflow-home data
 
 PIPELINE ?= digits_softmax
 versions: venv
-	@$(BIN)/python -m include.registry_cli versions $(PIPELINE)
+	@$(BIN)/python -m include.registry.cli versions $(PIPELINE)
 
 # A damaged registry (runs and `make versions` name the file): rebuilt from the version dirs on
 # disk, keeping the labels and entries that still read (docs/runbook.md#a-damaged-registry-rebuild-it).
 rebuild-registry: venv
-	@$(BIN)/python -m include.registry_cli rebuild $(PIPELINE)
+	@$(BIN)/python -m include.registry.cli rebuild $(PIPELINE)
 
 clean:
 	rm -rf .airflow build data

@@ -16,8 +16,8 @@ AS_OF = dt.date(2026, 11, 1)
 
 def main() -> None:
     from include.config import load_pipeline_config
-    from include.export import write_savedmodel
-    from include.training import train_model
+    from include.savedmodel.export import write_savedmodel
+    from include.train.training import train_model
 
     config = load_pipeline_config(sys.argv[1])
     with tempfile.TemporaryDirectory() as work:

@@ -261,8 +261,8 @@ def bench_training(tmp: Path, data: Path, repeats: int) -> None:
     import tensorflow as tf
 
     from include.config import load_pipeline_config
-    from include.data import data_window, input_dataset
-    from include.training import train_model
+    from include.train.data import data_window, input_dataset
+    from include.train.training import train_model
 
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(pipeline_yaml(tmp / "train", data)))
@@ -314,8 +314,8 @@ def bench_export(tmp: Path, data: Path, repeats: int) -> None:
 
     from include.config import load_pipeline_config
     from include.durable import fsync_tree
-    from include.export import export_savedmodel, write_savedmodel
-    from include.model import build_serving_graph
+    from include.savedmodel.export import export_savedmodel, write_savedmodel
+    from include.train.model import build_serving_graph
 
     def timed_call(write, target: Path) -> tuple[float, float, int, int]:
         """Returns (write seconds, fsync_tree seconds, variables bytes, all bytes) of one fresh write."""
@@ -431,10 +431,10 @@ def _dir_bytes(path: Path) -> int:
 def bench_history(tmp: Path, data: Path, repeats: int) -> None:
     print("Sensor poke and publish with 1 vs 10,000 existing versions", flush=True)
     from include.config import load_pipeline_config
-    from include.export import export_savedmodel
-    from include.publish import publish_version
-    from include.savedmodel_dir import missing_parts
-    from include.training import train_model
+    from include.registry.publish import publish_version
+    from include.savedmodel.export import export_savedmodel
+    from include.savedmodel.files import missing_parts
+    from include.train.training import train_model
 
     path = tmp / "history.yaml"
     path.write_text(
@@ -490,7 +490,7 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
 def fill_manifest(model_dir: Path, history: int) -> None:
     """Records versions 1..history as published, `stable` on the oldest, `canary` on the newest."""
     from include.durable import locked
-    from include.manifest import manifest_update
+    from include.registry.store import manifest_update
 
     with locked(model_dir), manifest_update(model_dir) as update:  # one entry file per version
         for version in range(1, history + 1):
@@ -505,9 +505,9 @@ def fill_manifest(model_dir: Path, history: int) -> None:
 def bench_registry(tmp: Path, data: Path, repeats: int) -> None:
     """Server-side render of a model page (chart, first page of versions, history) over 10,000 versions."""
     print("Models page of a model with 10,000 versions (server-side render)", flush=True)
-    from include import registry_index
-    from include.registry_html import render_model
-    from include.registry_pages import ModelRef, model_page
+    from include.registry.page import index as registry_index
+    from include.registry.page.data import ModelRef, model_page
+    from include.registry.page.html import render_model
 
     serving = tmp / "registry"
     ref = ModelRef("digits", "digits_softmax", serving, serving / "digits", "required")
@@ -536,7 +536,7 @@ def bench_registry(tmp: Path, data: Path, repeats: int) -> None:
 def fill_registry(model_dir: Path, count: int, first: int = 20_000_000_000_000) -> None:
     """Records `count` published versions with entries as publish_run writes them, and their label moves."""
     from include.durable import locked
-    from include.manifest import manifest_update
+    from include.registry.store import manifest_update
 
     partitions = [f"dt=2026-10-{day:02d}" for day in range(1, 31)]
     with locked(model_dir), manifest_update(model_dir) as update:

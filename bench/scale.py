@@ -1,6 +1,6 @@
 """Training at scale: peak memory vs data volume, throughput vs the I/O floor and Keras, cores.
 
-Every case runs `include.training.train_model` (or its reference) in a fresh subprocess, on
+Every case runs `include.train.training.train_model` (or its reference) in a fresh subprocess, on
 data written by scripts/generate_scale_data.py into build/scale-data/ (reused when present with
 the same parameters). The cases of one ratio run side by side in each repeat, their order
 alternating, so both see the same load on a shared machine. Prints a table, writes
@@ -122,7 +122,7 @@ def child(spec: dict) -> dict:
     config = load_pipeline_config(spec["config"])
     result = {"cores": len(os.sched_getaffinity(0)), "rss_before_mb": _peak_rss_mb()}
     if spec["kind"] == "train":
-        import include.training as training
+        import include.train.training as training
 
         timings: dict[str, float] = {}
 
@@ -161,7 +161,7 @@ def child(spec: dict) -> dict:
 
 def _window_files(config) -> list[str]:
     """Returns the files of the window, as data_window lists them (without reading them)."""
-    from include.data import partitions_as_of
+    from include.train.data import partitions_as_of
 
     partitions, _ = partitions_as_of(config.data, AS_OF)
     return [str(f) for p in partitions for f in sorted(p.glob("*.tfrecord"))]
@@ -173,8 +173,8 @@ def _floor(tf, config) -> dict:
     As many records as the train step parses (its batches plus the held-out examples it drops),
     pulled one batch per session.run in a TF1 graph (as the train loop once did); no model, no shuffle.
     """
-    from include.features import parse_spec
-    from include.training import session_config
+    from include.train.features import parse_spec
+    from include.train.training import session_config
 
     training = config.training
     v1 = tf.compat.v1
@@ -204,7 +204,7 @@ def _keras_fit(tf, config) -> dict:
     """Keras `model.fit` (eager TF2, Keras defaults) of the MLP on the pipeline's own train input."""
     import keras
 
-    from include.data import input_dataset
+    from include.train.data import input_dataset
 
     training, model_config = config.training, config.model
     keras.utils.set_random_seed(training.seed)

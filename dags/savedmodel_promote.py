@@ -28,10 +28,9 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from include.config import load_all_pipelines
-from include.manifest import LABELS
+from include.registry.store import LABELS
 from include.versions import MAX_VERSION
-from plugins.savedmodel_promotion import approve_stable, route_request
-from plugins.savedmodel_tasks import move_label
+from plugins.savedmodel_promotion import approve_stable, move_label, route_request
 
 _configs, _ = load_all_pipelines()
 

@@ -58,7 +58,7 @@ def append_bytes(path: Path, data: bytes) -> int:
     """Appends `data` to a file (O_APPEND), flushes it and returns the file's new length in bytes.
 
     A crash can leave part of `data` at the end; the caller records the length it committed
-    elsewhere and drops anything past it (see include/manifest.py).
+    elsewhere and drops anything past it (see include/registry/store.py).
     """
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

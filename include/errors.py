@@ -126,7 +126,7 @@ class ManifestError(RegistryError):
         self.path, self.problem, self.model_dir = str(path), problem, str(model_dir)
         super().__init__(
             f"damaged registry file {self.path}: {problem}; rebuild the registry from the version dirs "
-            f"on disk with: python -m include.registry_cli rebuild {self.model_dir}"
+            f"on disk with: python -m include.registry.cli rebuild {self.model_dir}"
         )
 
 

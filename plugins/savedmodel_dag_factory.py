@@ -12,7 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from include.config import PipelineConfig
-from include.run_options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
+from include.run.options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
 from include.versions import MAX_VERSION, model_dir, runs_dir
 from plugins.savedmodel_operators import SavedModelExportOperator
 from plugins.savedmodel_sensors import SavedModelVersionSensor

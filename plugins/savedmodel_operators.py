@@ -35,8 +35,8 @@ class SavedModelExportOperator(BaseOperator):
         self.run_record = run_record
 
     def execute(self, context: Context) -> dict:
-        from include.run_record import load_run
-        from include.run_steps import export_run
+        from include.run.record import load_run
+        from include.run.steps import export_run
 
         with fail_fast_on_permanent_errors():
             result = export_run(load_run(self.run_record))

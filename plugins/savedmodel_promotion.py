@@ -1,4 +1,4 @@
-"""The promote DAG's steps before `move_label`: route a request, and wait for a person's approval.
+"""The promote DAG's steps: route a request, wait for a person's approval, move the label.
 
     route_request ─┬──────────────────► move_label
                    └─► approve_stable ─┘
@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import get_current_context, task
+from airflow.sdk import TriggerRule, get_current_context, task
 
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
@@ -46,11 +46,11 @@ models.config; Reject changes nothing. No answer within {{ timeout }} counts as 
 @task.branch(task_id=ROUTE_TASK_ID)
 def route_request() -> str:
     """Checks the requested move and returns the next task: the approval, or the move itself."""
-    from include.approvals import needs_approval
     from include.config import find_pipeline
     from include.errors import RegistryError
-    from include.manifest import published_versions, read_head, read_manifest
-    from include.registry_pages import read_version_entry
+    from include.registry.approvals import needs_approval
+    from include.registry.page.data import read_version_entry
+    from include.registry.store import published_versions, read_head, read_manifest
     from include.versions import model_dir
 
     context = get_current_context()
@@ -104,8 +104,8 @@ def approve_stable() -> LabelMoveApproval:
 
 def record_decision(context, event: dict) -> str:
     """Appends the answer (a person's, or the timeout's) to a move request to the history; returns it."""
-    from include.approvals import approval_outcome, record_approval
     from include.config import find_pipeline
+    from include.registry.approvals import approval_outcome, record_approval
     from include.versions import model_dir
 
     params = context["params"]
@@ -134,3 +134,29 @@ def _describe(delta: timedelta) -> str:
     if delta.days and not delta.seconds:
         return f"{delta.days} day{'s' if delta.days != 1 else ''}"
     return f"{delta.total_seconds() / 3600:g} hours"
+
+
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def move_label() -> dict:
+    """Points a label (stable/canary) at a published, loadable version; records who and why.
+
+    Runs after `route_request`, directly or through an approval that said yes (one that says no
+    skips it: plugins/savedmodel_promotion.py).
+    """
+    from include.config import find_pipeline
+    from include.registry.policy import promote
+
+    context = get_current_context()
+    params, dag_run = context["params"], context["dag_run"]
+    with fail_fast_on_permanent_errors():
+        config = find_pipeline(params["pipeline"])
+        by = getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
+        manifest = promote(
+            config.storage.serving_root,
+            config.model.name,
+            params["version"],
+            params["label"],
+            by=by,
+            reason=params["reason"],
+        )
+    return {"model": config.model.name, "labels": manifest["labels"]}

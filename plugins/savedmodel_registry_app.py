@@ -1,6 +1,6 @@
 """The Models pages: a FastAPI app on Airflow's API server, behind Airflow's own login and auth manager.
 
-Mounted at `/registry` by plugins/savedmodel_registry_ui.py (which imports this module on the
+Mounted at `/registry` by plugins/savedmodel_plugin.py (which imports this module on the
 first request, so the plugin stays cheap for every other Airflow process). Listed in
 plugins/.airflowignore: the plugins manager must not import it on its own.
 
@@ -31,11 +31,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from include.approvals import needs_approval
 from include.config import load_all_pipelines
-from include.manifest import LABELS
-from include.registry_html import render_error, render_model, render_models, render_requested, render_version
-from include.registry_pages import (
+from include.registry.approvals import needs_approval
+from include.registry.page.data import (
     PER_PAGE,
     ModelNotFound,
     ModelRef,
@@ -47,6 +45,14 @@ from include.registry_pages import (
     read_version_entry,
     version_page,
 )
+from include.registry.page.html import (
+    render_error,
+    render_model,
+    render_models,
+    render_requested,
+    render_version,
+)
+from include.registry.store import LABELS
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ class SavedModelVersionSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resumes after the trigger fired: checks the dir once more and returns its path."""
-        from include.savedmodel_dir import missing_parts
+        from include.savedmodel.files import missing_parts
 
         problems = missing_parts(self.version_dir)
         if not event or event.get("status") != "complete" or problems:
@@ -64,7 +64,7 @@ class SavedModelVersionSensor(BaseSensorOperator):
         return str(self.version_dir)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from include.savedmodel_dir import missing_parts
+        from include.savedmodel.files import missing_parts
 
         problems = missing_parts(self.version_dir)
         if problems:

@@ -1,6 +1,6 @@
 """The TaskFlow steps of a pipeline DAG: train, validate_signatures and publish_version.
 
-Each step is a thin shell around `include/run_steps.py`: `train` writes the run record from the
+Each step is a thin shell around `include/run/steps.py`: `train` writes the run record from the
 pipeline YAML and the run context; every later step gets the record's path and reads the rest
 from it. Permanent errors become AirflowFailException. TensorFlow is imported inside `include/`
 functions, at run time only.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from airflow.sdk import TriggerRule, get_current_context, task
+from airflow.sdk import get_current_context, task
 
 from include.summary import metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
@@ -31,9 +31,9 @@ def _log_tensorflow_preload() -> None:
 @task(multiple_outputs=True)
 def train(pipeline_file: str, runs_dir: str) -> dict:
     """Resolves the run record, trains on the data as of the run's date; returns the record's path."""
-    from include.preflight import check_writable_dir
-    from include.run_record import RunIdentity, start_run
-    from include.run_steps import train_run
+    from include.run.preflight import check_writable_dir
+    from include.run.record import RunIdentity, start_run
+    from include.run.steps import train_run
 
     _log_tensorflow_preload()
     context = get_current_context()
@@ -67,8 +67,8 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
 @task(multiple_outputs=True)
 def validate_signatures(record: str) -> dict:
     """Checks signatures against the contract and the served version, runs them, gates quality."""
-    from include.run_record import load_run
-    from include.run_steps import validate_run
+    from include.run.record import load_run
+    from include.run.steps import validate_run
 
     _log_tensorflow_preload()
     with fail_fast_on_permanent_errors():
@@ -86,8 +86,8 @@ def validate_signatures(record: str) -> dict:
 @task
 def publish_version(record: str, version_dir: str) -> dict:
     """Verifies the exported SavedModel, then promotes it into the serving root with its lineage."""
-    from include.run_record import load_run
-    from include.run_steps import publish_run
+    from include.run.record import load_run
+    from include.run.steps import publish_run
 
     _log_tensorflow_preload()
     context = get_current_context()
@@ -111,29 +111,3 @@ def publish_version(record: str, version_dir: str) -> dict:
             "metrics": run.read_step("train")["metrics"],
         }
     return result.to_dict()
-
-
-@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-def move_label() -> dict:
-    """Points a label (stable/canary) at a published, loadable version; records who and why.
-
-    Runs after `route_request`, directly or through an approval that said yes (one that says no
-    skips it: plugins/savedmodel_promotion.py).
-    """
-    from include.config import find_pipeline
-    from include.manifest import promote
-
-    context = get_current_context()
-    params, dag_run = context["params"], context["dag_run"]
-    with fail_fast_on_permanent_errors():
-        config = find_pipeline(params["pipeline"])
-        by = getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
-        manifest = promote(
-            config.storage.serving_root,
-            config.model.name,
-            params["version"],
-            params["label"],
-            by=by,
-            reason=params["reason"],
-        )
-    return {"model": config.model.name, "labels": manifest["labels"]}

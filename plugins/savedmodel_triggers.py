@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from include.savedmodel_dir import missing_parts
+from include.savedmodel.files import missing_parts
 
 
 class SavedModelVersionTrigger(BaseTrigger):

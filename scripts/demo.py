@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from include.config import DEFAULT_PIPELINES_DIR, PROJECT_ROOT, find_pipeline
-from include.savedmodel_dir import missing_parts
+from include.savedmodel.files import missing_parts
 from include.summary import SUMMARY_MARKER
 from include.versions import version_dir, version_from_date
 from tools.example_data import write_example_data

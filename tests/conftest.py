@@ -42,7 +42,7 @@ def session_config(tmp_path_factory, example_data) -> PipelineConfig:
 @pytest.fixture(scope="session")
 def trained(session_config, tmp_path_factory):
     """Returns the TrainResult of training the example pipeline once on all data."""
-    from include.training import train_model
+    from include.train.training import train_model
 
     work_dir = tmp_path_factory.mktemp("work")
     return train_model(session_config, AFTER_ALL_DATA, work_dir)
@@ -51,7 +51,7 @@ def trained(session_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(session_config, trained, tmp_path_factory) -> Path:
     """Returns the directory of a complete SavedModel exported from the session's checkpoint."""
-    from include.export import export_savedmodel
+    from include.savedmodel.export import export_savedmodel
 
     target = tmp_path_factory.mktemp("export") / "20261101000000"
     export_savedmodel(session_config, trained.checkpoint, target)

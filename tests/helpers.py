@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from include.config import DEFAULT_PIPELINES_DIR
-from include.savedmodel_dir import missing_parts
+from include.savedmodel.files import missing_parts
 from tools.local_airflow import LocalAirflow, free_port
 
 EXAMPLE_YAML = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
@@ -84,8 +84,8 @@ def score_in_fresh_process(version_dir: Path, serialized: list[bytes], tmp_path:
 
 def eval_sample(checkpoint: str) -> list[bytes]:
     """Returns the held-out examples (serialized tf.Examples) training stored beside a checkpoint."""
-    from include.data import read_sample
-    from include.training import EVAL_SAMPLE_FILE
+    from include.train.data import read_sample
+    from include.train.training import EVAL_SAMPLE_FILE
 
     return read_sample(Path(checkpoint).parent / EVAL_SAMPLE_FILE)
 
@@ -94,7 +94,7 @@ def checkpoint_outputs(config, checkpoint: str, examples: list[bytes], output: s
     """Returns one head output (scores, predictions...) of the in-training model on serialized examples."""
     import tensorflow as tf
 
-    from include.model import build_serving_graph
+    from include.train.model import build_serving_graph
 
     serving = build_serving_graph(config)
     with tf.compat.v1.Session(graph=serving.graph) as sess:
@@ -179,7 +179,7 @@ def example_values(record: bytes) -> dict[str, list]:
 
 def split_indexes(records: list[bytes], eval_percent: int, *, held: bool, id_key: str = "id") -> list[int]:
     """Returns the indexes of the records in the held-out split (held=True) or in the train split."""
-    from include.data import held_out
+    from include.train.data import held_out
 
     ids = np.array([example_values(r)[id_key][0] for r in records])
     membership = held_out(ids, eval_percent).numpy()
@@ -222,7 +222,7 @@ LATEST_TWO = {"version_policy": "latest", "num_latest": 2}
 
 def publish_digits(exported: Path, serving_root: Path, version: int, **kwargs):
     """Publishes `exported` as `version` of model `digits` with a small lineage record."""
-    from include.publish import publish_version
+    from include.registry.publish import publish_version
 
     record = {
         "run_type": kwargs.pop("run_type", "scheduled"),
@@ -239,7 +239,7 @@ def parse_models_config(serving_root: Path):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from include.serving_config import MODELS_CONFIG_FILE
+    from include.registry.serving_config import MODELS_CONFIG_FILE
 
     return text_format.Parse(
         (serving_root / MODELS_CONFIG_FILE).read_text(), model_server_config_pb2.ModelServerConfig()

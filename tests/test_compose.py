@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from include.config import PROJECT_ROOT, load_pipeline_config
-from include.serving_config import MODELS_CONFIG_FILE
+from include.registry.serving_config import MODELS_CONFIG_FILE
 from tests.helpers import EXAMPLE_YAML
 from tools.local_airflow import SETTINGS_FILE, read_env_file
 
@@ -131,7 +131,7 @@ def test_serving_profile_reads_the_pipelines_models_config(compose):
     in_container = Path(MODEL_STORE) / example.storage.serving_root.relative_to(PROJECT_ROOT / "build")
     assert f"--model_config_file={in_container / MODELS_CONFIG_FILE}" in serving["command"]
     init = compose["services"]["airflow-init"]["command"][-1]
-    assert f"python -m include.registry_cli models-config {in_container}" in init
+    assert f"python -m include.registry.cli models-config {in_container}" in init
 
 
 def test_secrets_come_from_env_and_ports_stay_on_loopback(compose):
@@ -458,7 +458,7 @@ def test_airflow_init_prepares_the_volumes_every_airflow_service_writes(resolved
 
     Real: `docker-compose config`'s resolved airflow-init (entrypoint, command with the .env values,
     environment, `user:`), run by bash as that uid:gid with no other group; its `install`, `setpriv`,
-    the admin password file, and `include.registry_cli models-config`; the image's dirs and ENV
+    the admin password file, and `include.registry.cli models-config`; the image's dirs and ENV
     from the Dockerfile (`install -d`, ENV, WORKDIR); each service's `user:` in the write checks.
     Emulated: the container's file system (its /opt/airflow tree under a temp dir, container paths
     rewritten into it; named volumes as fresh root-owned 0755 dirs, or with the owner and mode of the

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from include import config as config_module
 from include.config import (
     DEFAULT_PIPELINES_DIR,
     MODEL_TENSORS,
@@ -23,6 +22,7 @@ from include.config import (
     load_pipeline_config,
     parse_pipeline_config,
 )
+from include.config.__main__ import main as schema_main
 from include.errors import ConfigError
 from tests.helpers import EXAMPLE_YAML, diabetes_raw, example_raw, write_pipeline
 
@@ -463,7 +463,7 @@ def test_model_copy_keeps_the_source_file():
 
 def test_schema_file_is_up_to_date(capsys):
     """docs/pipeline.schema.json is what `python -m include.config schema` prints today."""
-    assert config_module.main(["schema"]) == 0
+    assert schema_main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == PipelineConfig.model_json_schema()
     assert json.loads(SCHEMA_FILE.read_text()) == printed, (

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from include.config import DataConfig
-from include.data import (
+from include.errors import NoDataError
+from include.train.data import (
     data_window,
     held_out,
     held_out_sample,
@@ -21,9 +22,8 @@ from include.data import (
     read_sample,
     write_sample,
 )
-from include.errors import NoDataError
-from include.features import make_example
-from include.training import train_model
+from include.train.features import make_example
+from include.train.training import train_model
 from tests.helpers import (
     AFTER_ALL_DATA,
     SMALL_WINDOW_DATE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from include.savedmodel_dir import content_digest
+from include.savedmodel.files import content_digest
 from tools.example_data import EXAMPLE_FIRST_DAY, write_example_partitions
 
 

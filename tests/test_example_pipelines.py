@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from include.config import DEFAULT_PIPELINES_DIR, load_pipeline_config
-from include.features import make_example
+from include.train.features import make_example
 from tests.helpers import AFTER_ALL_DATA, write_pipeline
 
 SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
@@ -26,9 +26,9 @@ SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
 
 def exported_example(name: str, root: Path) -> tuple:
     """Returns (config, export dir, validation verdict) of example pipeline `name` trained under `root`."""
-    from include.export import export_savedmodel
-    from include.signatures import validate_checkpoint
-    from include.training import train_model
+    from include.savedmodel.export import export_savedmodel
+    from include.train.training import train_model
+    from include.validate.checkpoint import validate_checkpoint
     from tools.example_data import write_example_data
 
     raw = yaml.safe_load((DEFAULT_PIPELINES_DIR / f"{name}.yaml").read_text())

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-import include.export
-from include.features import request_examples
-from include.model import build_serving_graph
-from include.run_record import RunIdentity, RunRecord, start_run
-from include.savedmodel_dir import content_digest
+import include.savedmodel.export
+from include.run.record import RunIdentity, RunRecord, start_run
+from include.savedmodel.files import content_digest
+from include.train.features import request_examples
+from include.train.model import build_serving_graph
 from include.versions import runs_dir
 from plugins.savedmodel_operators import SavedModelExportOperator
 from tests.helpers import (
@@ -107,13 +107,13 @@ def test_exact_checkpoint_is_copied_byte_for_byte_as_the_builder_saves_it(start,
     import tensorflow as tf
 
     record = start("manual__copied")
-    assert include.export.holds_exactly(
+    assert include.savedmodel.export.holds_exactly(
         record.read_step("train")["checkpoint"], build_serving_graph(record.config).model_variables
     )
     with monkeypatch.context() as patch:
         patch.setattr(tf.compat.v1.train.Saver, "restore", lambda *_: pytest.fail("restored the checkpoint"))
         copied = export_operator(record).execute({})
-    monkeypatch.setattr(include.export, "holds_exactly", lambda *_: False)
+    monkeypatch.setattr(include.savedmodel.export, "holds_exactly", lambda *_: False)
     saved = export_operator(start("manual__saved")).execute({})
     assert_complete(Path(copied["export_dir"]))
     assert copied["content_digest"] == saved["content_digest"]
@@ -125,7 +125,7 @@ def test_checkpoint_with_training_state_is_restored_and_saved(start, trained, tm
     checkpoint = copy_checkpoint(trained.checkpoint, tmp_path / "with_step")
     add_training_state(record.config, checkpoint)
     model_variables = build_serving_graph(record.config).model_variables
-    assert not include.export.holds_exactly(checkpoint, model_variables)
+    assert not include.savedmodel.export.holds_exactly(checkpoint, model_variables)
     plain = export_operator(record).execute({})
     restored = export_operator(start("manual__with_step", checkpoint=checkpoint)).execute({})
     assert restored["content_digest"] == plain["content_digest"]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from include.config import PROJECT_ROOT, load_pipeline_config
-from include.data import data_window, input_dataset
-from include.features import make_example
+from include.train.data import data_window, input_dataset
+from include.train.features import make_example
 from tests.helpers import EXAMPLE_YAML
 
 SCRIPT = PROJECT_ROOT / "scripts" / "generate_scale_data.py"

@@ -80,7 +80,7 @@ def import_every_module(package: str) -> dict:
 def test_importing_every_include_module_loads_no_airflow():
     """A fresh interpreter imports every include module and has no airflow module loaded afterwards."""
     result = import_every_module("include")
-    assert "include.publish" in result["modules"] and "include.manifest" in result["modules"]
+    assert "include.registry.publish" in result["modules"] and "include.registry.store" in result["modules"]
     assert result["failed"] == {}
     assert result["airflow"] == []
 

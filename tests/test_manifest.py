@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from include import manifest as manifest_module
 from include.durable import locked
 from include.errors import RegistryError
-from include.manifest import (
+from include.registry import store as manifest_module
+from include.registry.policy import baseline, promote, set_label
+from include.registry.store import (
     HISTORY_FILE,
     MANIFEST_FILE,
     VERSIONS_DIR,
-    baseline,
     manifest_update,
     migrate_manifest,
-    promote,
     read_manifest,
-    set_label,
 )
 from tests.helpers import parse_models_config, publish_digits
 

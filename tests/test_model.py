@@ -16,11 +16,11 @@ import pytest
 
 from include.config import load_pipeline_config
 from include.errors import ConfigError
-from include.export import export_savedmodel
-from include.features import make_example, request_examples
-from include.signatures import validate_checkpoint
-from include.training import train_model
-from include.verify_export import verify_export
+from include.savedmodel.export import export_savedmodel
+from include.savedmodel.verify import verify_export
+from include.train.features import make_example, request_examples
+from include.train.training import train_model
+from include.validate.checkpoint import validate_checkpoint
 from tests.helpers import (
     assert_complete,
     checkpoint_outputs,
@@ -278,7 +278,7 @@ def test_epochs_train_whole_passes_over_the_train_split(tmp_path, colors_data, e
 
 def test_non_deterministic_training_uses_every_core_and_still_learns(tmp_path, colors_data):
     """deterministic: false runs the model math on all cores (intra-op threads 0) and trains as well."""
-    from include.training import session_config
+    from include.train.training import session_config
 
     assert session_config(True).intra_op_parallelism_threads == 1
     assert session_config(False).intra_op_parallelism_threads == 0
@@ -296,7 +296,7 @@ def test_steps_per_run_change_nothing_but_the_speed(tmp_path, colors_data, monke
 
     import tensorflow as tf
 
-    import include.training as training
+    import include.train.training as training
 
     builder = {"builder": "tests.keras_builders:normalized_classifier"}
     config = colors_config(
@@ -306,7 +306,7 @@ def test_steps_per_run_change_nothing_but_the_speed(tmp_path, colors_data, monke
     for per_run in (1, 7):
         monkeypatch.setattr(training, "STEPS_PER_RUN", per_run)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="include.training"):
+        with caplog.at_level(logging.INFO, logger="include.train.training"):
             results[per_run] = train_model(config, AS_OF, tmp_path / f"per-run-{per_run}")
         logged[per_run] = [
             r.getMessage().split(" (")[0] for r in caplog.records if r.getMessage().startswith("step ")
@@ -325,7 +325,7 @@ def test_steps_per_run_change_nothing_but_the_speed(tmp_path, colors_data, monke
 
 def test_epochs_end_inside_a_run(tmp_path, colors_data, monkeypatch):
     """An epoch's end inside a run of several steps stops the loop there: exact steps, no lost batch."""
-    import include.training as training
+    import include.train.training as training
 
     monkeypatch.setattr(training, "STEPS_PER_RUN", 5)
     config = colors_config(tmp_path, colors_data, training={"epochs": 2})

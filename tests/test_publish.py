@@ -12,9 +12,9 @@ import pytest
 
 from include.durable import locked
 from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
-from include.manifest import MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, manifest_update, read_manifest
-from include.publish import publish_version
-from include.savedmodel_dir import content_digest
+from include.registry.publish import publish_version
+from include.registry.store import MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, manifest_update, read_manifest
+from include.savedmodel.files import content_digest
 from tests.helpers import assert_complete
 
 
@@ -216,7 +216,7 @@ def test_a_rerun_after_a_crash_before_the_head_gives_the_version_its_labels(
     exported, serving_root, monkeypatch
 ):
     """Killed after its entry but before the head: the rerun finds the content, records it, labels it."""
-    from include import manifest
+    from include.registry import store as manifest
 
     publish_version(exported, serving_root, "digits", 10)
     real_write = manifest.write_text_atomic

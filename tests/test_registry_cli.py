@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-from include.manifest import read_manifest
-from include.registry_cli import main, versions_table
-from include.serving_config import MODELS_CONFIG_FILE
+from include.registry.cli import main, versions_table
+from include.registry.serving_config import MODELS_CONFIG_FILE
+from include.registry.store import read_manifest
 from tests.helpers import make_raw, parse_models_config, publish_digits, write_pipeline
 
 

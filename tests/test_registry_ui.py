@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from include import registry_index
-from include.approvals import approval_outcome, needs_approval, record_approval
 from include.durable import locked
-from include.manifest import manifest_update, read_manifest
-from include.registry_chart import MAX_POINTS, downsample, metric_chart
-from include.registry_html import render_model, render_models, render_version
-from include.registry_index import ModelIndex, model_index
-from include.registry_pages import (
+from include.registry.approvals import approval_outcome, needs_approval, record_approval
+from include.registry.page import index as registry_index
+from include.registry.page.chart import MAX_POINTS, downsample, metric_chart
+from include.registry.page.data import (
     ModelNotFound,
     ModelRef,
     VersionNotFound,
@@ -29,7 +26,10 @@ from include.registry_pages import (
     serving_entry,
     version_page,
 )
-from include.serving_config import write_models_config
+from include.registry.page.html import render_model, render_models, render_version
+from include.registry.page.index import ModelIndex, model_index
+from include.registry.serving_config import write_models_config
+from include.registry.store import manifest_update, read_manifest
 from tests.helpers import make_raw, write_pipeline
 
 FIRST = 20261001000000
@@ -285,7 +285,7 @@ def test_approval_outcomes():
 
 def test_approval_options_match_airflow():
     """The outcome reader uses the ApprovalOperator's own option names."""
-    from include import approvals
+    from include.registry import approvals
 
     assert (ApprovalOperator.APPROVE, ApprovalOperator.REJECT) == (approvals.APPROVE, approvals.REJECT)
 
@@ -379,7 +379,7 @@ def test_plugin_registers_the_app_and_a_nav_view():
     """The plugin mounts an app at /registry and adds a "Models" nav view Airflow's schema accepts."""
     from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
 
-    from plugins.savedmodel_registry_ui import RegistryApp, SavedModelRegistryPlugin
+    from plugins.savedmodel_plugin import RegistryApp, SavedModelRegistryPlugin
 
     (app,) = SavedModelRegistryPlugin.fastapi_apps
     assert app["url_prefix"] == "/registry" and isinstance(app["app"], RegistryApp)
@@ -393,7 +393,7 @@ def test_plugin_registers_the_app_and_a_nav_view():
 def test_plugin_module_is_cheap_to_import():
     """Importing the plugin leaves the app module, FastAPI's security layer and TensorFlow unloaded."""
     script = (
-        "import sys, json, plugins.savedmodel_registry_ui\n"
+        "import sys, json, plugins.savedmodel_plugin\n"
         "print(json.dumps([m for m in ('plugins.savedmodel_registry_app', "
         "'airflow.api_fastapi.core_api.security', 'tensorflow') if m in sys.modules]))"
     )

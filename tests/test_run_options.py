@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from include.errors import RunParamsError
-from include.run_options import resolve_run_options
+from include.run.options import resolve_run_options
 
 UTC = dt.UTC
 LOGICAL = dt.datetime(2026, 10, 12, tzinfo=UTC)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from include.errors import ConfigError, ExportVerificationError, IncompleteModelError, RunRecordError
-from include.manifest import read_manifest
-from include.run_record import RunIdentity, RunRecord, load_run, start_run
-from include.run_steps import export_run, publish_run, validate_run
+from include.registry.store import read_manifest
+from include.run.record import RunIdentity, RunRecord, load_run, start_run
+from include.run.steps import export_run, publish_run, validate_run
 from include.versions import runs_dir
 from tests.helpers import make_raw, write_pipeline
 
@@ -168,7 +168,7 @@ def test_reference_outputs_cover_every_signature_on_the_held_out_rows(run):
 
 def test_export_changed_after_verification_is_not_published(run):
     """publish_version refuses content other than the digest that verification loaded."""
-    from include.publish import publish_version
+    from include.registry.publish import publish_version
 
     validate_run(run)
     export_dir = Path(export_run(run)["export_dir"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from include.manifest import MANIFEST_FILE, migrate_manifest, read_manifest
-from include.publish import publish_version
-from include.serving_config import render_models_config
+from include.registry.publish import publish_version
+from include.registry.serving_config import render_models_config
+from include.registry.store import MANIFEST_FILE, migrate_manifest, read_manifest
 from tests.helpers import parse_models_config, publish_digits
 
 

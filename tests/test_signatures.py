@@ -7,7 +7,8 @@ import pytest
 
 from include.config import SignatureSpec, TensorSpec
 from include.errors import ContractMismatchError, QualityGateError
-from include.signatures import compatibility_diff, describe_signatures, validate_checkpoint
+from include.validate.checkpoint import validate_checkpoint
+from include.validate.signatures import compatibility_diff, describe_signatures
 
 
 def with_signatures(config, **changes):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from include.config import ModelConfig
-from include.export import checkpoint_digest
+from include.savedmodel.export import checkpoint_digest
 from include.summary import metrics_headline
-from include.training import EVAL_SAMPLE_SIZE, METRICS_FILE, train_model
+from include.train.training import EVAL_SAMPLE_SIZE, METRICS_FILE, train_model
 from tests.helpers import AFTER_ALL_DATA
 
 
@@ -87,7 +87,7 @@ def test_a_killed_attempts_checkpoint_temp_dir_is_removed(session_config, tmp_pa
 
 def test_the_data_summary_describes_the_window_read(session_config, trained):
     """The result's `data` names the partitions, files, bytes, records, skipped entries and fingerprint."""
-    from include.data import data_window
+    from include.train.data import data_window
 
     window = data_window(session_config.data, AFTER_ALL_DATA)
     data = trained.data
@@ -108,7 +108,7 @@ def test_metrics_name_the_train_run(trained):
 
 def test_eval_sample_holds_held_out_examples(session_config, trained):
     """eval_sample.json beside the checkpoint holds 32 serialized held-out tf.Examples (label and id kept)."""
-    from include.data import held_out
+    from include.train.data import held_out
     from tests.helpers import eval_sample, example_values
 
     sample = eval_sample(trained.checkpoint)

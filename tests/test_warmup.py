@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from include.features import request_examples
-from include.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
+from include.savedmodel.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
+from include.train.features import request_examples
 from tests.helpers import checkpoint_scores, eval_sample
 
 

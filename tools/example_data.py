@@ -4,7 +4,7 @@
 - diabetes (`diabetes_keras`): 442 patients, nine numeric features, `sex` as a string, and the
   disease progression a year later as the float `target`, `id`.
 
-Written in the layout include/data.py reads (`<location>/dt=YYYY-MM-DD/part-00000.tfrecord`),
+Written in the layout include/train/data.py reads (`<location>/dt=YYYY-MM-DD/part-00000.tfrecord`),
 one partition a day from EXAMPLE_FIRST_DAY on, for the demo, the tests and the benchmarks.
 """
 
@@ -43,7 +43,7 @@ def write_diabetes_partitions(location: str | os.PathLike[str]) -> list[Path]:
     """
     from sklearn.datasets import load_diabetes
 
-    from include.features import make_example
+    from include.train.features import make_example
 
     diabetes = load_diabetes(scaled=False)
     names = list(diabetes.feature_names)
@@ -85,7 +85,7 @@ def write_example_partitions(location: str | os.PathLike[str]) -> list[Path]:
     """
     from sklearn.datasets import load_digits
 
-    from include.features import make_example
+    from include.train.features import make_example
 
     digits = load_digits()
     images = (digits.data / 16.0).astype(np.float32)

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from include.config import load_pipeline_config
-from include.manifest import read_manifest
-from include.savedmodel_dir import content_digest
+from include.registry.store import read_manifest
+from include.savedmodel.files import content_digest
 from plugins.savedmodel_tasks import NOT_PRELOADED, PRELOADED
 from tests.e2e.airflow_api import AirflowApi
 from tests.e2e.native_services import (

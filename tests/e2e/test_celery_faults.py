@@ -59,8 +59,8 @@ import psutil
 import pytest
 
 from include.config import PipelineConfig, load_pipeline_config
-from include.manifest import read_manifest
-from include.savedmodel_dir import content_digest
+from include.registry.store import read_manifest
+from include.savedmodel.files import content_digest
 from include.versions import is_version_name, model_dir, run_work_dir
 from tests.e2e.airflow_api import FINISHED, AirflowApi, ApiError
 from tests.e2e.native_services import NativeServer, postgres_service, processes_with_env, redis_service

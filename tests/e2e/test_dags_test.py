@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from include.features import request_examples
-from include.manifest import read_manifest
+from include.registry.store import read_manifest
+from include.train.features import request_examples
 from include.versions import run_work_dir
 from tests.helpers import (
     assert_complete,

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from include.config import DEFAULT_PIPELINES_DIR
-from include.features import make_example
-from include.manifest import read_manifest
+from include.registry.store import read_manifest
+from include.train.features import make_example
 from tests.helpers import AirflowEnv, assert_complete, write_pipeline
 from tools import local_airflow
 from tools.example_data import write_example_data

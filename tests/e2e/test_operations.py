@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from include.manifest import read_manifest
-from include.savedmodel_dir import content_digest
+from include.registry.store import read_manifest
+from include.savedmodel.files import content_digest
 from include.versions import run_work_dir
 from plugins.savedmodel_tasks import PRELOADED
 from tests.e2e.airflow_api import AirflowApi, ApiError

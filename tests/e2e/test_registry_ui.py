@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from include.config import PROJECT_ROOT
-from include.manifest import read_manifest
+from include.registry.store import read_manifest
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import make_raw, write_pipeline
 from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port

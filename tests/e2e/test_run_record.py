@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from include.manifest import read_manifest
+from include.registry.store import read_manifest
 from tests.helpers import make_raw, write_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 _EDITING_BUILDER = """
 import pathlib
 import yaml
-from include.model import softmax
+from include.train.model import softmax
 
 PIPELINE = pathlib.Path({pipeline!r})
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from include.config import PROJECT_ROOT
-from include.manifest import read_manifest
+from include.registry.store import read_manifest
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import make_raw, running_airflow, write_pipeline
 from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER

@@ -23,15 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from include.config import load_pipeline_config
-from include.manifest import HISTORY_FILE, MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, read_manifest
-from include.savedmodel_dir import missing_parts
+from include.registry.store import HISTORY_FILE, MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, read_manifest
+from include.savedmodel.files import missing_parts
 from include.versions import is_version_name
 
 
 def export_and_publish(config, checkpoint: str, work: Path, version: int) -> None:
     """What the export_savedmodel and publish_version tasks do for one run."""
-    from include.export import export_savedmodel
-    from include.publish import publish_version
+    from include.registry.publish import publish_version
+    from include.savedmodel.export import export_savedmodel
 
     export_dir = work / "exports" / str(version)
     export_savedmodel(config, checkpoint, export_dir)
@@ -42,7 +42,7 @@ def export_and_publish(config, checkpoint: str, work: Path, version: int) -> Non
 
 def publish_with_retention(export_dir: Path, work: Path, name: str, version: int) -> None:
     """What publish_version does for a pipeline with `keep_versions: 3` and `num_latest: 2`."""
-    from include.publish import publish_version
+    from include.registry.publish import publish_version
 
     publish_version(
         export_dir,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from include.manifest import MANIFEST_FILE, read_manifest
-from include.publish import publish_version
-from include.serving_config import MODELS_CONFIG_FILE
+from include.registry.publish import publish_version
+from include.registry.serving_config import MODELS_CONFIG_FILE
+from include.registry.store import MANIFEST_FILE, read_manifest
 from tests.helpers import assert_complete
 
 PUBLISHERS = 8

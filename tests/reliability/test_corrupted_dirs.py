@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from include.errors import IncompleteModelError, RegistryError
-from include.manifest import check_loadable
-from include.publish import publish_version
+from include.registry.policy import check_loadable
+from include.registry.publish import publish_version
 
 
 def _truncate(path: Path) -> None:

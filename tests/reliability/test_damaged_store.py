@@ -28,12 +28,12 @@ from types import SimpleNamespace
 import pytest
 
 from include.errors import ManifestError, PipelineError, PreflightError
-from include.manifest import HISTORY_FILE, MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, read_manifest
-from include.preflight import MARGIN_BYTES, check_writable_dir, preflight, preflight_storage, version_size
-from include.publish import publish_version
-from include.registry_cli import main as registry_cli
-from include.registry_rebuild import BACKUP_PREFIX, rebuild_registry
-from include.savedmodel_dir import content_digest
+from include.registry.cli import main as registry_cli
+from include.registry.publish import publish_version
+from include.registry.rebuild import BACKUP_PREFIX, rebuild_registry
+from include.registry.store import HISTORY_FILE, MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, read_manifest
+from include.run.preflight import MARGIN_BYTES, check_writable_dir, preflight, preflight_storage, version_size
+from include.savedmodel.files import content_digest
 
 MODEL = "digits"
 
@@ -352,8 +352,8 @@ def test_a_full_file_system_is_refused(store, tmp_path):
 
 def test_train_run_runs_preflight_before_training(tmp_path, monkeypatch):
     """train_run refuses a serving root that is a file before training starts."""
-    from include import run_steps
     from include.config import load_pipeline_config
+    from include.run import steps as run_steps
     from tests.helpers import make_raw, write_pipeline
 
     config = load_pipeline_config(write_pipeline(tmp_path / "p", make_raw(tmp_path, tmp_path / "data")))
@@ -497,7 +497,7 @@ def test_every_reader_names_the_damaged_file(damaged, capsys):
             action, ManifestError, store.serving_root, f"damaged registry file {path}: ", words
         )
         assert (error.path, error.model_dir) == (str(path), str(store.model_dir))
-        assert f"python -m include.registry_cli rebuild {store.model_dir}" in str(error)
+        assert f"python -m include.registry.cli rebuild {store.model_dir}" in str(error)
     assert registry_cli(["versions", str(store.model_dir)]) == 1
     assert f"error: damaged registry file {path}: " in capsys.readouterr().err
 

@@ -6,9 +6,9 @@ import multiprocessing
 import resource
 import signal
 
-from include.manifest import STAGING_DIR
-from include.publish import publish_version
-from include.savedmodel_dir import content_digest
+from include.registry.publish import publish_version
+from include.registry.store import STAGING_DIR
+from include.savedmodel.files import content_digest
 from include.versions import is_version_name
 
 LIMIT_BYTES = 4096  # smaller than saved_model.pb: the copy must fail part-way
@@ -26,7 +26,7 @@ def _publish_with_tiny_disk(export: str, root: str, queue) -> None:
 
 def _export_with_tiny_disk(config_path: str, checkpoint: str, target: str, queue) -> None:
     from include.config import load_pipeline_config
-    from include.export import export_savedmodel
+    from include.savedmodel.export import export_savedmodel
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT_BYTES, LIMIT_BYTES))

@@ -246,7 +246,7 @@ def test_only_an_explicit_builder_path_is_imported(tmp_path, monkeypatch):
     raw = mutated("model.builder", "tests.reliability.not_a_module:fn")
     config = load_pipeline_config(write_pipeline(tmp_path, raw, "builder.yaml"))
     assert "tests.reliability.not_a_module" not in sys.modules  # loading imported nothing
-    from include.model import resolve_builder
+    from include.train.model import resolve_builder
 
     with pytest.raises(ConfigError, match=r"model\.builder: cannot import"):
         resolve_builder(config)

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from include.data import data_window, diagnose, example_problem, input_dataset
 from include.errors import DataError
-from include.features import make_example
-from include.run_record import RunIdentity, start_run
-from include.run_steps import train_run
-from include.training import CHECKPOINT_DIR, train_model
+from include.run.record import RunIdentity, start_run
+from include.run.steps import train_run
+from include.train.data import data_window, diagnose, example_problem, input_dataset
+from include.train.features import make_example
+from include.train.training import CHECKPOINT_DIR, train_model
 from include.versions import runs_dir
 from tests.helpers import (
     DAMAGED_DAY,

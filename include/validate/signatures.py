@@ -1,20 +1,21 @@
-"""Serving signatures: built from the YAML, checked against its contract, run on held-out rows, compared."""
+"""Serving signatures: built from the YAML, checked against its contract, run on rows, compared.
+
+The quality gate is include/validate/gate.py; the step that runs both on a checkpoint is
+include/validate/checkpoint.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from include.config import PipelineConfig, SignatureSpec, TensorSpec
-from include.data import read_sample
-from include.errors import ContractMismatchError, IncompleteModelError, QualityGateError
-from include.features import feature_values, request_examples
-from include.model import ServingGraph, build_serving_graph
-from include.training import EVAL_SAMPLE_FILE, METRICS_FILE
+from include.errors import ContractMismatchError, QualityGateError
+from include.train.features import feature_values, request_examples
+from include.train.model import ServingGraph
 
 log = logging.getLogger(__name__)
 
@@ -169,73 +170,6 @@ def compatibility_diff(served: dict, candidate: dict) -> list[str]:
     return diff
 
 
-def validate_checkpoint(
-    config: PipelineConfig,
-    checkpoint: str,
-    metrics: dict | None = None,
-    *,
-    baseline: dict | None = None,
-    force_reason: str | None = None,
-    allow_breaking_change: bool = False,
-) -> dict:
-    """Returns the verdict of rebuilding, contract-checking, smoke-running and gating a checkpoint.
-
-    `baseline` is the manifest entry of the version served now (`stable`, else the newest);
-    without one (the first publish) only the absolute thresholds apply. A `force_reason`
-    overrides a failed quality gate (recorded as verdict "forced"), never a contract mismatch.
-    Raises ContractMismatchError, QualityGateError or IncompleteModelError (all permanent).
-    """
-    import tensorflow as tf
-
-    v1 = tf.compat.v1
-    checkpoint_dir = Path(checkpoint).parent
-    if metrics is None:
-        metrics = json.loads((checkpoint_dir / METRICS_FILE).read_text())
-    serving = build_serving_graph(config)
-    signature_def_map = build_signature_def_map(serving, config.signatures)
-    described = describe_signatures(signature_def_map)
-    diff = contract_diff(described, config.signatures)
-    if diff:
-        raise ContractMismatchError(diff)
-    if baseline and baseline.get("signatures"):
-        breaking = compatibility_diff(baseline["signatures"], described)
-        if breaking and not (allow_breaking_change or config.quality.allow_breaking_signature_change):
-            raise ContractMismatchError(
-                [
-                    *breaking,
-                    f"(against version {baseline.get('version')}; set "
-                    "quality.allow_breaking_signature_change or trigger with allow_breaking_change=true "
-                    "if clients are ready)",
-                ]
-            )
-
-    sample = read_sample(checkpoint_dir / EVAL_SAMPLE_FILE)
-    with v1.Session(graph=serving.graph) as sess:
-        try:
-            v1.train.Saver(var_list=serving.model_variables).restore(sess, checkpoint)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as err:
-            raise IncompleteModelError(str(checkpoint_dir), [f"cannot restore checkpoint: {err}"]) from None
-        sess.run(v1.tables_initializer())
-        outputs = run_signatures(sess, signature_def_map, config, sample)
-    log.info("signatures match the contract and answer %d held-out rows: %s", len(sample), sorted(described))
-
-    verdict = "passed"
-    try:
-        check_quality(config, metrics, baseline)
-    except QualityGateError as err:
-        if not force_reason:
-            raise
-        log.warning("quality gate failed but force_publish overrides it (%s): %s", force_reason, err)
-        verdict = "forced"
-    return {
-        "signatures": described,
-        "signature_fingerprint": signature_fingerprint(described),
-        "verdict": verdict,
-        "baseline_version": baseline.get("version") if baseline else None,
-        "reference_outputs": outputs_to_json(outputs),
-    }
-
-
 def run_signatures(sess, signature_def_map: dict, config: PipelineConfig, examples: list[bytes]) -> dict:
     """Returns {key: {output: array}} from running every signature on serialized example rows in `sess`.
 
@@ -315,49 +249,3 @@ def outputs_diff(reference: dict, outputs: dict, *, rows: int | None = None) -> 
             elif want != got:
                 diff.append(f"signature {key!r} output {name!r}: values differ from the trained model")
     return diff
-
-
-def check_quality(config: PipelineConfig, metrics: dict, baseline: dict | None = None) -> None:
-    """Raises QualityGateError naming the metric, its value and the bound it broke.
-
-    Absolute thresholds always apply; with a baseline, accuracy may not drop more than
-    `quality.max_accuracy_drop` below the baseline's (classification), and the held-out loss may
-    not rise more than `quality.max_loss_increase` above it (a fraction; either head).
-    """
-    quality = config.quality
-    _check_loss(config, metrics, baseline)
-    if config.model.head == "regression":
-        return
-    accuracy = metrics.get("eval_accuracy")
-    if accuracy is None or accuracy < quality.min_accuracy:
-        raise QualityGateError("eval_accuracy", float(accuracy or 0.0), f">= {quality.min_accuracy}")
-    served = (baseline or {}).get("metrics", {}).get("eval_accuracy")
-    if quality.max_accuracy_drop is not None and served is not None:
-        bound = served - quality.max_accuracy_drop
-        if accuracy < bound - 1e-12:
-            raise QualityGateError(
-                "eval_accuracy",
-                float(accuracy),
-                f">= {bound:.6f} (version {baseline.get('version')} has {served:.6f}, "
-                f"max_accuracy_drop {quality.max_accuracy_drop})",
-            )
-
-
-def _check_loss(config: PipelineConfig, metrics: dict, baseline: dict | None) -> None:
-    """Raises QualityGateError when the held-out loss is above max_loss or rose too far above the baseline."""
-    quality = config.quality
-    loss = metrics.get("eval_loss")
-    if loss is None or not np.isfinite(loss):
-        raise QualityGateError("eval_loss", float("nan"), "a finite held-out loss")
-    if quality.max_loss is not None and loss > quality.max_loss:
-        raise QualityGateError("eval_loss", float(loss), f"<= {quality.max_loss}")
-    served = (baseline or {}).get("metrics", {}).get("eval_loss")
-    if quality.max_loss_increase is not None and served is not None:
-        bound = served * (1 + quality.max_loss_increase)
-        if loss > bound + 1e-12:
-            raise QualityGateError(
-                "eval_loss",
-                float(loss),
-                f"<= {bound:.6f} (version {baseline.get('version')} has {served:.6f}, "
-                f"max_loss_increase {quality.max_loss_increase})",
-            )

@@ -30,7 +30,7 @@ from pathlib import Path
 from include.config import PipelineConfig, load_pipeline_config, parse_pipeline_yaml
 from include.durable import write_json_atomic, write_text_atomic
 from include.errors import ConfigError, RunRecordError
-from include.run_options import RunOptions, resolve_run_options
+from include.run.options import RunOptions, resolve_run_options
 from include.versions import export_dir, run_key
 
 log = logging.getLogger(__name__)

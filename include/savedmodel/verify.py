@@ -17,9 +17,9 @@ from pathlib import Path
 
 from include.config import PipelineConfig
 from include.errors import ContractMismatchError, ExportVerificationError, QualityGateError
-from include.savedmodel_dir import content_digest
-from include.signatures import outputs_diff, run_signatures
-from include.warmup import read_warmup_requests, request_feeds
+from include.savedmodel.files import content_digest
+from include.savedmodel.warmup import read_warmup_requests, request_feeds
+from include.validate.signatures import outputs_diff, run_signatures
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def warmup_logs(config: PipelineConfig, signature_def_map: dict, examples: list[
         regression_pb2,
     )
 
-    from include.signatures import model_inputs, signature_feeds
+    from include.validate.signatures import model_inputs, signature_feeds
 
     sm = tf.compat.v1.saved_model.signature_constants
     inputs = model_inputs(examples, config)

@@ -2,7 +2,7 @@
 
 Plain Python without Airflow: the DAG's tasks are thin shells that call these with the record's
 path and hand on what they return (small facts). Each step reads what the earlier ones wrote into
-the run's work dir and writes its own result there (see include/run_record.py).
+the run's work dir and writes its own result there (see include/run/record.py).
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from importlib import metadata
 from pathlib import Path
 
 from include.config import PROJECT_ROOT
-from include.data import read_sample
 from include.durable import write_text_atomic
-from include.export import export_savedmodel
-from include.manifest import baseline, read_manifest
-from include.preflight import preflight
-from include.publish import PublishResult, publish_version
-from include.run_record import RunRecord
-from include.signatures import validate_checkpoint
-from include.training import EVAL_SAMPLE_FILE, train_model
-from include.verify_export import Verification, verify_export
+from include.registry.policy import baseline
+from include.registry.publish import PublishResult, publish_version
+from include.registry.store import read_manifest
+from include.run.preflight import preflight
+from include.run.record import RunRecord
+from include.savedmodel.export import export_savedmodel
+from include.savedmodel.verify import Verification, verify_export
+from include.train.data import read_sample
+from include.train.training import EVAL_SAMPLE_FILE, train_model
+from include.validate.checkpoint import validate_checkpoint
 from include.versions import model_dir
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 
 from include.config import ModelConfig, PipelineConfig
 from include.errors import ConfigError
-from include.features import dense_input, parse_spec
+from include.train.features import dense_input, parse_spec
 
 GraphBuilder = Callable[[Any, int, ModelConfig], Any]
 

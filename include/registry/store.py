@@ -1,4 +1,7 @@
-"""A model's manifest on disk, and the policy it records: labels, promotion and retention.
+"""The registry's on-disk format: a model's manifest (head, entries, history), read and changed.
+
+This module is the one place that knows the registry's files; everything else goes through
+its API (readers, `manifest_update`, `version_dirs`).
 
 Each model dir keeps its registry beside the versions, under non-numeric names (TF Serving
 ignores them):
@@ -28,7 +31,7 @@ nothing. A single-file manifest of before is read as it is and migrated by the f
 
 Every file is checked as it is read: an empty, truncated or hand-edited one (not JSON, wrong
 types, missing keys, an entry naming another version, a garbage history line) raises
-ManifestError naming the file and the problem; include/registry_rebuild.py rebuilds the registry
+ManifestError naming the file and the problem; include/registry/rebuild.py rebuilds the registry
 from the version dirs on disk.
 """
 
@@ -46,8 +49,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from include.durable import append_bytes, fsync_path, locked, write_text_atomic
-from include.errors import ManifestError, RegistryError
-from include.savedmodel_dir import missing_parts
+from include.errors import ManifestError
 from include.versions import is_version_name
 
 log = logging.getLogger(__name__)
@@ -329,132 +331,6 @@ def migrate_manifest(model_dir: str | os.PathLike[str]) -> None:
 def published_versions(manifest: dict) -> list[int]:
     """Returns the versions of a whole manifest currently published (not deleted), oldest first."""
     return sorted(int(v) for v, e in manifest["versions"].items() if e.get("status") == "published")
-
-
-def baseline(manifest: dict) -> dict | None:
-    """Returns the entry to compare a candidate with: the `stable` version, else the newest."""
-    versions = published_versions(manifest)
-    stable = manifest["labels"].get("stable")
-    if stable is not None and stable in versions:
-        return manifest["versions"][str(stable)]
-    return manifest["versions"][str(versions[-1])] if versions else None
-
-
-def auto_label(update: ManifestUpdate, version: int) -> list[str]:
-    """Labels a newly published version; returns the labels it got.
-
-    The newest version becomes `canary`; it becomes `stable` too when nothing is stable yet.
-    An older version (a backfill) gets no label, so it never displaces what is served.
-    """
-    newest = update.newest()
-    given = []
-    if version >= (newest[-1] if newest else version):
-        given.append("canary")
-    if not update.is_published(update.labels.get("stable")):
-        given.append("stable")
-    for label in given:
-        _move_label(update, label, version, by="publish", reason="automatic on publish")
-    return given
-
-
-def _move_label(update: ManifestUpdate, label: str, version: int, *, by: str, reason: str, **details) -> None:
-    """Points `label` at `version` and records the move in the history."""
-    update.labels[label] = version
-    update.record_event(
-        {"event": "label", "label": label, "version": version, **details}, by=by, reason=reason
-    )
-
-
-def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str) -> dict:
-    """Moves `label` to an existing, complete published version; returns the manifest."""
-    if label not in LABELS:
-        raise RegistryError(f"label: expected one of {list(LABELS)}, got {label!r}")
-    if not reason.strip():
-        raise RegistryError("reason: moving a label needs a reason")
-    with locked(model_dir):
-        with manifest_update(model_dir) as update:
-            if not update.is_published(version):
-                raise RegistryError(
-                    f"version {version} is not a published version of {update.model} "
-                    f"(published: {published_versions(read_manifest(model_dir))})"
-                )
-            problems = missing_parts(model_dir / str(version))
-            if problems:
-                raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
-            _move_label(update, label, version, by=by, reason=reason, previous=update.labels.get(label))
-        return read_manifest(model_dir)
-
-
-def check_loadable(version_dir: Path) -> None:
-    """Raises RegistryError unless TensorFlow can load the SavedModel and sees its signatures."""
-    import tensorflow as tf
-
-    problems = missing_parts(version_dir)
-    if problems:
-        raise RegistryError(f"{version_dir} is not complete: {'; '.join(problems)}")
-    try:
-        loaded = tf.saved_model.load(str(version_dir), tags=["serve"])
-    except Exception as err:
-        raise RegistryError(f"{version_dir} does not load: {type(err).__name__}: {err}") from None
-    if not loaded.signatures:
-        raise RegistryError(f"{version_dir} loads but has no signatures")
-
-
-def promote(serving_root: Path, model_name: str, version: int, label: str, *, by: str, reason: str) -> dict:
-    """Moves `label` to a published version after checking it is complete and loadable.
-
-    This is rollback too: point `stable` back at an older version. Regenerates models.config.
-    Returns the manifest.
-    """
-    # serving_config renders manifests, so it imports this module; importing it here keeps
-    # that dependency one way.
-    from include.serving_config import write_models_config
-
-    model_dir = Path(serving_root) / model_name
-    if not (model_dir / MANIFEST_FILE).is_file():
-        raise RegistryError(f"no published model {model_name!r} under {serving_root}")
-    published = published_versions(read_manifest(model_dir))
-    if version not in published:
-        raise RegistryError(
-            f"version {version} is not a published version of {model_name} (published: {published})"
-        )
-    check_loadable(model_dir / str(version))
-    manifest = set_label(model_dir, label, version, by=by, reason=reason)
-    write_models_config(Path(serving_root))
-    log.info("%s of %s now points at version %s (by %s: %s)", label, model_name, version, by, reason)
-    return manifest
-
-
-def apply_retention(update: ManifestUpdate, keep: int | None) -> list[int]:
-    """Deletes the oldest versions beyond `keep`, sparing labelled ones and the newest.
-
-    The caller holds the lock and commits `update`: the entries say deleted, then each dir is
-    renamed into the staging dir (TF Serving sees it vanish at once) and removed. Dirs whose
-    entries already say deleted (a crash cut their removal short) go too. Returns the deleted
-    versions.
-    """
-    if keep is None:
-        return []
-    on_disk = update.versions_on_disk()
-    for version in [v for v, status in on_disk if status == "deleted"]:
-        log.warning("retention: removing version %s of %s, deleted before a crash", version, update.model)
-        update.remove_after_commit(version)
-    versions = [v for v, status in on_disk if status == "published"]
-    if len(versions) <= keep:
-        return []
-    protected = {v for v in update.labels.values() if v is not None} | {versions[-1]}
-    deleted = []
-    for version in versions[: len(versions) - keep]:
-        if version in protected:
-            continue
-        update.put_entry(version, {**update.entry(version), "status": "deleted", "deleted_at": now_iso()})
-        update.remove_after_commit(version)
-        update.record_event(
-            {"event": "delete", "version": version}, by="retention", reason=f"keep_versions={keep}"
-        )
-        log.info("retention: deleted version %s of %s (keep_versions=%s)", version, update.model, keep)
-        deleted.append(version)
-    return deleted
 
 
 def _new_head(model_dir: Path) -> dict:

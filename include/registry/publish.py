@@ -3,7 +3,7 @@
 Steps, all under the model dir's lock: verify the export, copy it into the model dir's staging
 dir (`.staging/`, on the serving filesystem), flush and re-verify it, then `rename` it to the
 numeric version name. TensorFlow Serving ignores non-numeric names, so it never sees a
-half-written version. Then the manifest records it (include/manifest.py): one entry, a history
+half-written version. Then the manifest records it (include/registry/store.py): one entry, a history
 line or two and the small head, whatever the number of versions.
 """
 
@@ -19,16 +19,10 @@ from pathlib import Path
 
 from include.durable import fsync_path, fsync_tree, locked
 from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
-from include.manifest import (
-    STAGING_DIR,
-    ManifestUpdate,
-    apply_retention,
-    auto_label,
-    manifest_update,
-    now_iso,
-)
-from include.savedmodel_dir import content_digest, missing_parts
-from include.serving_config import write_models_config
+from include.registry.policy import apply_retention, auto_label
+from include.registry.serving_config import write_models_config
+from include.registry.store import STAGING_DIR, ManifestUpdate, manifest_update, now_iso
+from include.savedmodel.files import content_digest, missing_parts
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What the Models page shows of a model's versions, kept in memory in step with the registry.
 
 A model page lists and charts every version, but each version's entry is a file of its own
-(include/manifest.py) and parsing 10,000 of them takes seconds. A `ModelIndex` reads each entry
+(include/registry/store.py) and parsing 10,000 of them takes seconds. A `ModelIndex` reads each entry
 once through `read_entry`, keeps the few fields the pages show, and on every later look re-reads
 only the entries whose files changed: one stat of the versions dir says whether any did, a scan
 of their stats says which. The history is append-only below the head's `history_bytes`, so it is
@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from include.manifest import HISTORY_FILE, VERSIONS_DIR, read_entry, read_head, read_manifest
+from include.registry.store import HISTORY_FILE, VERSIONS_DIR, read_entry, read_head, read_manifest
 from include.versions import is_version_name
 
 #: History events the pages show: label moves and the approvals that decided them.

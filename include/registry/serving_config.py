@@ -1,6 +1,6 @@
 """TensorFlow Serving's `models.config`: every model under a serving root, its policy and labels.
 
-Rendered from the manifests' heads (include/manifest.py): labels, policy and the newest published
+Rendered from the manifests' heads (include/registry/store.py): labels, policy and the newest published
 versions, so rendering reads a few small files per model whatever its number of versions. Rewritten
 atomically after each publish and label move, for `tensorflow_model_server --model_config_file`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from include.durable import locked, write_text_atomic
-from include.manifest import MANIFEST_FILE, is_published, read_head
+from include.registry.store import MANIFEST_FILE, is_published, read_head
 
 MODELS_CONFIG_FILE = "models.config"
 

@@ -16,14 +16,14 @@ import shutil
 from pathlib import Path
 
 from include.config import PipelineConfig
-from include.data import read_sample
 from include.durable import fsync_tree
 from include.errors import IncompleteModelError, StorageError
-from include.model import build_serving_graph
-from include.savedmodel_dir import bundle_shard_extents, content_digest, missing_parts
-from include.signatures import build_signature_def_map
-from include.training import EVAL_SAMPLE_FILE
-from include.warmup import warmup_logs, write_warmup_requests
+from include.savedmodel.files import bundle_shard_extents, content_digest, missing_parts
+from include.savedmodel.warmup import warmup_logs, write_warmup_requests
+from include.train.data import read_sample
+from include.train.model import build_serving_graph
+from include.train.training import EVAL_SAMPLE_FILE
+from include.validate.signatures import build_signature_def_map
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from include.durable import locked
-from include.manifest import manifest_update
+from include.registry.store import manifest_update
 
 #: The options of Airflow's ApprovalOperator (airflow.providers.standard.operators.hitl).
 APPROVE = "Approve"

@@ -1,26 +1,17 @@
-"""Pipeline YAML files: the schema, loading and validation into frozen config objects.
+"""The pipeline YAML's schema: frozen pydantic models, every rule that involves two keys.
 
-This module is the one place that knows the YAML schema: pydantic models whose JSON Schema
-(`python -m include.config schema`, kept in docs/pipeline.schema.json) lets editors check the YAML
-as it is typed. It imports no TensorFlow and no Airflow, so the DAG factory can call it on every parse.
+This module is the one place that knows the YAML schema. Its JSON Schema (`python -m
+include.config schema`, kept in docs/pipeline.schema.json) lets editors check the YAML as it is typed.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import functools
-import json
-import os
 import re
 import reprlib
-import sys
-import types
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,12 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
-
-from include.errors import ConfigError
 
 #: The project root: relative paths in a pipeline YAML are resolved against it.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: Where the pipeline YAML files live; `SAVEDMODEL_PIPELINES_DIR` overrides it.
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
@@ -643,215 +631,3 @@ class PipelineConfig(_Section):
             wanted = f"either one 'examples' input or every feature ({list(self.features)})"
             problems.append((("inputs",), f"expected {wanted}, got {sorted(fed)}"))
         return problems
-
-
-# libyaml's C parser when PyYAML has it (about 10x faster: the scheduler parses every file every
-# 30 s); same safe constructors either way.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _UniqueKeyLoader(_SafeLoader):
-    """A safe loader that refuses duplicate mapping keys instead of keeping the last one."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_pipeline_config(path: str | os.PathLike[str]) -> PipelineConfig:
-    """Returns the validated config of one pipeline YAML file; raises ConfigError."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise ConfigError(str(path), [f"file is larger than {_MAX_CONFIG_BYTES} bytes"])
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(str(path), [f"cannot read file: {err}"]) from None
-    return parse_pipeline_yaml(data, source=path.resolve())
-
-
-def parse_pipeline_yaml(data: bytes, source: str | os.PathLike[str] = "<string>") -> PipelineConfig:
-    """Returns the validated config of a pipeline YAML file's bytes; raises ConfigError naming `source`."""
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise ConfigError(str(source), [f"file is larger than {_MAX_CONFIG_BYTES} bytes"])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(str(source), [f"cannot read file: {err}"]) from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise ConfigError(str(source), [f"not valid YAML: {err}"]) from None
-    return parse_pipeline_config(raw, source=source)
-
-
-def parse_pipeline_config(raw: Any, source: str | os.PathLike[str] = "<string>") -> PipelineConfig:
-    """Returns a PipelineConfig built from already-parsed YAML; raises ConfigError listing every problem."""
-    try:
-        config = PipelineConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(str(source), [_problem(e) for e in err.errors()]) from None
-    config._source_path = Path(source)
-    return config
-
-
-#: What pydantic's error types expected, in the words of our messages ({...} from the error's ctx).
-_EXPECTED = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "finite_number": "a finite number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "string_unicode": "a string without lone surrogates",
-    "string_too_short": "a string of length >= {min_length}",
-    "string_too_long": "a string of length <= {max_length}",
-    "too_long": "at most {max_length} items",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "tuple_type": "a list",
-    "date_type": "a date YYYY-MM-DD",
-    "invalid_key": "string keys",
-}
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-
-
-def _problem(error: ErrorDetails) -> str:
-    """Returns one pydantic error as `<dotted.key>: expected ..., got ...`."""
-    loc, kind, ctx, value = error["loc"], error["type"], error.get("ctx", {}), error["input"]
-    if loc[-1:] == ("[key]",) or kind == "invalid_key":  # a bad key is a problem of its mapping
-        loc = loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1]
-        kind = "invalid_key" if kind == "string_type" else kind
-    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-    key = key or "<top level>"
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind == "extra_forbidden":
-        return f"{key}: unknown key (expected one of {sorted(_type_at(loc[:-1]).model_fields)})"
-    if kind == "value_error":  # our own validators word their problems themselves
-        return f"{key}: {ctx['error']}"
-    if kind in _BOUNDS:
-        limit = next(iter(ctx.values()))  # a float field's bounds come back as floats: 0 is 0.0
-        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
-        return f"{key}: expected a value {_BOUNDS[kind]} {limit}, got {reprlib.repr(value)}"
-    if kind == "literal_error":
-        expected = f"one of {list(typing.get_args(_type_at(loc)))}"
-    elif kind == "string_pattern_mismatch":
-        expected = _PATTERN_WORDS.get(ctx["pattern"], f"a match of {ctx['pattern']}")
-    elif kind in _EXPECTED:
-        expected = _EXPECTED[kind].format(**ctx)
-    else:  # an error type this schema does not cause today: pydantic's own words
-        expected = error["msg"].removeprefix("Input should be ")
-    return f"{key}: expected {expected}, got {_describe(value)}"
-
-
-def _type_at(loc: tuple[int | str, ...]) -> Any:
-    """Returns the type that validates the value at `loc` of a pipeline YAML (no Annotated, no None)."""
-    node: Any = PipelineConfig
-    for part in loc:
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            node = node.model_fields[str(part)].annotation
-        else:  # dict[str, X] or tuple[X, ...]: X
-            node = typing.get_args(node)[-1 if typing.get_origin(node) is dict else 0]
-        while typing.get_origin(node) in (Annotated, Union, types.UnionType):
-            node = next(arg for arg in typing.get_args(node) if arg is not type(None))
-    return node
-
-
-def _pipelines_dir(directory: str | os.PathLike[str] | None) -> Path:
-    """Returns the folder of pipeline files: `directory`, else $SAVEDMODEL_PIPELINES_DIR, else the default."""
-    return Path(directory or os.environ.get("SAVEDMODEL_PIPELINES_DIR") or DEFAULT_PIPELINES_DIR)
-
-
-def iter_pipeline_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Returns the pipeline YAML files in the pipelines folder, sorted by name."""
-    directory = _pipelines_dir(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
-def load_all_pipelines(
-    directory: str | os.PathLike[str] | None = None,
-) -> tuple[list[PipelineConfig], list[ConfigError]]:
-    """Returns the valid pipelines of a folder and one ConfigError per invalid file.
-
-    Memoized on every file's path, size and mtime: the DAG modules of one parse share one read.
-    """
-    configs, errors = _load_all(tuple(_file_stamp(p) for p in iter_pipeline_files(directory)))
-    return list(configs), list(errors)
-
-
-def find_pipeline(name: str, directory: str | os.PathLike[str] | None = None) -> PipelineConfig:
-    """Returns the valid pipeline called `name`, or else the one whose model is; raises ConfigError."""
-    configs, errors = load_all_pipelines(directory)
-    matches = [c for c in configs if c.name == name] or [c for c in configs if c.model.name == name]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        problem = f"{name!r} is the model of several pipelines ({sorted(c.name for c in matches)}): name one"
-    else:
-        known = [f"{c.name} (model {c.model.name})" for c in configs]
-        problem = f"no valid pipeline or model is named {name!r}; known: {', '.join(known) or 'none'}"
-        if errors:
-            problem += f"; invalid files: {', '.join(sorted(Path(e.path).name for e in errors))}"
-    raise ConfigError(str(_pipelines_dir(directory)), [problem])
-
-
-def _file_stamp(path: Path) -> tuple[str, int, int]:
-    """Returns (path, size, mtime) of a file; a file that vanished gets a stamp that never matches."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return str(path), -1, -1
-    return str(path), stat.st_size, stat.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=8)
-def _load_all(
-    stamp: tuple[tuple[str, int, int], ...],
-) -> tuple[tuple[PipelineConfig, ...], tuple[ConfigError, ...]]:
-    configs: list[PipelineConfig] = []
-    errors: list[ConfigError] = []
-    for path_name, _, _ in stamp:
-        path = Path(path_name)
-        try:
-            configs.append(load_pipeline_config(path))
-        except ConfigError as err:
-            errors.append(err)
-    # A pipeline name is a DAG id and a directory name: two files claiming it are both wrong.
-    by_name: dict[str, list[PipelineConfig]] = {}
-    for config in configs:
-        by_name.setdefault(config.name, []).append(config)
-    valid = []
-    for config in configs:
-        clashes = [str(c.source_path) for c in by_name[config.name] if c is not config]
-        if clashes:
-            errors.append(
-                ConfigError(
-                    str(config.source_path), [f"name: {config.name!r} is also used by {', '.join(clashes)}"]
-                )
-            )
-        else:
-            valid.append(config)
-    return tuple(valid), tuple(errors)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs `python -m include.config schema`: prints the JSON Schema of a pipeline YAML."""
-    parser = argparse.ArgumentParser(prog="python -m include.config", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("schema", help="print the JSON Schema of a pipeline YAML (docs/pipeline.schema.json)")
-    parser.parse_args(argv)
-    print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

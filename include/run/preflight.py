@@ -1,6 +1,6 @@
 """Preflight: before a run trains for minutes, check that it could publish what it trains.
 
-`preflight(config)` runs first in the train step (include/run_steps.py `train_run`). Each failure
+`preflight(config)` runs first in the train step (include/run/steps.py `train_run`). Each failure
 is a PreflightError naming the path and why; it is permanent, so the task fails at once, without
 retries. Checked:
 
@@ -10,8 +10,8 @@ retries. Checked:
   (permission bits alone say nothing about root or about some mounts);
 - the model dir, its `.staging/` and `.manifest/versions/` are on one file system (`st_dev`):
   publish renames a version from `.staging/` into the model dir, and the registry renames its
-  files from `.staging/` into `.manifest/versions/` and the model dir (include/publish.py,
-  include/manifest.py), which only works within one file system;
+  files from `.staging/` into `.manifest/versions/` and the model dir (include/registry/publish.py,
+  include/registry/store.py), which only works within one file system;
 - the model's registry reads (`read_manifest`; a damaged one raises ManifestError);
 - there is room for another version as large as the newest published one on disk, plus
   MARGIN_BYTES: on the serving file system (publish's copy) and on the export one (the export),
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from include.errors import PreflightError
-from include.manifest import STAGING_DIR, VERSIONS_DIR, published_versions, read_manifest
+from include.registry.store import STAGING_DIR, VERSIONS_DIR, published_versions, read_manifest
 from include.versions import model_dir, runs_dir
 
 if TYPE_CHECKING:

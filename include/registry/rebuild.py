@@ -29,7 +29,7 @@ from pathlib import Path
 
 from include.durable import fsync_path, locked, write_text_atomic
 from include.errors import ManifestError, RegistryError
-from include.manifest import (
+from include.registry.store import (
     HISTORY_FILE,
     LABELS,
     MANIFEST_FILE,
@@ -47,7 +47,7 @@ from include.manifest import (
     now_iso,
     read_entry,
 )
-from include.savedmodel_dir import content_digest, missing_parts
+from include.savedmodel.files import content_digest, missing_parts
 from include.versions import is_version_name
 
 log = logging.getLogger(__name__)

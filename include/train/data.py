@@ -28,7 +28,7 @@ import numpy as np
 
 from include.config import DataConfig, PipelineConfig
 from include.errors import DataError, NoDataError
-from include.features import EXAMPLE_LISTS, label_index, parse_spec
+from include.train.features import EXAMPLE_LISTS, label_index, parse_spec
 
 log = logging.getLogger(__name__)
 

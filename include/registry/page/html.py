@@ -1,6 +1,6 @@
-"""The Models pages as HTML: Jinja2 templates (include/registry_templates/), autoescaped, no JavaScript.
+"""The Models pages as HTML: Jinja2 templates (include/registry/page/templates/), autoescaped, no JavaScript.
 
-`render_*` take the dicts of include/registry_pages.py and the two URL roots: `base`, where the
+`render_*` take the dicts of include/registry/page/data.py and the two URL roots: `base`, where the
 registry app is mounted (e.g. /registry), and `ui`, the Airflow UI's root (links to DAG runs).
 """
 
@@ -14,9 +14,9 @@ from urllib.parse import quote
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from include.registry_chart import metric_chart
+from include.registry.page.chart import metric_chart
 
-TEMPLATES = Path(__file__).with_name("registry_templates")
+TEMPLATES = Path(__file__).with_name("templates")
 
 
 @functools.cache

@@ -1,8 +1,8 @@
 """The data of the Models pages: every model, one model's versions, one version's lineage.
 
 Plain dicts, the same for the HTML pages and their JSON endpoints (plugins/savedmodel_registry_app.py).
-The registry is read through include/manifest.py (the head, one entry) and the in-memory index of
-include/registry_index.py (every version of a model); `models.config` is read as TF Serving reads it.
+The registry is read through include/registry/store.py (the head, one entry) and the in-memory index of
+include/registry/page/index.py (every version of a model); `models.config` is read as TF Serving reads it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from include.manifest import LABELS, MANIFEST_FILE, read_entry, read_head, read_manifest
-from include.registry_index import model_index
-from include.serving_config import MODELS_CONFIG_FILE
+from include.registry.page.index import model_index
+from include.registry.serving_config import MODELS_CONFIG_FILE
+from include.registry.store import LABELS, MANIFEST_FILE, read_entry, read_head, read_manifest
 from include.versions import is_version_name, model_dir
 
 #: Versions per page of a model's table, and the most a page may ask for.

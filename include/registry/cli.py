@@ -1,11 +1,11 @@
 """The registry on the command line: a model's versions as a table, and models.config on demand.
 
-Usage: python -m include.registry_cli versions <model dir | pipeline name>
-       python -m include.registry_cli rebuild <model dir | pipeline name>
-       python -m include.registry_cli models-config <serving root>
+Usage: python -m include.registry.cli versions <model dir | pipeline name>
+       python -m include.registry.cli rebuild <model dir | pipeline name>
+       python -m include.registry.cli models-config <serving root>
 
 A damaged registry (ManifestError) is reported as one message naming the file and what is wrong,
-exit status 1; `rebuild` rebuilds it from the version dirs on disk (include/registry_rebuild.py).
+exit status 1; `rebuild` rebuilds it from the version dirs on disk (include/registry/rebuild.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from include.config import find_pipeline
 from include.errors import ConfigError, ManifestError, RegistryError
-from include.manifest import read_manifest
-from include.registry_rebuild import rebuild_registry
-from include.serving_config import write_models_config
+from include.registry.rebuild import rebuild_registry
+from include.registry.serving_config import write_models_config
+from include.registry.store import read_manifest
 from include.versions import is_version_name
 
 MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"

@@ -1,6 +1,6 @@
 """Training: fit the model on the data as of a date, streamed, and write a checkpoint and metrics.
 
-The model trains in a TF1 graph fed by a `tf.data` iterator (include/data.py), never holding the
+The model trains in a TF1 graph fed by a `tf.data` iterator (include/train/data.py), never holding the
 data set in memory, up to `STEPS_PER_RUN` train steps per `session.run` (an in-graph loop); the
 held-out split is evaluated in one streaming pass after training. The
 checkpoint holds exactly the model's weights, under the names the serving graph restores.
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig
-from include.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
 from include.errors import ConfigError, DataError, NoDataError, QualityGateError
-from include.model import new_network, state_updates
 from include.summary import metrics_headline
+from include.train.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
+from include.train.model import new_network, state_updates
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Training: data windows streamed through tf.data, declared features, model builders, the train loop."""
