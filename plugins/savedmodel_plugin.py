@@ -1,4 +1,4 @@
-"""The Models page in the Airflow UI: the registry's FastAPI app on the API server, and its nav entry.
+"""The Airflow plugin: mounts the Models page (a FastAPI app) on the API server, adds its nav entry.
 
 `fastapi_apps` mounts the app at /registry on Airflow's API server (same origin, same login);
 `external_views` adds "Models" to the UI's navigation and shows the app inside the UI
