@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from include.config import PipelineConfig
+from include.config.claims import model_asset_name, model_asset_uri
 from include.run.options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
 from include.versions import MAX_VERSION, model_dir, runs_dir
 from plugins.savedmodel_operators import SavedModelExportOperator
@@ -21,8 +22,7 @@ from plugins.savedmodel_tasks import publish_version, train, validate_signatures
 
 def model_asset(config: PipelineConfig) -> Asset:
     """Returns the Asset that gets an event each time the pipeline publishes a version."""
-    path = model_dir(config.storage.serving_root, config.model.name)
-    return Asset(name=f"savedmodel/{config.model.name}", uri=f"file://{path}")
+    return Asset(name=model_asset_name(config), uri=model_asset_uri(config))
 
 
 def trigger_params(config: PipelineConfig) -> dict[str, Param]:

@@ -18,7 +18,6 @@ from include.config import (
     SignatureSpec,
     find_pipeline,
     iter_pipeline_files,
-    load_all_pipelines,
     load_pipeline_config,
     parse_pipeline_config,
 )
@@ -179,17 +178,6 @@ def test_export_and_serving_roots_must_differ(tmp_path):
     raw = example_raw()
     raw["storage"] = {"export_root": "/tmp/same", "serving_root": "/tmp/same"}
     assert_config_error(write_pipeline(tmp_path, raw, "bad.yaml"), "export_root and serving_root")
-
-
-def test_duplicate_pipeline_names_reject_both_files(tmp_path):
-    """Two files claiming one pipeline name are both reported; other pipelines stay valid."""
-    write_pipeline(tmp_path, example_raw(), "a.yaml")
-    write_pipeline(tmp_path, example_raw(), "b.yaml")
-    write_pipeline(tmp_path, _set(example_raw(), "name", "other"), "c.yaml")
-    configs, errors = load_all_pipelines(tmp_path)
-    assert [c.name for c in configs] == ["other"]
-    assert sorted(Path(e.path).name for e in errors) == ["a.yaml", "b.yaml"]
-    assert all("also used by" in str(e) for e in errors)
 
 
 def test_pipelines_dir_lists_only_yaml_files(tmp_path, monkeypatch):

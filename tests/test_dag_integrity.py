@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
 
-from include.config import PROJECT_ROOT
-from tests.helpers import example_raw, write_pipeline
+from include.config import PROJECT_ROOT, load_pipeline_config
+from tests.helpers import EXAMPLE_YAML, example_raw, write_pipeline
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 SUPPORT_DAGS = ["savedmodel_asset_consumer", "savedmodel_promote"]
@@ -66,6 +67,7 @@ def test_train_goes_to_the_training_queue(monkeypatch, tmp_path):
     write_pipeline(tmp_path, example_raw())
     raw = example_raw()
     raw["name"], raw["operations"]["training_queue"] = "no_queue", None
+    raw["model"]["name"] = "digits_no_queue"  # a model dir of its own: one per pipeline
     write_pipeline(tmp_path, raw)
     dags = load_dagbag(monkeypatch, tmp_path).dags
     queues = {task.task_id: task.queue for task in dags["digits_softmax"].tasks}
@@ -190,10 +192,26 @@ def test_new_yaml_gives_a_new_dag(monkeypatch, tmp_path):
     write_pipeline(tmp_path, example_raw(), "a.yaml")
     second = example_raw()
     second["name"] = "digits_mlp"
-    second["model"].update(builder="mlp", hidden_units=[32])
+    second["model"].update(name="digits_mlp", builder="mlp", hidden_units=[32])
     write_pipeline(tmp_path, second, "b.yaml")
     assert sorted(load_dagbag(monkeypatch, tmp_path).dag_ids) == [
         "digits_mlp",
         "digits_softmax",
         *SUPPORT_DAGS,
     ]
+
+
+def test_a_renamed_copy_is_an_import_error_and_the_original_keeps_its_dag(monkeypatch, tmp_path):
+    """A renamed copy of digits_softmax.yaml is an import error naming both files; the original DAG loads."""
+    original = Path(shutil.copy2(EXAMPLE_YAML, tmp_path / EXAMPLE_YAML.name))
+    copy = tmp_path / "digits_softmax_copy.yaml"
+    copy.write_text(
+        EXAMPLE_YAML.read_text().replace("\nname: digits_softmax\n", "\nname: digits_softmax_copy\n")
+    )
+    assert load_pipeline_config(copy).name == "digits_softmax_copy"
+    dagbag = load_dagbag(monkeypatch, tmp_path)
+    assert sorted(dagbag.dag_ids) == ["digits_softmax", *SUPPORT_DAGS]
+    assert dagbag.dags["digits_softmax"].fileloc.endswith("savedmodel_pipelines.py")
+    ((path, message),) = dagbag.import_errors.items()
+    assert path.endswith("pipeline_config_errors.py")
+    assert f"{copy.resolve()}:" in message and f"({original.resolve()})" in message

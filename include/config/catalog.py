@@ -6,6 +6,7 @@ import functools
 import os
 from pathlib import Path
 
+from include.config.claims import refuse_clashes
 from include.config.loading import load_pipeline_config
 from include.config.schema import DEFAULT_PIPELINES_DIR, PipelineConfig
 from include.errors import ConfigError
@@ -27,7 +28,7 @@ def iter_pipeline_files(directory: str | os.PathLike[str] | None = None) -> list
 def load_all_pipelines(
     directory: str | os.PathLike[str] | None = None,
 ) -> tuple[list[PipelineConfig], list[ConfigError]]:
-    """Returns the valid pipelines of a folder and one ConfigError per invalid file.
+    """Returns the valid pipelines of a folder and one ConfigError per invalid or clashing file.
 
     Memoized on every file's path, size and mtime: the DAG modules of one parse share one read.
     """
@@ -64,27 +65,14 @@ def _file_stamp(path: Path) -> tuple[str, int, int]:
 def _load_all(
     stamp: tuple[tuple[str, int, int], ...],
 ) -> tuple[tuple[PipelineConfig, ...], tuple[ConfigError, ...]]:
-    configs: list[PipelineConfig] = []
+    loaded: list[tuple[PipelineConfig, int]] = []
     errors: list[ConfigError] = []
-    for path_name, _, _ in stamp:
-        path = Path(path_name)
+    for path_name, _, mtime_ns in stamp:
         try:
-            configs.append(load_pipeline_config(path))
+            loaded.append((load_pipeline_config(Path(path_name)), mtime_ns))
         except ConfigError as err:
             errors.append(err)
-    # A pipeline name is a DAG id and a directory name: two files claiming it are both wrong.
-    by_name: dict[str, list[PipelineConfig]] = {}
-    for config in configs:
-        by_name.setdefault(config.name, []).append(config)
-    valid = []
-    for config in configs:
-        clashes = [str(c.source_path) for c in by_name[config.name] if c is not config]
-        if clashes:
-            errors.append(
-                ConfigError(
-                    str(config.source_path), [f"name: {config.name!r} is also used by {', '.join(clashes)}"]
-                )
-            )
-        else:
-            valid.append(config)
-    return tuple(valid), tuple(errors)
+    # Two files sharing a DAG id, an Asset, a model dir or run work dirs: one keeps its DAG, the
+    # other is refused naming both (include/config/claims.py says which, and why).
+    valid, clashes = refuse_clashes(loaded)
+    return tuple(valid), tuple(errors + clashes)

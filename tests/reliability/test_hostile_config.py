@@ -188,12 +188,17 @@ def test_oversized_file_is_refused(tmp_path):
         load_pipeline_config(path)
 
 
-def test_duplicate_names_across_files_are_both_refused(tmp_path):
-    """Two files with one name are both ConfigErrors; the loader never picks one silently."""
+def test_duplicate_names_across_files_keep_one_and_refuse_the_other_loudly(tmp_path):
+    """Of two files with one name one keeps it; the other is a ConfigError naming both, never silent."""
     write_pipeline(tmp_path, BASE, "one.yaml")
     write_pipeline(tmp_path, BASE, "two.yaml")
     configs, errors = load_all_pipelines(tmp_path)
-    assert configs == [] and len(errors) == 2
+    assert len(configs) == 1 and len(errors) == 1
+    assert {str(configs[0].source_path), errors[0].path} == {
+        str(tmp_path / "one.yaml"),
+        str(tmp_path / "two.yaml"),
+    }
+    assert str(configs[0].source_path) in str(errors[0])
 
 
 yaml_scalars = st.one_of(
