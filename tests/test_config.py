@@ -97,6 +97,8 @@ BAD_VALUES = [
     ("model.head", "ranking", "model.head: expected one of ['classification', 'regression']"),
     ("model.num_classes", DELETE, "model.num_classes: required for head 'classification'"),
     ("model.class_names", list("aaaaaaaaaa"), "model.class_names: expected each name once"),
+    ("name", "savedmodel_promote", "name: 'savedmodel_promote' is the DAG id of the project's own DAG"),
+    ("name", "savedmodel_asset_consumer", "name: 'savedmodel_asset_consumer' is the DAG id of the project's"),
     ("data.feature_key", "x", "data.feature_key: unknown key"),
     ("data.id_dtype", "float32", "data.id_dtype: expected one of ['int64', 'string']"),
     ("data.id_key", "an id", "data.id_key: expected a feature name"),

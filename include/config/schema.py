@@ -30,6 +30,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
 _MAX_CONFIG_BYTES = 1_000_000
+#: The DAG ids of dags/savedmodel_promote.py and dags/savedmodel_asset_consumer.py: no pipeline
+#: may take them (its DAG would replace theirs).
+PROJECT_DAG_IDS = ("savedmodel_promote", "savedmodel_asset_consumer")
 _SCHEDULE_PRESETS = ("@daily", "@hourly", "@monthly", "@once", "@weekly", "@yearly")
 _CRON_FIELD = r"^[0-9A-Za-z*/,\-?LW#]+$"
 _IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
@@ -526,6 +529,14 @@ class PipelineConfig(_Section):
     def source_path(self) -> Path | None:
         """Returns the YAML file this config was loaded from (None for one built in code)."""
         return self._source_path
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_project_dag(cls, name: str) -> str:
+        """Returns the name unless it is the DAG id of one of the project's own DAGs."""
+        if name in PROJECT_DAG_IDS:
+            raise ValueError(f"{name!r} is the DAG id of the project's own DAG in dags/: pick another name")
+        return name
 
     @field_validator("schedule")
     @classmethod
