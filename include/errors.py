@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -20,6 +21,28 @@ class ConfigError(PipelineError):
         self.problems = list(problems)
         details = "\n".join(f"  - {problem}" for problem in self.problems)
         super().__init__(f"invalid pipeline config {self.path}:\n{details}")
+
+
+class ModelBuilderError(ConfigError):
+    """The user's code named by `model.builder` raised while the model was imported, built or called.
+
+    Carries the pipeline file, the builder's dotted path, what the pipeline was doing, and the
+    original error's type and message (the original stays chained as `__cause__`, traceback and all).
+    """
+
+    def __init__(self, path: str, builder: str, doing: str, error: BaseException, hint: str = "") -> None:
+        self.builder, self.doing = builder, doing
+        self.error_type = type(error).__name__
+        self.error_message = str(error)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", self.error_message)  # Keras colours its messages
+        detail = plain if len(plain) <= 2000 else plain[:2000] + " ..."
+        problem = f"model.builder: {builder!r} raised {self.error_type} while {doing}: {detail}{hint}"
+        super().__init__(path, [problem])
+        # ConfigError's first line says "invalid pipeline config": here the config parsed, the code failed.
+        self.args = (
+            f"the model builder of pipeline config {self.path} failed (a retry runs the same code):\n"
+            f"  - {problem}",
+        )
 
 
 class RunParamsError(PipelineError):

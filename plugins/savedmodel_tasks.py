@@ -24,6 +24,12 @@ PRELOADED = "TensorFlow already loaded (inherited from the worker process)"
 NOT_PRELOADED = "TensorFlow not loaded yet: this task process imports it"
 
 
+def data_read(data: dict) -> str:
+    """Returns what train read, e.g. `31 files (2 GZIP), 1,797 records` (from its data lineage)."""
+    compressed = ", ".join(f"{count} {kind}" for kind, count in data.get("compressed_files", {}).items())
+    return f"{data['files']} files{f' ({compressed})' if compressed else ''}, {data['records']:,} records"
+
+
 def _log_tensorflow_preload() -> None:
     log.info(PRELOADED if "tensorflow" in sys.modules else NOT_PRELOADED)
 
@@ -57,8 +63,8 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
     log.info(
         summary_line(
             "train",
-            f"{len(data['partitions'])} partitions, {data['train_examples']} train / "
-            f"{data['eval_examples']} held-out examples, {metrics_headline(metrics)}",
+            f"{len(data['partitions'])} partitions, {data_read(data)}, {data['train_examples']} "
+            f"train / {data['eval_examples']} held-out examples, {metrics_headline(metrics)}",
         )
     )
     return {"record": str(record.path), "version": record.version, "export_dir": str(record.export_dir)}

@@ -4,7 +4,8 @@ Good ones: Keras 3 builders (features, model) -> keras.Model over a float featur
 string feature `color` (StringLookup to an index, then a one-hot CategoryEncoding: StringLookup's
 own one_hot mode does not build in a TF1 graph), and a TF1 graph function (x, num_classes, model).
 Bad ones: the wrong number of parameters, something that is not a keras.Model, the wrong width,
-new variables on every call.
+new variables on every call; and builders whose own code raises, as they build the model or as
+it is called on the features.
 """
 
 from __future__ import annotations
@@ -103,3 +104,50 @@ def wrong_width(features, model):
 
     inputs, hidden = _inputs_and_hidden(features, model)
     return keras.Model(inputs=inputs, outputs=keras.layers.Dense((model.num_classes or 1) + 1)(hidden))
+
+
+def raising(features, model):
+    """Raises inside the builder, as a bug in user code does."""
+    raise RuntimeError("no model today")
+
+
+def undeclared_feature(features, model):
+    """Looks up a feature the YAML does not declare: a KeyError inside the builder."""
+    return features["weight"]
+
+
+def undeclared_input(features, model):
+    """Returns a model with an input the YAML does not declare: Keras's "Missing data for input"."""
+    import keras
+
+    inputs, hidden = _inputs_and_hidden(features, model)
+    weight = keras.Input(shape=(1,), name="weight", dtype="float32")
+    hidden = keras.layers.Concatenate()([hidden, weight])
+    outputs = keras.layers.Dense(model.num_classes)(hidden)
+    return keras.Model(inputs={**inputs, "weight": weight}, outputs=outputs)
+
+
+def failing_layer(features, model):
+    """Returns a model whose custom layer raises when it is called on the features."""
+    import keras
+
+    class Failing(keras.layers.Layer):
+        # With an output shape of its own, Keras builds the model without calling `call`.
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def call(self, x):
+            raise ValueError("this layer only takes even batches")
+
+    inputs, hidden = _inputs_and_hidden(features, model)
+    return keras.Model(inputs=inputs, outputs=keras.layers.Dense(model.num_classes)(Failing()(hidden)))
+
+
+def raising_graph_function(x, num_classes: int, model):
+    """A TF1 graph function that raises: the older contract's bugs are named the same way."""
+    raise ZeroDivisionError("division by zero")
+
+
+def unreadable_vocabulary(features, model):
+    """Raises an OSError, as a builder whose vocabulary file is on a mount that is gone does."""
+    raise FileNotFoundError(2, "No such file or directory", "/mnt/vocab/colors.txt")

@@ -6,14 +6,16 @@ Damaged data (bad records, files, links) is the hostile corpus of tests/reliabil
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from include.config import DataConfig
-from include.errors import NoDataError
+from include.errors import DataError, NoDataError
 from include.train.data import (
+    compression_of,
     data_window,
     held_out,
     held_out_sample,
@@ -157,15 +159,20 @@ def test_stray_entries_are_skipped_and_reported(tmp_path, example_data):
 
 
 def test_an_empty_partition_is_reported_and_an_all_empty_window_is_no_data(tmp_path, example_data):
-    """A partition without a .tfrecord file is listed as '(empty)'; a window of only such is NoDataError."""
+    """An empty partition is listed as empty, one of markers only as such; a window of them is NoDataError."""
     data = copy_data(example_data, tmp_path / "data")
     (data / "dt=2026-10-31").mkdir()
-    (data / "dt=2026-10-31" / "notes.txt").write_text("no tfrecord here")
-    window = data_window(data_config(data), dt.date(2026, 11, 1))
-    assert window.skipped == ("dt=2026-10-31 (empty)",)
-    assert window.partitions[-1] == "dt=2026-10-31" and len(window.files) == 30
-    with pytest.raises(NoDataError, match=r"hold no \.tfrecord files"):
-        data_window(data_config(data, window_days=1), dt.date(2026, 11, 1))
+    (data / "dt=2026-11-01").mkdir()
+    (data / "dt=2026-11-01" / "_SUCCESS").write_text("")
+    (data / "dt=2026-11-01" / ".part-00000.tmp").write_bytes(b"half-written")
+    window = data_window(data_config(data), dt.date(2026, 11, 2))
+    assert window.skipped == (
+        "dt=2026-10-31 (empty)",
+        "dt=2026-11-01 (no data files, only .part-00000.tmp, _SUCCESS)",
+    )
+    assert window.partitions[-1] == "dt=2026-11-01" and len(window.files) == 30
+    with pytest.raises(NoDataError, match=r"hold no data files"):
+        data_window(data_config(data, window_days=2), dt.date(2026, 11, 2))
 
 
 def test_fingerprint_changes_when_one_byte_changes(tmp_path, example_data):
@@ -191,6 +198,144 @@ def test_fingerprint_covers_file_names(tmp_path, example_data):
     partition = data / "dt=2026-10-07"
     (partition / "part-00000.tfrecord").rename(partition / "part-00001.tfrecord")
     assert data_window(data_config(data), AFTER_ALL_DATA).fingerprint != before
+
+
+# --- files found by content: any name, plain, GZIP or ZLIB ------------------------------------------
+
+
+def write_compressed(file: Path, records: list[bytes], compression: str) -> Path:
+    """Writes `records` as a TFRecord file with TensorFlow's own writer and `compression` ("", GZIP, ZLIB)."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(file), options=compression) as writer:
+        for record in records:
+            writer.write(record)
+    return file
+
+
+def one_day_as(tmp_path, example_data, layout: dict[str, str]) -> tuple[Path, list[bytes]]:
+    """Returns (a copy of the data whose dt=2026-10-05 holds its records as {name: compression}, them)."""
+    data = copy_data(example_data, tmp_path / "data")
+    partition = data / "dt=2026-10-05"
+    records = read_records(partition / "part-00000.tfrecord")
+    (partition / "part-00000.tfrecord").unlink()
+    for name, compression in layout.items():
+        write_compressed(partition / name, records, compression)
+    return data, records
+
+
+def records_before(data: Path, as_of: dt.date) -> int:
+    """Returns the number of records of the window of `data` as of `as_of`."""
+    return data_window(data_config(data), as_of).records
+
+
+def test_files_are_found_by_content_not_by_name(tmp_path, example_data):
+    """Files without a .tfrecord suffix, GZIP and ZLIB ones are read; markers and hidden files are not."""
+    from plugins.savedmodel_tasks import data_read
+
+    layout = {"part-00000": "", "part-00001.tfrecord.gz": "GZIP", "part-00002.deflate": "ZLIB"}
+    data, records = one_day_as(tmp_path, example_data, layout)
+    (data / "dt=2026-10-05" / "_SUCCESS").write_text("")
+    (data / "dt=2026-10-05" / ".part-00003.crc").write_bytes(b"\x00checksums")
+    window = data_window(data_config(data), AFTER_ALL_DATA)
+    assert [Path(f).name for f in window.files if "dt=2026-10-05" in f] == sorted(layout)
+    assert window.records == TOTAL_EXAMPLES + 2 * len(records) and window.skipped == ()
+    summary = window.summary()
+    assert summary["compressed_files"] == {"GZIP": 1, "ZLIB": 1}
+    assert summary["files"] == 32 and summary["records"] == window.records
+    assert data_read(summary) == f"32 files (1 GZIP, 1 ZLIB), {window.records:,} records"
+
+
+def test_compressed_files_stream_the_same_examples_as_plain_ones(tmp_path, example_data, session_config):
+    """The input pipeline reads a GZIP and a ZLIB copy of a partition as it reads the plain original."""
+    data, records = one_day_as(tmp_path, example_data, {"a.gz": "GZIP", "b": "ZLIB", "c": ""})
+    config = session_config.model_copy(update={"data": data_config(data)})
+    window = data_window(config.data, dt.date(2026, 10, 6))
+    parsed = sum(
+        int(count) for *_, count in input_dataset(config, window.files, "eval", batch_size=64, count=True)
+    )
+    assert parsed == window.records == records_before(example_data, dt.date(2026, 10, 6)) + 2 * len(records)
+    sample = held_out_sample(config, window.files, 10**6)
+    gz, zl, plain = (held_out_sample(config, [f], 10**6) for f in window.files[-3:])
+    assert gz == zl == plain and set(plain) <= set(sample)
+
+
+def test_a_plain_file_whose_first_bytes_look_like_zlib_is_plain(tmp_path):
+    """A record of 40,056 bytes starts the file with 78 9c (a zlib header): the record checksum decides."""
+    file = write_compressed(tmp_path / "part-00000", [b"x" * 0x9C78, b"y"], "")
+    head = file.read_bytes()
+    assert head[:2] == b"\x78\x9c" and compression_of(head[:4096], str(file)) == ""
+    assert compression_of(write_compressed(tmp_path / "z", [b"x"], "ZLIB").read_bytes(), "z") == "ZLIB"
+    assert compression_of(write_compressed(tmp_path / "g", [], "GZIP").read_bytes(), "g") == "GZIP"
+    assert compression_of(b"", "empty") == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"date,label\n2026-10-05,3\n" * 20, "not a TFRecord file: it starts with 64 61 74 65"),
+        (b"PAR1" + bytes(200), "not a TFRecord file: it starts with 50 41 52 31"),
+        (__import__("gzip").compress(b"a,b\n1,2\n" * 50), "a GZIP file, but not of TFRecords"),
+        (b"\x1f\x8b" + bytes(100), "it starts like GZIP data (1f 8b) but does not decompress"),
+    ],
+    ids=["csv", "parquet", "gzipped csv", "gzip magic, garbage"],
+)
+def test_a_file_that_is_not_a_tfrecord_is_named(tmp_path, example_data, content, fragment):
+    """A partition file of other content fails the window with a permanent DataError naming it."""
+    data = copy_data(example_data, tmp_path / "data")
+    stray = data / "dt=2026-10-05" / "part-00001"
+    stray.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        data_window(data_config(data), AFTER_ALL_DATA)
+    assert info.value.path == str(stray) and info.value.permanent and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("compression", ["GZIP", "ZLIB"])
+def test_a_compressed_file_cut_short_is_named_though_tensorflow_reads_on(tmp_path, example_data, compression):
+    """TensorFlow reads a cut GZIP or ZLIB file as ending early; the window refuses it, naming the file."""
+    import tensorflow as tf
+
+    data, records = one_day_as(tmp_path, example_data, {"part-00000.z": compression})
+    file = data / "dt=2026-10-05" / "part-00000.z"
+    file.write_bytes(file.read_bytes()[: file.stat().st_size * 2 // 3])
+    try:
+        read = sum(1 for _ in tf.data.TFRecordDataset(str(file), compression_type=compression))
+    except tf.errors.DataLossError:
+        read = None
+    assert read is None or read < len(records)
+    with pytest.raises(DataError, match=f"truncated {compression} file") as info:
+        data_window(data_config(data), AFTER_ALL_DATA)
+    assert info.value.path == str(file) and 0 < info.value.record < len(records)
+
+
+def test_gzip_members_one_after_the_other_are_all_counted(tmp_path, example_data):
+    """Two GZIP members in one file: TensorFlow reads both, and the window counts both."""
+    data, records = one_day_as(tmp_path, example_data, {"part-00000.gz": "GZIP"})
+    file = data / "dt=2026-10-05" / "part-00000.gz"
+    file.write_bytes(file.read_bytes() * 2)
+    window = data_window(data_config(data), dt.date(2026, 10, 6))
+    assert window.records == records_before(example_data, dt.date(2026, 10, 6)) + len(records)
+    assert read_records_of(file, "GZIP") == 2 * len(records)
+
+
+def read_records_of(file: Path, compression: str) -> int:
+    """Returns how many records TensorFlow reads from a file of that compression."""
+    import tensorflow as tf
+
+    return sum(1 for _ in tf.data.TFRecordDataset(str(file), compression_type=compression))
+
+
+def test_directories_and_fifos_in_a_partition_are_skipped_and_listed(tmp_path, example_data):
+    """A sub-directory or a FIFO beside the data files is not read (a FIFO would block) and is listed."""
+    data = copy_data(example_data, tmp_path / "data")
+    (data / "dt=2026-10-05" / "nested").mkdir()
+    os.mkfifo(data / "dt=2026-10-05" / "pipe")
+    window = data_window(data_config(data), AFTER_ALL_DATA)
+    assert window.skipped == (
+        "dt=2026-10-05/nested (a directory, not read)",
+        "dt=2026-10-05/pipe (not a regular file, not read)",
+    )
+    assert window.records == TOTAL_EXAMPLES
 
 
 def test_eval_sample_round_trips_through_json(tmp_path):

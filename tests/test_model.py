@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from include.config import load_pipeline_config
-from include.errors import ConfigError
+from include.errors import ConfigError, ModelBuilderError
 from include.savedmodel.export import export_savedmodel
 from include.savedmodel.verify import verify_export
 from include.train.features import make_example, request_examples
@@ -243,6 +243,78 @@ def test_a_bad_builder_is_a_config_error_naming_model_builder(tmp_path, colors_d
     assert f"model.builder: 'tests.keras_builders:{builder}'" in message and expected in message, message
     assert str(config.source_path) in message
     assert not (tmp_path / "work" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize(
+    ("builder", "doing", "expected"),
+    [
+        (
+            "raising",
+            "building the Keras model",
+            "RuntimeError while building the Keras model: no model today",
+        ),
+        (
+            "undeclared_feature",
+            "building the Keras model",
+            "KeyError while building the Keras model: 'weight'",
+        ),
+        ("undeclared_input", "calling the Keras model", "Missing data for input"),
+        ("failing_layer", "calling the Keras model", "ValueError while calling the Keras model"),
+        ("raising_graph_function", "building the model graph", "ZeroDivisionError while building the model"),
+    ],
+)
+def test_a_builder_that_raises_fails_once_naming_builder_and_yaml(
+    tmp_path, colors_data, builder, doing, expected
+):
+    """A raise in the user's builder, at build or call time, is a permanent ModelBuilderError naming it."""
+    config = colors_config(tmp_path, colors_data, model={"builder": f"tests.keras_builders:{builder}"})
+    with pytest.raises(ModelBuilderError) as info:
+        train_model(config, AS_OF, tmp_path / "work")
+    error, message = info.value, str(info.value)
+    assert error.permanent and isinstance(error, ConfigError) and error.doing.startswith(doing)
+    assert f"model.builder: 'tests.keras_builders:{builder}' raised" in message and expected in message
+    assert str(config.source_path) in message and error.path == str(config.source_path)
+    assert "\x1b[" not in message
+    if builder.startswith("undeclared"):
+        assert "the YAML's features: declares ['num', 'color']" in message
+    assert not (tmp_path / "work" / "checkpoint").exists()
+
+
+def test_a_builder_module_that_raises_on_import_is_named(tmp_path, colors_data, monkeypatch):
+    """A module that fails as it is imported is a ModelBuilderError too (a missing one: 'cannot import')."""
+    (tmp_path / "broken_builder.py").write_text("raise RuntimeError('no GPU config found')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = colors_config(tmp_path, colors_data, model={"builder": "broken_builder:build"})
+    with pytest.raises(ModelBuilderError, match="raised RuntimeError while importing its module: no GPU"):
+        train_model(config, AS_OF, tmp_path / "work")
+    missing = colors_config(tmp_path, colors_data, model={"builder": "no_such_module:build"})
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module:build'") as info:
+        train_model(missing, AS_OF, tmp_path / "work")
+    assert not isinstance(info.value, ModelBuilderError)
+
+
+def test_a_builder_error_fails_the_task_without_retry(tmp_path, colors_data):
+    """Through the tasks' error handling a builder's raise is AirflowFailException: no retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from plugins.savedmodel_errors import fail_fast_on_permanent_errors
+
+    config = colors_config(tmp_path, colors_data, model={"builder": "tests.keras_builders:raising"})
+    with pytest.raises(AirflowFailException, match=r"tests\.keras_builders:raising") as info:
+        with fail_fast_on_permanent_errors():
+            train_model(config, AS_OF, tmp_path / "work")
+    assert isinstance(info.value.__cause__, ModelBuilderError)
+    assert isinstance(info.value.__cause__.__cause__, RuntimeError)
+
+
+def test_a_builder_os_error_stays_retryable_and_names_the_builder(tmp_path, colors_data):
+    """An OSError in the builder (a mount gone) passes through for a retry, noted with the builder."""
+    config = colors_config(
+        tmp_path, colors_data, model={"builder": "tests.keras_builders:unreadable_vocabulary"}
+    )
+    with pytest.raises(FileNotFoundError) as info:
+        train_model(config, AS_OF, tmp_path / "work")
+    assert any("tests.keras_builders:unreadable_vocabulary" in note for note in info.value.__notes__)
 
 
 def checkpoint_files(checkpoint: str) -> dict[str, bytes]:

@@ -101,9 +101,56 @@ def test_changed_snapshot_is_refused(pipeline_file):
 
 
 def test_missing_record_names_the_file(tmp_path):
-    """A record path that holds nothing is a clear, permanent error naming the path."""
-    with pytest.raises(RunRecordError, match=str(tmp_path / "run.json")):
+    """A record path that holds nothing is a permanent error naming the path and the task that writes it."""
+    with pytest.raises(RunRecordError, match=str(tmp_path / "run.json")) as info:
         load_run(tmp_path / "run.json")
+    assert "does not exist" in str(info.value) and "task 'train'" in str(info.value)
+    assert info.value.permanent
+
+
+@pytest.mark.parametrize("handed", [None, "", "None"])
+def test_no_record_handed_on_says_train_must_run_first(handed):
+    """A task run without its upstream's XCom (None) is a permanent RunRecordError, not a TypeError."""
+    with pytest.raises(RunRecordError, match="no run record was handed to this task: task 'train'") as info:
+        load_run(handed)
+    assert info.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("step", "writer"),
+    [("train", "train"), ("validation", "validate_signatures"), ("export", "export_savedmodel")],
+)
+def test_a_missing_step_file_names_the_task_that_writes_it(pipeline_file, step, writer):
+    """A step file an earlier task did not write is a permanent error naming the file and that task."""
+    record = begin(pipeline_file)
+    with pytest.raises(RunRecordError, match=f"has no {step}.json in .*task '{writer}'") as info:
+        record.read_step(step)
+    assert info.value.permanent
+
+
+def test_later_tasks_without_their_upstream_record_fail_without_retry():
+    """validate_signatures and export_savedmodel run alone (`airflow tasks test`): AirflowFailException."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from plugins.savedmodel_operators import SavedModelExportOperator
+    from plugins.savedmodel_tasks import validate_signatures
+
+    with pytest.raises(AirflowFailException, match="task 'train' of the same run writes it"):
+        validate_signatures.function(None)
+    operator = SavedModelExportOperator(task_id="export_savedmodel", run_record=None)
+    with pytest.raises(AirflowFailException, match="task 'train' of the same run writes it"):
+        operator.execute({})
+
+
+def test_validate_without_the_train_step_fails_without_retry(pipeline_file):
+    """A record whose train step never ran: validate_signatures fails at once, naming train.json and train."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from plugins.savedmodel_tasks import validate_signatures
+
+    record = begin(pipeline_file)
+    with pytest.raises(AirflowFailException, match=r"has no train\.json .* task 'train'"):
+        validate_signatures.function(str(record.path))
 
 
 def test_verified_export_is_published_with_config_digest_and_verification(run):

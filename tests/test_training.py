@@ -88,6 +88,7 @@ def test_a_killed_attempts_checkpoint_temp_dir_is_removed(session_config, tmp_pa
 def test_the_data_summary_describes_the_window_read(session_config, trained):
     """The result's `data` names the partitions, files, bytes, records, skipped entries and fingerprint."""
     from include.train.data import data_window
+    from plugins.savedmodel_tasks import data_read
 
     window = data_window(session_config.data, AFTER_ALL_DATA)
     data = trained.data
@@ -96,6 +97,7 @@ def test_the_data_summary_describes_the_window_read(session_config, trained):
     assert data["skipped"] == [] and data["first_partition"] == "dt=2026-10-01"
     assert data["train_examples"] + data["eval_examples"] == data["records"]
     assert data["eval_examples"] == trained.metrics["eval_examples"]
+    assert data["compressed_files"] == {} and data_read(data) == "30 files, 1,797 records"
 
 
 def test_metrics_name_the_train_run(trained):

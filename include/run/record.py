@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 RECORD_FILE = "run.json"
 CONFIG_SNAPSHOT = "config.yaml"
+#: The task that writes the record (run.json), and each step file's writer: what must run first.
+RECORD_WRITER = "train"
+STEP_WRITERS = {
+    "train": "train",
+    "validation": "validate_signatures",
+    "reference_outputs": "validate_signatures",
+    "export": "export_savedmodel",
+}
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,12 @@ class RunRecord:
         path = Path(self.work_dir) / f"{step}.json"
         try:
             return json.loads(path.read_text())
+        except FileNotFoundError:
+            writer = STEP_WRITERS.get(step, step)
+            raise RunRecordError(
+                f"run {self.run.run_id} has no {path.name} in {self.work_dir}: task {writer!r} of this run "
+                f"writes it and must run (and succeed) before this task"
+            ) from None
         except (OSError, ValueError) as err:
             raise RunRecordError(
                 f"step {step!r} of run {self.run.run_id} left no readable {path}: {err}"
@@ -164,12 +178,25 @@ def start_run(
     return record
 
 
-def load_run(path: str | os.PathLike[str]) -> RunRecord:
-    """Returns the run record stored at `path`; raises RunRecordError if it is unreadable or tampered.
+def load_run(path: str | os.PathLike[str] | None) -> RunRecord:
+    """Returns the run record stored at `path`; RunRecordError if it is missing, unreadable or tampered.
 
-    The config snapshot must still hash to the recorded SHA-256: a run never mixes two configs.
+    `path` is what the train task handed on through XCom: None (or "None" from a template) when
+    this task runs without it, as `airflow tasks test <dag> validate_signatures` alone does. The
+    config snapshot must still hash to the recorded SHA-256: a run never mixes two configs.
     """
+    if path is None or str(path) in ("", "None"):
+        raise RunRecordError(
+            f"no run record was handed to this task: task {RECORD_WRITER!r} of the same run writes it "
+            f"({RECORD_FILE}) and hands its path on, so {RECORD_WRITER!r} must run (and succeed) first; "
+            "`airflow dags test <dag> <date>` runs every task in order"
+        )
     path = Path(path)
+    if not path.exists():
+        raise RunRecordError(
+            f"cannot read the run record {path}: it does not exist; task {RECORD_WRITER!r} of the run "
+            f"writes it and must run (and succeed) first"
+        )
     try:
         data = json.loads(path.read_text())
         options = dict(data["options"])

@@ -1,8 +1,14 @@
 """Training data: date partitions of TFRecord `tf.Example` files, streamed through `tf.data`.
 
-Layout: `<location>/dt=YYYY-MM-DD/*.tfrecord`. A partition dated D holds the examples that arrived
+Layout: `<location>/dt=YYYY-MM-DD/<files>`. A partition dated D holds the examples that arrived
 during day D (UTC), so it is complete from D+1 00:00 on: a run whose logical date is D reads the
 partitions dated before D (within `window_days`), never the one still being written.
+
+Files are found by content, not by name: every regular file of a partition is data
+(`part-00000`, `part-00000.tfrecord.gz`, ...) except hidden files (`.name`: a writer's work in
+progress, checksums) and `_`-prefixed markers (`_SUCCESS`, `_committed_*`). Each file's first
+bytes say whether it is a plain, GZIP or ZLIB TFRecord file (`compression_of`); anything else
+is a DataError naming the file.
 
 Nothing here holds the data set in memory: the input pipeline interleaves the files in parallel,
 parses whole batches, keeps the train or the held-out split (a stable hash of each example's id,
@@ -17,10 +23,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import struct
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +45,18 @@ _READ_BUFFER = 1 << 20
 _PARSE_BATCH = 1024
 #: Records read from one file before the next file's turn (see input_dataset).
 _FILE_BLOCK = 16
+#: First characters of the names in a partition that are not data: hidden files (a writer's
+#: `.part-00000.tmp`, Hadoop's `.crc`) and markers (`_SUCCESS`, Spark's `_committed_*`).
+_NOT_DATA = (".", "_")
+#: Bytes of a file's start that tell how it is compressed (a record header, or a GZIP/ZLIB
+#: header and the first bytes of a deflate stream).
+_SNIFF_BYTES = 4096
+#: zlib's `wbits` of TensorFlow's two TFRecord compressions.
+_WBITS = {"GZIP": 16 + zlib.MAX_WBITS, "ZLIB": zlib.MAX_WBITS}
+#: A TFRecord frame: length (8 bytes), its masked CRC-32C (4), the data, the data's CRC (4).
+_HEADER = 12
+_FRAME_EXTRA = 16
+_LENGTH = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,7 @@ class DataWindow:
     fingerprint: str
     bytes: int
     records: int
+    compressed: tuple[tuple[str, int], ...] = ()  # (GZIP or ZLIB, how many files)
 
     def summary(self) -> dict:
         """Returns the small JSON-able description recorded in XCom and lineage."""
@@ -63,6 +82,7 @@ class DataWindow:
             "records": self.records,
             "skipped": list(self.skipped),
             "fingerprint": self.fingerprint,
+            "compressed_files": dict(self.compressed),
         }
 
 
@@ -110,8 +130,10 @@ def _partition_day(entry: Path) -> dt.date | None:
 def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
     """Returns the files a run dated `as_of` reads, with the SHA-256 of their names and bytes.
 
-    An empty partition (no `*.tfrecord` file) contributes nothing and is listed as skipped; a
-    window without any file is NoDataError. The digest streams the bytes, so memory stays flat.
+    Every file is read once, here: its bytes digested, decompressed if it is GZIP or ZLIB, its
+    records counted by their length headers (a file cut short is a DataError: TensorFlow's reader
+    would stop there silently). `files` and `records` are what was read. A partition without data
+    files is listed as skipped; a window without any is NoDataError. Memory stays flat.
     """
     partitions, skipped = partitions_as_of(config, as_of)
     window = f"the last {config.window_days} days" if config.window_days else "all days"
@@ -121,38 +143,27 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
             "nothing to train on for this date"
         )
     digest, files, size, records = hashlib.sha256(), [], 0, 0
+    compressed: dict[str, int] = {}
     buffer = bytearray(_READ_BUFFER)
-    view = memoryview(buffer)
     root = Path(config.location)
     for partition in partitions:
-        partition_files = []
-        # Hidden files are a writer's work in progress (`.part-00000.tfrecord.tmp` and the like).
-        for file in sorted(
-            f for f in partition.glob("*.tfrecord") if f.is_file() and not f.name.startswith(".")
-        ):
-            if _inside(file, root):
-                partition_files.append(file)
-            else:
-                skipped.append(f"{partition.name}/{file.name} (outside the data location)")
-        if not partition_files:
-            skipped.append(f"{partition.name} (empty)")
+        partition_files = _data_files(partition, root, skipped)
         for file in partition_files:
             digest.update(f"{partition.name}/{file.name}\0".encode())
             try:
-                with file.open("rb") as handle:
-                    while count := handle.readinto(buffer):
-                        digest.update(view[:count])
-                        size += count
-                    records += count_records(handle, str(file))
+                compression, file_size, file_records = _read_file(file, digest, buffer)
             except OSError as err:
                 raise DataError(str(file), f"cannot read the file: {err.strerror or err}") from None
+            size, records = size + file_size, records + file_records
+            if compression:
+                compressed[compression] = compressed.get(compression, 0) + 1
             files.append(str(file))
     if skipped:
         log.warning(
             "skipped %d entries of %s (not read, listed in the lineage): %s", len(skipped), root, skipped
         )
     if not files:
-        raise NoDataError(f"partitions {[p.name for p in partitions]} hold no .tfrecord files ({window})")
+        raise NoDataError(f"partitions {[p.name for p in partitions]} hold no data files ({window})")
     return DataWindow(
         partitions=tuple(p.name for p in partitions),
         files=tuple(files),
@@ -160,32 +171,261 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
         fingerprint=digest.hexdigest(),
         bytes=size,
         records=records,
+        compressed=tuple(sorted(compressed.items())),
     )
 
 
-def count_records(handle, name: str) -> int:
-    """Returns the number of records of an open TFRecord file by walking its length headers.
+def _data_files(partition: Path, root: Path, skipped: list[str]) -> list[Path]:
+    """Returns the data files of a partition, sorted; appends what is not read to `skipped`.
 
-    TensorFlow's reader treats a file cut short inside its last record as ending early, without
-    an error: a file cut mid-write would silently lose examples. Raises DataError for that (the
-    CRCs are checked by TensorFlow as it reads the records).
+    Data is every regular file whose name starts with neither `.` nor `_`. A directory, a FIFO or a
+    link out of the data location is listed in `skipped`; hidden files and markers are not (they
+    sit beside data normally), unless the partition holds nothing else.
     """
-    size = os.fstat(handle.fileno()).st_size
-    position, index = 0, 0
-    while position < size:
-        header = os.pread(handle.fileno(), 8, position)
-        if len(header) < 8:
+    chosen, markers = [], []
+    entries = sorted(partition.iterdir())
+    for entry in entries:
+        if entry.name.startswith(_NOT_DATA):
+            markers.append(entry.name)
+        elif not entry.is_file():
+            what = "a directory" if entry.is_dir() else "not a regular file"
+            skipped.append(f"{partition.name}/{entry.name} ({what}, not read)")
+        elif not _inside(entry, root):
+            skipped.append(f"{partition.name}/{entry.name} (outside the data location)")
+        else:
+            chosen.append(entry)
+    if not entries:
+        skipped.append(f"{partition.name} (empty)")
+    elif not chosen and markers and len(markers) == len(entries):
+        shown = ", ".join(markers[:3]) + (", ..." if len(markers) > 3 else "")
+        skipped.append(f"{partition.name} (no data files, only {shown})")
+    return chosen
+
+
+def _read_file(file: Path, digest, buffer: bytearray) -> tuple[str, int, int]:
+    """Returns (compression, size, records) of one data file, read once, its bytes fed to `digest`."""
+    view = memoryview(buffer)
+    name = str(file)
+    with file.open("rb") as handle:
+        count = handle.readinto(buffer)
+        compression = compression_of(bytes(view[: min(count, _SNIFF_BYTES)]), name)
+        walk = _RecordWalk(name, compression)
+        inflate = _Inflater(name, compression, walk) if compression else None
+        size = 0
+        while count:
+            chunk = view[:count]
+            digest.update(chunk)
+            size += count
+            if inflate:
+                inflate.feed(chunk)
+            else:
+                walk.feed(chunk)
+            count = handle.readinto(buffer)
+    if inflate:
+        inflate.finish()
+    return compression, size, walk.finish()
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    """Returns the byte table of CRC-32C (Castagnoli, reflected polynomial 0x82F63B78)."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """Returns the masked CRC-32C a TFRecord frame stores after its length (short inputs only)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _is_record_header(header: bytes) -> bool:
+    """Returns whether the first 12 bytes are a TFRecord length and its matching checksum."""
+    return len(header) >= _HEADER and struct.unpack_from("<I", header, 8)[0] == _masked_crc32c(header[:8])
+
+
+def _looks_like(compression: str, head: bytes) -> bool:
+    """Returns whether `head` starts with a GZIP magic number (1f 8b) or a valid ZLIB header."""
+    if compression == "GZIP":
+        return head[:2] == b"\x1f\x8b"
+    cmf, flg = head[0], head[1]  # RFC 1950: deflate, window <= 32K, check bits, no preset dictionary
+    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0 and not flg & 0x20
+
+
+def compression_of(head: bytes, name: str) -> str:
+    """Returns how a TFRecord file that starts with `head` is compressed: "", "GZIP" or "ZLIB".
+
+    Decided by content: a plain file starts with a record header whose checksum holds; a GZIP or
+    ZLIB one with its header, and decompresses to a record header. A file shorter than a header
+    counts as plain (empty, or cut short: the record walk says which). Anything else is a DataError
+    naming the file; so is a compressed file of something other than TFRecords.
+    """
+    if len(head) < _HEADER or _is_record_header(head):
+        return ""
+    for compression in ("GZIP", "ZLIB"):
+        if not _looks_like(compression, head):
+            continue
+        try:
+            first = zlib.decompressobj(_WBITS[compression]).decompress(head, _HEADER)
+        except zlib.error as err:
             raise DataError(
-                name, f"truncated TFRecord file: the header of record {index} is cut short", index
-            )
-        (length,) = struct.unpack("<Q", header)
-        end = position + 8 + 4 + length + 4  # length, its CRC, the data, its CRC
-        if end > size:
+                name,
+                f"not a TFRecord file: it starts like {compression} data ({head[:2].hex(' ')}) but "
+                f"does not decompress ({err})",
+            ) from None
+        if len(first) < _HEADER or _is_record_header(first):
+            return compression
+        raise DataError(
+            name,
+            f"a {compression} file, but not of TFRecords: it decompresses to {first[:8].hex(' ')} ..., "
+            "not a record header",
+        )
+    raise DataError(
+        name,
+        f"not a TFRecord file: it starts with {head[:8].hex(' ')}, neither a TFRecord header nor "
+        "GZIP or ZLIB data",
+    )
+
+
+def file_compressions(files: Iterable[str]) -> list[str]:
+    """Returns each file's compression ("" for one that cannot be opened now: TensorFlow names that)."""
+    found = []
+    for file in files:
+        try:
+            with open(file, "rb") as handle:
+                head = handle.read(_SNIFF_BYTES)
+        except OSError:
+            head = b""
+        found.append(compression_of(head, str(file)))
+    return found
+
+
+class _RecordWalk:
+    """Counts the records of a TFRecord stream fed in chunks by walking its length headers.
+
+    TensorFlow's reader treats a stream cut short inside its last record as ending early, without
+    an error: a file cut mid-write would silently lose examples. `finish` raises DataError for that,
+    or for a length header whose checksum fails (TensorFlow checks the data's CRCs as it reads).
+    """
+
+    def __init__(self, name: str, compression: str) -> None:
+        self.name, self.compression = name, compression
+        self.records = 0  # headers seen
+        self.size = 0  # bytes of the (decompressed) stream fed so far
+        self._next = 0  # where the next header starts in the stream
+        self._partial = b""  # the start of a header cut by the end of a chunk
+        self._last = b""  # the header of the last record started
+
+    @property
+    def complete(self) -> int:
+        """Returns how many records were fed whole so far."""
+        return self.records - (1 if self._next > self.size else 0)
+
+    def feed(self, chunk) -> None:
+        """Walks the headers of the next bytes of the stream (a buffer; not kept)."""
+        start = self.size
+        end = self.size = start + len(chunk)
+        if self._partial:  # a header split between two chunks (its start is at self._next)
+            header = self._partial + bytes(chunk[: _HEADER - len(self._partial)])
+            if len(header) < _HEADER:
+                self._partial = header
+                return
+            self._partial, self._last = b"", header
+            self._next += _FRAME_EXTRA + _LENGTH.unpack_from(header)[0]
+            self.records += 1
+        last = -1
+        while self._next + _HEADER <= end:
+            last = self._next - start
+            self._next += _FRAME_EXTRA + _LENGTH.unpack_from(chunk, last)[0]
+            self.records += 1
+        if last >= 0:
+            self._last = bytes(chunk[last : last + _HEADER])
+        if start <= self._next < end:
+            self._partial = bytes(chunk[self._next - start :])
+
+    def finish(self) -> int:
+        """Returns the number of records; raises DataError if the stream ends inside one."""
+        of = f"{self.compression} " if self.compression else ""
+        ends = "the decompressed data" if self.compression else "the file"
+        if self._partial:
             raise DataError(
-                name, f"truncated TFRecord file: this record ends at byte {end}, the file at {size}", index
+                self.name,
+                f"truncated {of}TFRecord file: the header of record {self.records} is cut short",
+                self.records,
             )
-        position, index = end, index + 1
-    return index
+        if self._next > self.size:
+            index = self.records - 1
+            if not _is_record_header(self._last):
+                raise DataError(
+                    self.name,
+                    f"corrupted {of}TFRecord file: the length header of record {index} fails its checksum",
+                    index,
+                )
+            raise DataError(
+                self.name,
+                f"truncated {of}TFRecord file: record {index} ends at byte {self._next}, "
+                f"{ends} at {self.size}",
+                index,
+            )
+        return self.records
+
+
+class _Inflater:
+    """Decompresses a GZIP or ZLIB stream fed in chunks into a _RecordWalk, 1 MiB at a time.
+
+    GZIP members written one after the other are read one after the other, as TensorFlow does;
+    after a ZLIB stream TensorFlow reads nothing, so bytes there are refused, not ignored.
+    """
+
+    def __init__(self, name: str, compression: str, walk: _RecordWalk) -> None:
+        self.name, self.compression, self.walk = name, compression, walk
+        self._stream = zlib.decompressobj(_WBITS[compression])
+        self._fed = False  # whether the current stream got any input
+
+    def feed(self, chunk) -> None:
+        """Decompresses the next bytes of the file (bounded output: a small file may inflate a lot)."""
+        data = chunk
+        while data:
+            self._fed = True
+            try:
+                out = self._stream.decompress(data, _READ_BUFFER)
+            except zlib.error as err:
+                raise DataError(
+                    self.name,
+                    f"corrupted {self.compression} file: {err} (after {self.walk.complete} whole records)",
+                    self.walk.complete,
+                ) from None
+            self.walk.feed(out)
+            if not self._stream.eof:
+                data = self._stream.unconsumed_tail
+                continue
+            data = self._stream.unused_data
+            if data and self.compression == "ZLIB":
+                raise DataError(
+                    self.name,
+                    f"{len(data)} bytes after the end of its ZLIB stream, which TensorFlow would not read",
+                )
+            self._stream, self._fed = zlib.decompressobj(_WBITS[self.compression]), False
+
+    def finish(self) -> None:
+        """Raises DataError if the compressed stream was cut short."""
+        if self._fed and not self._stream.eof:
+            raise DataError(
+                self.name,
+                f"truncated {self.compression} file: the compressed data ends early, after "
+                f"{self.walk.complete} whole records (TensorFlow would stop there without an error)",
+                self.walk.complete,
+            )
 
 
 def held_out(ids, eval_percent: int):
@@ -220,7 +460,8 @@ def input_dataset(
     training = config.training
     train = split == "train"
     autotune = tf.data.AUTOTUNE
-    names = tf.data.Dataset.from_tensor_slices(list(files))
+    # Each file with its compression, found once per file here (not per record).
+    names = tf.data.Dataset.from_tensor_slices((list(files), file_compressions(files)))
     if train:
         names = names.shuffle(len(files), seed=training.seed, reshuffle_each_iteration=True)
     # Up to 8 files read at once, 16 records of each in turn. The 16 are grouped inside each file's
@@ -228,7 +469,9 @@ def input_dataset(
     # blocks, not records (the same order as 16-record blocks of records; 1.6-1.8x faster on 2
     # cores, docs/performance.md).
     blocks = names.interleave(
-        lambda name: tf.data.TFRecordDataset(name, buffer_size=_READ_BUFFER).batch(_FILE_BLOCK),
+        lambda name, compression: tf.data.TFRecordDataset(
+            name, compression_type=compression, buffer_size=_READ_BUFFER
+        ).batch(_FILE_BLOCK),
         cycle_length=min(len(files), 8),
         block_length=1,
         num_parallel_calls=autotune,
@@ -346,13 +589,21 @@ def held_out_sample(config: PipelineConfig, files: tuple[str, ...] | list[str], 
 
     sample: list[bytes] = []
     id_spec = {config.data.id_key: tf.io.FixedLenFeature([], tf.as_dtype(config.data.id_dtype))}
-    for batch in tf.data.TFRecordDataset(list(files)).batch(1024):
+    for batch in _records_in_order(files).batch(1024):
         ids = tf.io.parse_example(batch, id_spec)[config.data.id_key]
         chosen = batch.numpy()[held_out(ids, config.data.eval_percent).numpy()]
         sample.extend(chosen[: size - len(sample)].tolist())
         if len(sample) >= size:
             break
     return sample
+
+
+def _records_in_order(files: tuple[str, ...] | list[str]):
+    """Returns a tf.data pipeline of the records of `files`, file after file, each read as compressed."""
+    import tensorflow as tf
+
+    names = tf.data.Dataset.from_tensor_slices((list(files), file_compressions(files)))
+    return names.flat_map(lambda name, kind: tf.data.TFRecordDataset(name, compression_type=kind))
 
 
 def write_sample(path: Path, examples: list[bytes]) -> None:
@@ -387,7 +638,7 @@ def _parses(config: PipelineConfig, file: str) -> bool:
 
     checked_parse = _checked_parser(config)
     try:
-        for _ in tf.data.TFRecordDataset(file).batch(4096).map(checked_parse):
+        for _ in _records_in_order([file]).batch(4096).map(checked_parse):
             pass
     except (tf.errors.OpError, UnicodeDecodeError):  # the latter: a non-UTF-8 record quoted in the error
         return False
@@ -399,7 +650,7 @@ def _records(file: str) -> Iterator[tuple[int, bytes]]:
     import tensorflow as tf
 
     index = 0
-    iterator = iter(tf.data.TFRecordDataset(file))
+    iterator = iter(_records_in_order([file]))
     while True:
         try:
             record = next(iterator)

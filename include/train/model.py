@@ -17,14 +17,15 @@ TensorFlow is imported inside functions only, so this module is cheap to import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from include.config import ModelConfig, PipelineConfig
-from include.errors import ConfigError
+from include.errors import ConfigError, ModelBuilderError, PipelineError
 from include.train.features import dense_input, parse_spec
 
 GraphBuilder = Callable[[Any, int, ModelConfig], Any]
@@ -75,14 +76,20 @@ class Network:
         outputs = model.num_classes if model.head == "classification" else 1
         if self.keras:
             if self._keras_model is None:
-                self._keras_model = self.builder(dict(self.config.features), model)
-                _check_keras_model(self._keras_model, self.config)
-            raw = self._keras_model(
-                {name: features[name] for name in self.config.features}, training=training
-            )
+                with user_code(self.config, "building the Keras model"):
+                    keras_model = self.builder(dict(self.config.features), model)
+                _check_keras_model(keras_model, self.config)
+                self._keras_model = keras_model
+            inputs = {name: features[name] for name in self.config.features}
+            with user_code(self.config, "calling the Keras model on the declared features"):
+                raw = self._keras_model(inputs, training=training)
         else:
-            with v1.variable_scope("model", reuse=v1.AUTO_REUSE):
-                raw = self.builder(dense_input(features, self.config), outputs, model)
+            x = dense_input(features, self.config)
+            builtin = model.builder in BUILTIN_BUILDERS
+            calling = user_code(self.config, "building the model graph")
+            calling = contextlib.nullcontext() if builtin else calling
+            with v1.variable_scope("model", reuse=v1.AUTO_REUSE), calling:
+                raw = self.builder(x, outputs, model)
             if not self._graph_variables:
                 self._graph_variables = {v.op.name: v for v in v1.global_variables() if _in_model_scope(v)}
         raw = tf.convert_to_tensor(raw)
@@ -101,6 +108,45 @@ class Network:
         if self.keras:
             return {f"model/{w.path}": w.value for w in self._keras_model.weights}
         return dict(self._graph_variables)
+
+
+@contextlib.contextmanager
+def user_code(config: PipelineConfig, doing: str) -> Iterator[None]:
+    """Turns an exception of the user's `model.builder` code into a permanent ModelBuilderError.
+
+    Wrap only the call into user code: a retry runs the same code and fails the same way. Errors
+    of the machine pass through unchanged, still retried, with a note naming the builder: out of
+    memory (MemoryError, TensorFlow's ResourceExhaustedError), an OSError (a disk, a mount: even
+    the builder's own vocabulary file may be back on the next try), TensorFlow's transient
+    errors; and so do the project's own PipelineErrors, which already say whether they are permanent.
+    """
+    source = str(config.source_path or "<config>")
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as err:
+        if isinstance(err, _machine_errors()):
+            err.add_note(f"raised by model.builder {config.model.builder!r} of {source} while {doing}")
+            raise
+        hint = ""
+        if isinstance(err, KeyError) or "Missing data for input" in str(err):
+            hint = f" (the YAML's features: declares {list(config.features)})"
+        raise ModelBuilderError(source, config.model.builder, doing, err, hint) from err
+
+
+def _machine_errors() -> tuple[type[BaseException], ...]:
+    """Returns the errors of the machine, not of the code: a retry may succeed."""
+    import tensorflow as tf
+
+    return (
+        OSError,
+        MemoryError,
+        tf.errors.ResourceExhaustedError,
+        tf.errors.UnavailableError,
+        tf.errors.AbortedError,
+        tf.errors.DeadlineExceededError,
+    )
 
 
 def _in_model_scope(variable) -> bool:
@@ -174,10 +220,11 @@ def resolve_builder(config: PipelineConfig) -> tuple[Callable, bool]:
         return BUILTIN_BUILDERS[name], False
     module_name, _, attr = name.partition(":")
     source = str(config.source_path or "<config>")
-    try:
-        builder = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(source, [f"model.builder: cannot import {name!r}: {err}"]) from None
+    with user_code(config, "importing its module"):  # a module that fails as it runs
+        try:
+            builder = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(source, [f"model.builder: cannot import {name!r}: {err}"]) from None
     if not callable(builder):
         raise ConfigError(source, [f"model.builder: {name!r} is not callable"])
     try:

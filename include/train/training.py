@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from include.config import PipelineConfig
-from include.errors import ConfigError, DataError, NoDataError, QualityGateError
+from include.errors import ConfigError, DataError, ModelBuilderError, NoDataError, QualityGateError
 from include.summary import metrics_headline
 from include.train.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
 from include.train.model import new_network, state_updates
@@ -155,7 +155,18 @@ def train_model(
 
 
 def _check_splits(counts: dict, window) -> None:
-    """Raises NoDataError when the train or the held-out split of the window has no example."""
+    """Raises NoDataError when the train or the held-out split of the window has no example.
+
+    And DataError when TensorFlow read another number of records than the window's files hold
+    (a file replaced while training): the lineage counts what was read.
+    """
+    read = counts["train_examples"] + counts["eval_examples"]
+    if read != window.records:
+        raise DataError(
+            ", ".join(window.partitions),
+            f"TensorFlow read {read} records, the {len(window.files)} files listed hold {window.records} "
+            "(a file changed while training?)",
+        )
     if counts["eval_examples"] == 0 or counts["train_examples"] == 0:
         empty = "held-out" if counts["eval_examples"] == 0 else "train"
         raise NoDataError(
@@ -269,8 +280,13 @@ def _reusing_train_loop(
     )
     try:
         train_run = _train_loop(iterator, train_step, max_steps)
-    except ValueError as err:
-        named = re.search(r"Tried to create variable with name='([^']*)'", str(err))
+    except (ValueError, ModelBuilderError) as err:
+        # TensorFlow refuses the tf.Variable inside the builder's call, so it comes wrapped (and
+        # tf.cond drops the chain: `raise ... from None`), hence the original's message.
+        original = err.error_message if isinstance(err, ModelBuilderError) else str(err)
+        named = re.search(r"Tried to create variable with name='([^']*)'", original)
+        if isinstance(err, ModelBuilderError) and not named:
+            raise
         made_one = f"it made {named.group(1)!r} again" if named else str(err).splitlines()[0][:300]
         raise ConfigError(source, [f"{reuse}; {made_one}"]) from None
     made = made | {v.op.name for v in optimizer.variables()}
