@@ -52,7 +52,7 @@ from include.registry.page.html import (
     render_requested,
     render_version,
 )
-from include.registry.store import LABELS
+from include.registry.store import LABELS, has_version_dir
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,11 @@ def request_label_move(ref: ModelRef, version: int, label: str, reason: str, use
     if entry.get("status") != "published":
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"version {version} is not a published version of {ref.name}"
+        )
+    if not has_version_dir(ref.model_dir, version):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"version {version} of {ref.name} is missing: its dir under {ref.model_dir} is gone",
         )
     conf = {"pipeline": ref.pipeline, "version": version, "label": label, "reason": reason}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,17 @@ from include.durable import locked
 from include.errors import RegistryError
 from include.registry import store as manifest_module
 from include.registry.policy import baseline, promote, set_label
+from include.registry.serving_config import write_models_config
 from include.registry.store import (
+    CONFIGS_DIR,
     HISTORY_FILE,
     MANIFEST_FILE,
     VERSIONS_DIR,
+    archive_config,
     manifest_update,
     migrate_manifest,
     read_manifest,
+    version_dirs,
 )
 from tests.helpers import parse_models_config, publish_digits
 
@@ -248,3 +253,130 @@ def test_a_reader_beside_a_writer_sees_old_or_new_entries_never_torn(exported, s
         stop.set()
         reader.join(30)
     assert problems == [] and reads[0] > 20, (problems[:3], reads)
+
+
+# --- version dirs deleted by hand, config snapshots, what the store lists ----------------------------
+
+
+def served(serving_root: Path) -> tuple[list[int], dict]:
+    """Returns (versions, labels) that models.config gives TF Serving for `digits`."""
+    (config,) = parse_models_config(serving_root).model_config_list.config
+    return list(config.model_version_policy.specific.versions), dict(config.version_labels)
+
+
+def test_the_next_publish_drops_a_version_dir_deleted_by_hand_from_models_config(exported, serving_root):
+    """stable's dir deleted by hand: the next publish leaves it and its label out; the manifest keeps both."""
+    for version in (10, 20, 30):
+        publish_digits(exported, serving_root, version)
+    shutil.rmtree(serving_root / "digits" / "10")
+    publish_digits(exported, serving_root, 40)
+    assert served(serving_root) == ([30, 40], {"canary": 40})
+    assert labels(serving_root) == {"stable": 10, "canary": 40}  # a person decides where stable goes
+
+
+def test_the_next_label_move_drops_a_deleted_newest_version(exported, serving_root):
+    """The newest dir deleted by hand: a label move rewrites models.config with the newest two on disk."""
+    for version in (10, 20, 30):
+        publish_digits(exported, serving_root, version)
+    shutil.rmtree(serving_root / "digits" / "30")
+    promote(serving_root, "digits", 20, "stable", by="bob", reason="30 is gone")
+    assert served(serving_root) == ([10, 20], {"stable": 20})
+
+
+def test_promote_refuses_a_version_whose_dir_is_gone(exported, serving_root):
+    """A label cannot be moved onto a version deleted by hand: refused, labels and models.config unchanged."""
+    for version in (10, 20):
+        publish_digits(exported, serving_root, version)
+    shutil.rmtree(serving_root / "digits" / "10")
+    before = (serving_root / "models.config").read_bytes()
+    with pytest.raises(RegistryError, match="is not complete"):
+        promote(serving_root, "digits", 10, "canary", by="bob", reason="roll back")
+    assert labels(serving_root) == {"stable": 10, "canary": 20}
+    assert (serving_root / "models.config").read_bytes() == before
+
+
+def test_models_config_leaves_out_an_incomplete_version_dir(exported, serving_root):
+    """A version dir whose variables were removed by hand is not named in models.config."""
+    for version in (10, 20):
+        publish_digits(exported, serving_root, version)
+    shutil.rmtree(serving_root / "digits" / "20" / "variables")
+    write_models_config(serving_root)
+    assert served(serving_root) == ([10], {"stable": 10})
+
+
+def test_archive_config_writes_the_snapshot_once_under_the_model_dirs_lock(tmp_path):
+    """The config snapshot waits for the model dir's lock, is written once, and refuses a non-digest name."""
+    model_dir, sha = tmp_path / "digits", "a" * 64
+    model_dir.mkdir()
+    held = threading.Event()
+
+    def hold_lock() -> None:
+        with locked(model_dir):
+            held.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait()
+    started = time.monotonic()
+    path = archive_config(model_dir, sha, b"name: digits\n")
+    assert time.monotonic() - started >= 0.4, "written while another writer held the lock"
+    holder.join()
+    assert path == model_dir / CONFIGS_DIR / f"{sha}.yaml" and path.read_bytes() == b"name: digits\n"
+    assert archive_config(model_dir, sha, b"other\n").read_bytes() == b"name: digits\n"
+    with pytest.raises(RegistryError, match="expected 64 lowercase hex digits"):
+        archive_config(model_dir, "../../etc", b"x")
+
+
+def test_version_dirs_are_the_dirs_tf_serving_would_load(tmp_path):
+    """Only dirs with a version name count: not files, not zero-padded names, not the registry's dirs."""
+    for name in ("12", "7", "007", ".staging", ".manifest", "runs"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "5").write_text("a file")
+    assert version_dirs(tmp_path) == [7, 12] and version_dirs(tmp_path / "none") == []
+
+
+#: The store's names for its files and dirs: no module but the store may use them.
+_FORMAT_NAMES = {"MANIFEST_FILE", "RECORDS_DIR", "VERSIONS_DIR", "HISTORY_FILE", "STAGING_DIR", "CONFIGS_DIR"}
+
+
+def test_no_module_but_the_store_knows_the_registrys_files():
+    """Outside store.py, include/, plugins/ and dags/ name none of the registry's files or store internals."""
+    import ast
+
+    root = Path(__file__).parents[1]
+    store_file = root / "include" / "registry" / "store.py"
+    literals = {
+        Path(manifest_module.MANIFEST_FILE).name,
+        manifest_module.RECORDS_DIR,
+        manifest_module.VERSIONS_DIR,
+        manifest_module.HISTORY_FILE,
+        manifest_module.STAGING_DIR,
+        manifest_module.CONFIGS_DIR,
+    }
+    found = []
+    for path in sorted(p for d in ("include", "plugins", "dags") for p in (root / d).rglob("*.py")):
+        if path == store_file:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom) and node.module == "include.registry.store":
+                found += [
+                    f"{where} imports {a.name}"
+                    for a in node.names
+                    if a.name in _FORMAT_NAMES or a.name.startswith("_")
+                ]
+            elif isinstance(node, ast.Attribute) and node.attr in _FORMAT_NAMES:
+                found.append(f"{where} uses .{node.attr}")
+            elif isinstance(node, ast.Constant) and id(node) not in docstrings and node.value in literals:
+                found.append(f"{where} spells {node.value!r}")
+    assert found == [], "registry format known outside include/registry/store.py:\n" + "\n".join(found)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,14 @@ import pytest
 from include.durable import locked
 from include.errors import IncompleteModelError, RunParamsError, VersionConflictError
 from include.registry.publish import publish_version
-from include.registry.store import MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, manifest_update, read_manifest
+from include.registry.store import (
+    CONFIGS_DIR,
+    MANIFEST_FILE,
+    STAGING_DIR,
+    VERSIONS_DIR,
+    manifest_update,
+    read_manifest,
+)
 from include.savedmodel.files import content_digest
 from tests.helpers import assert_complete
 
@@ -235,3 +244,36 @@ def test_a_rerun_after_a_crash_before_the_head_gives_the_version_its_labels(
     assert (rerun.status, rerun.labels) == ("unchanged", ["canary"])
     assert read_manifest(serving_root / "digits")["labels"] == {"canary": 20, "stable": 10}
     assert publish_version(exported, serving_root, "digits", 20).labels == []  # a plain rerun: no move
+
+
+def test_the_runs_config_snapshot_waits_for_the_model_dirs_lock(tmp_path):
+    """publish_run's config snapshot goes through the store: written under the model dir's lock, once."""
+    from types import SimpleNamespace
+
+    from include.run.steps import archive_config
+
+    snapshot = tmp_path / "config.yaml"
+    snapshot.write_bytes(b"name: digits\n")
+    record = SimpleNamespace(
+        config_sha256=hashlib.sha256(b"name: digits\n").hexdigest(), config_snapshot=snapshot
+    )
+    model_dir = tmp_path / "serving" / "digits"
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with locked(model_dir):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait(30)
+    writer = threading.Thread(target=archive_config, args=(record, model_dir))
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive() and not (model_dir / CONFIGS_DIR).exists(), "written without the lock"
+    release.set()
+    writer.join(30)
+    holder.join(30)
+    (path,) = (model_dir / CONFIGS_DIR).iterdir()
+    assert path.name == f"{record.config_sha256}.yaml" and path.read_bytes() == b"name: digits\n"

@@ -65,3 +65,29 @@ def test_versions_table_shows_the_loss_of_a_regression_and_dashes_for_missing_me
     assert header.split()[5:7] == ["ACCURACY", "LOSS"]
     assert regression.split()[3:6] == ["-", "2966.7839", "stable"]  # no date, no run type: "-"
     assert odd.split()[3:5] == ["-", "-"]
+
+
+def test_versions_and_rebuild_refuse_a_version_dir_naming_its_model_dir(exported, serving_root, capsys):
+    """Given a version dir, `versions` and `rebuild` exit 1 naming it and the model dir to give instead."""
+    publish_digits(exported, serving_root, 10)
+    version_dir = serving_root / "digits" / "10"
+    before = sorted(p.relative_to(serving_root) for p in serving_root.rglob("*"))
+    for command in ("versions", "rebuild"):
+        assert main([command, str(version_dir)]) == 1
+        err = capsys.readouterr().err
+        assert (
+            f"{version_dir} is a version dir" in err and f"its model dir is {serving_root / 'digits'}" in err
+        )
+        assert "expected a model dir" in err
+    assert sorted(p.relative_to(serving_root) for p in serving_root.rglob("*")) == before
+
+
+def test_versions_marks_a_version_dir_deleted_by_hand_missing(exported, serving_root, capsys):
+    """The newest dir removed by hand: its row reads `missing`, the others `published`."""
+    for version in (10, 20):
+        publish_digits(exported, serving_root, version)
+    shutil.rmtree(serving_root / "digits" / "20")
+    assert main(["versions", str(serving_root / "digits")]) == 0
+    _, newest, oldest = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert newest.split()[0] == "20" and "missing" in newest.split() and "canary" in newest.split()
+    assert oldest.split()[0] == "10" and "published" in oldest.split()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,6 @@ from include.registry.page.data import (
     ModelNotFound,
     ModelRef,
     VersionNotFound,
-    config_block,
     find_model,
     model_page,
     models_overview,
@@ -34,6 +34,23 @@ from tests.helpers import make_raw, write_pipeline
 
 FIRST = 20261001000000
 ROOTS = {"base": "/registry", "ui": "", "user": "alice"}
+#: A complete SavedModel that `publish` copies into each version dir (models.config names only
+#: complete ones); made once per module by `tiny_savedmodel`.
+_TINY: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_savedmodel(tmp_path_factory) -> Path:
+    """Returns a small complete SavedModel (one variable, one signature), saved once for the module."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.weights = tf.Variable([1.0, 2.0])
+    serve = tf.function(lambda x: {"y": x * module.weights}, input_signature=[tf.TensorSpec([None, 2])])
+    target = tmp_path_factory.mktemp("tiny") / "1"
+    tf.saved_model.save(module, str(target), signatures={"serving_default": serve})
+    _TINY[:] = [target]
+    return target
 
 
 def entry(version: int, accuracy: float = 0.9, **extra) -> dict:
@@ -71,7 +88,8 @@ def publish(
     with locked(directory), manifest_update(directory) as update:
         update.set_serving({"version_policy": "latest", "num_latest": 2})
         for i, version in enumerate(versions):
-            (directory / str(version)).mkdir(exist_ok=True)
+            if not (directory / str(version)).exists():
+                shutil.copytree(_TINY[0], directory / str(version))
             update.put_entry(version, entry(version, accuracy=0.8 + i / 1000))
         for label, version in (labels or {}).items():
             update.labels[label] = version
@@ -165,9 +183,10 @@ def test_serving_entry_follows_the_policy(tmp_path):
     assert serving_entry(tmp_path, "a", 9, [8, 9])["served"]
     assert not serving_entry(tmp_path, "a", 8, [8, 9])["served"]
     b = serving_entry(tmp_path, "b", 5, [])
-    assert b["served"] and b["labels"] == ["stable"] and config_block(text, "b").startswith("config {")
+    assert b["served"] and b["labels"] == ["stable"] and b["block"].startswith("config {")
+    assert 'key: "stable"' in b["block"] and "versions: 7" in b["block"]
     assert not serving_entry(tmp_path, "b", 6, [])["served"]
-    assert config_block(text, "c") is None
+    assert serving_entry(tmp_path, "c", 1, [1])["block"] is None
     assert serving_entry(tmp_path / "none", "a", 9, [9]) == {
         "path": str(tmp_path / "none" / "models.config"),
         "block": None,
@@ -226,8 +245,8 @@ def test_index_skips_the_scan_once_the_versions_dir_has_settled(model, monkeypat
     monkeypatch.setattr(registry_index, "SETTLE_SECONDS", 0)
     index = ModelIndex(model.model_dir).refresh()
     scans = []
-    real = registry_index._entry_stamps
-    monkeypatch.setattr(registry_index, "_entry_stamps", lambda d: scans.append(d) or real(d))
+    real = registry_index.entry_stamps
+    monkeypatch.setattr(registry_index, "entry_stamps", lambda d: scans.append(d) or real(d))
     index.refresh()
     assert scans == []  # settled at once (SETTLE_SECONDS 0): its unchanged stamp is trusted
     monkeypatch.setattr(registry_index, "SETTLE_SECONDS", 3600)
@@ -449,3 +468,70 @@ def test_approval_records_its_decision(model, monkeypatch):
     assert (last["outcome"], last["by"], last["requested_by"], last["reason"]) == (
         "rejected", "bob", "alice", "why not",
     )  # fmt: skip
+
+
+# --- a version dir deleted by hand ------------------------------------------------------------------
+
+
+def test_a_version_dir_deleted_by_hand_shows_missing_on_every_page(model):
+    """stable's dir removed by hand: the list, the model page and the version page say `missing`."""
+    shutil.rmtree(model.model_dir / str(FIRST))
+    (row,) = models_overview([model])
+    assert row["missing_labels"] == {"stable": FIRST} and row["versions_on_disk"] == 2
+    page = model_page(model)
+    assert page["missing"] == [FIRST] and page["missing_labels"] == {"stable": FIRST}
+    assert [r["status"] for r in page["versions"]] == ["published", "published", "missing"]
+    version = version_page(model, FIRST)
+    assert version["status"] == "missing" and not version["serving"]["served"]
+    assert version["labels"] == ["stable"]  # the registry keeps the label
+    html = render_model(page, **ROOTS)
+    assert 'id="missing"' in html and "stable → 20261001000000" in html and 'class="status-missing"' in html
+    assert "missing: its dir is gone, not served" in render_models([row], **ROOTS)
+    version_html = render_version(version, **ROOTS, may_request=True)
+    assert 'id="missing"' in version_html and "Request stable" not in version_html
+
+
+def test_the_index_notices_a_version_dir_deleted_after_its_last_look(model):
+    """A cached index lists the version dirs again when the model dir changed: the deleted one is missing."""
+    index = model_index(model.model_dir)
+    assert index.missing() == set()
+    shutil.rmtree(model.model_dir / str(FIRST + 1_000_000))
+    assert index.refresh().missing() == {FIRST + 1_000_000}
+    assert index.versions()[1] | {"status": "missing"} == index.versions()[1]
+
+
+def test_a_models_config_that_does_not_parse_is_named_on_the_version_page(model):
+    """models.config is parsed with TF Serving's ModelServerConfig: a broken one is reported, not guessed."""
+    (model.serving_root / "models.config").write_text('model_config_list { config { nme: "digits" } }\n')
+    serving = version_page(model, FIRST)["serving"]
+    assert serving["block"] is None and not serving["served"]
+    assert "models.config is not a valid ModelServerConfig" in serving["problem"]
+    assert "nme" in serving["problem"]
+
+
+def test_reading_models_config_does_not_import_tensorflow():
+    """The Models page parses models.config without TensorFlow (it runs in Airflow's API server)."""
+    code = (
+        "import sys, pathlib, tempfile; from include.registry.page.data import serving_entry\n"
+        "root = pathlib.Path(tempfile.mkdtemp()); (root / 'models.config').write_text("
+        "'model_config_list { config { name: \"a\" model_version_policy { all {} } } }')\n"
+        "assert serving_entry(root, 'a', 1, [])['served']\n"
+        "print(sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_label_move_onto_a_version_whose_dir_is_gone_is_refused(model):
+    """Requesting stable on a missing version answers 409 naming it, before the promote DAG is triggered."""
+    from fastapi import HTTPException
+
+    from plugins.savedmodel_registry_app import request_label_move
+
+    shutil.rmtree(model.model_dir / str(FIRST))
+    with pytest.raises(HTTPException) as refused:
+        request_label_move(model, FIRST, "stable", "roll back", user=None)
+    assert refused.value.status_code == 409
+    assert f"version {FIRST} of digits is missing" in refused.value.detail

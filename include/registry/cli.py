@@ -6,11 +6,16 @@ Usage: python -m include.registry.cli versions <model dir | pipeline name>
 
 A damaged registry (ManifestError) is reported as one message naming the file and what is wrong,
 exit status 1; `rebuild` rebuilds it from the version dirs on disk (include/registry/rebuild.py).
+A path that is not what the command expects (`rebuild`/`versions` given a version dir, a serving
+root, a file or a dir with no registry; `models-config` given a model dir, a version dir or a file)
+is refused with exit status 1, naming the path and what was expected, and nothing is written.
+In the versions table a published version whose dir is gone reads `missing`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +23,14 @@ from include.config import find_pipeline
 from include.errors import ConfigError, ManifestError, RegistryError
 from include.registry.rebuild import rebuild_registry
 from include.registry.serving_config import write_models_config
-from include.registry.store import read_manifest
-from include.versions import is_version_name
+from include.registry.store import (
+    MISSING,
+    model_dir_problem,
+    read_manifest,
+    serving_root_problem,
+    shown_status,
+    version_dirs,
+)
 
 MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"
 
@@ -29,8 +40,11 @@ def _number(value) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
 
 
-def versions_table(manifest: dict) -> str:
-    """Returns the on-call view of a model: version, date, run type, held-out metrics, labels, status."""
+def versions_table(manifest: dict, on_disk: set[int] | None = None) -> str:
+    """Returns the on-call view of a model: version, date, run type, held-out metrics, labels, status.
+
+    With `on_disk` (the version dirs there), a published version without its dir reads `missing`.
+    """
     labels_by_version: dict[int, list[str]] = {}
     for label, version in sorted(manifest["labels"].items()):
         labels_by_version.setdefault(version, []).append(label)
@@ -45,7 +59,7 @@ def versions_table(manifest: dict) -> str:
                 _number(metrics.get("eval_accuracy")),  # classification only
                 _number(metrics.get("eval_loss")),  # cross-entropy, or the MSE of a regression
                 ",".join(labels_by_version.get(int(key), [])) or "-",
-                entry.get("status", "-"),
+                shown_status(entry.get("status"), on_disk is None or int(key) in on_disk) or "-",
                 (entry.get("published_at") or "-")[:19],
             )
         )
@@ -71,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("serving_root")
     args = parser.parse_args(argv)
     if args.command == "models-config":
-        serving_root = Path(args.serving_root)
-        serving_root.mkdir(parents=True, exist_ok=True)
-        print(write_models_config(serving_root))
-        return 0
+        return models_config_command(Path(args.serving_root))
     model_dir = find_model_dir(args.model_dir)
     if model_dir is None:
         return 2
@@ -85,15 +96,37 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def models_config_command(serving_root: Path) -> int:
+    """Writes `<serving_root>/models.config` (creating the root); refuses a path that is no serving root."""
+    problem = serving_root_problem(serving_root)
+    if problem:
+        print(
+            f"error: {serving_root} {problem}: expected a serving root (the dir holding the model dirs); "
+            "nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    serving_root.mkdir(parents=True, exist_ok=True)
+    print(write_models_config(serving_root))
+    return 0
+
+
 def find_model_dir(name: str) -> Path | None:
-    """Returns the model dir a path or pipeline name stands for (None, with the reason printed, if none)."""
+    """Returns the model dir a path or pipeline name stands for (None, with the reason printed, if none).
+
+    An existing path is returned as it is: the commands check that it is a model dir.
+    """
     model_dir = Path(name)
-    if model_dir.is_dir():
+    if os.path.lexists(model_dir):
         return model_dir
     try:
         pipeline = find_pipeline(name)
     except ConfigError as err:
-        print(f"{name} is no model dir; {'; '.join(err.problems)}", file=sys.stderr)
+        print(
+            f"{name} does not exist and is no pipeline name: expected a model dir (<serving_root>/<model>) "
+            f"or a pipeline name; nothing was written; {'; '.join(err.problems)}",
+            file=sys.stderr,
+        )
         return None
     return pipeline.storage.serving_root / pipeline.model.name
 
@@ -111,13 +144,30 @@ def rebuild_command(model_dir: Path) -> int:
 
 
 def versions_command(model_dir: Path) -> int:
-    """Prints a model's versions table, and the version dirs on disk its registry does not know."""
+    """Prints a model's versions table, the missing version dirs and those its registry does not know."""
+    problem = model_dir_problem(model_dir) if os.path.lexists(model_dir) else None
+    if problem:  # a model never published yet has no dir: an empty table
+        raise RegistryError(f"{model_dir} {problem}: expected a model dir (<serving_root>/<model>)")
     manifest = read_manifest(model_dir)
-    print(versions_table(manifest))
-    on_disk = [p.name for p in model_dir.iterdir() if is_version_name(p.name)] if model_dir.is_dir() else []
-    unknown = sorted(set(on_disk) - set(manifest["versions"]))
+    on_disk = set(version_dirs(model_dir))
+    print(versions_table(manifest, on_disk))
+    missing = {
+        int(v)
+        for v, e in manifest["versions"].items()
+        if shown_status(e.get("status"), int(v) in on_disk) == MISSING
+    }
+    if missing:
+        labelled = [f"{k}={v}" for k, v in sorted(manifest["labels"].items()) if v in missing]
+        print(
+            f"\n{MISSING}: published, but the version dir is gone (deleted by hand?): "
+            f"{', '.join(map(str, sorted(missing)))}. TF Serving no longer serves it (models.config "
+            "leaves it out from the next publish or label move)"
+            + (f"; labels kept in the registry but not served: {', '.join(labelled)}" if labelled else "")
+            + ". Restore the dir, or move the label, or run `rebuild` to record it deleted."
+        )
+    unknown = sorted(on_disk - {int(v) for v in manifest["versions"]})
     if unknown:
-        print(f"\nnot in the manifest (not published by this pipeline): {', '.join(unknown)}")
+        print(f"\nnot in the manifest (not published by this pipeline): {', '.join(map(str, unknown))}")
     return 0
 
 

@@ -14,12 +14,13 @@ from include.errors import RegistryError
 from include.registry.serving_config import write_models_config
 from include.registry.store import (
     LABELS,
-    MANIFEST_FILE,
     ManifestUpdate,
+    has_registry,
     manifest_update,
     now_iso,
     published_versions,
     read_manifest,
+    version_path,
 )
 from include.savedmodel.files import missing_parts
 
@@ -73,7 +74,7 @@ def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str
                     f"version {version} is not a published version of {update.model} "
                     f"(published: {published_versions(read_manifest(model_dir))})"
                 )
-            problems = missing_parts(model_dir / str(version))
+            problems = missing_parts(version_path(model_dir, version))
             if problems:
                 raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
             _move_label(update, label, version, by=by, reason=reason, previous=update.labels.get(label))
@@ -102,14 +103,14 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
     Returns the manifest.
     """
     model_dir = Path(serving_root) / model_name
-    if not (model_dir / MANIFEST_FILE).is_file():
+    if not has_registry(model_dir):
         raise RegistryError(f"no published model {model_name!r} under {serving_root}")
     published = published_versions(read_manifest(model_dir))
     if version not in published:
         raise RegistryError(
             f"version {version} is not a published version of {model_name} (published: {published})"
         )
-    check_loadable(model_dir / str(version))
+    check_loadable(version_path(model_dir, version))
     manifest = set_label(model_dir, label, version, by=by, reason=reason)
     write_models_config(Path(serving_root))
     log.info("%s of %s now points at version %s (by %s: %s)", label, model_name, version, by, reason)

@@ -21,7 +21,14 @@ from include.durable import fsync_path, fsync_tree, locked
 from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
 from include.registry.policy import apply_retention, auto_label
 from include.registry.serving_config import write_models_config
-from include.registry.store import STAGING_DIR, ManifestUpdate, manifest_update, now_iso
+from include.registry.store import (
+    ManifestUpdate,
+    clear_staging,
+    manifest_update,
+    now_iso,
+    staging_path,
+    version_path,
+)
 from include.savedmodel.files import content_digest, missing_parts
 from include.versions import model_dir, parse_version
 
@@ -82,10 +89,10 @@ def publish_version(
             str(export_path), [f"content sha256 {digest[:12]} is not the verified {expected_digest[:12]}"]
         )
     base = model_dir(serving_root, model_name)
-    target = base / str(version)
+    target = version_path(base, version)
 
     with locked(base), manifest_update(base) as update:  # migrates a manifest of before
-        _remove_stale_staging(base)
+        clear_staging(base)
         status = "published"
         if target.exists():
             existing = content_digest(target) if not missing_parts(target) else "incomplete"
@@ -119,7 +126,7 @@ def _put_in_place(export_path: Path, base: Path, target: Path, digest: str, *, r
 
     With `replace`, swaps it with the version there atomically. Lock held.
     """
-    staging = base / STAGING_DIR / f"{target.name}-{uuid.uuid4().hex[:8]}"
+    staging = staging_path(base, f"{target.name}-{uuid.uuid4().hex[:8]}")
     try:
         try:
             staging.parent.mkdir(exist_ok=True)
@@ -179,24 +186,6 @@ def _record(
         update.set_serving(serving_policy)
     labels = auto_label(update, version) if status != "unchanged" or first_record else []
     return labels, apply_retention(update, keep_versions)
-
-
-def _remove_stale_staging(base: Path) -> None:
-    """Empties the staging dir of what crashed publishers left (under the lock nothing there is live).
-
-    Lists `.staging/` only, never the model dir with its versions.
-    """
-    try:
-        names = os.listdir(base / STAGING_DIR)
-    except FileNotFoundError:
-        return
-    for name in names:
-        stale = base / STAGING_DIR / name
-        log.warning("removing %s, left by a crashed publisher", stale)
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
 
 
 def _exchange(a: Path, b: Path) -> None:

@@ -15,44 +15,40 @@ hand-edited `manifest.json`, an entry that is not JSON or names another version,
 - the old registry files are copied to `.manifest/before-rebuild-<UTC time>/` first, untouched.
 
 Then the entries, the history and, last, the head are written atomically, as publish writes them.
+Reading what is left and writing the files is include/registry/store.py's (`salvage_registry`,
+`replace_registry`); what to keep is decided here. A path that is no model dir (a version dir, a
+serving root, a file, a dir with neither registry nor version dirs) is refused before anything
+is written, the lock file included.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from include.durable import fsync_path, locked, write_text_atomic
-from include.errors import ManifestError, RegistryError
+from include.durable import locked
+from include.errors import RegistryError
 from include.registry.store import (
-    HISTORY_FILE,
+    BACKUP_PREFIX,
     LABELS,
-    MANIFEST_FILE,
-    RECORDS_DIR,
-    VERSIONS_DIR,
-    _dumps_entry,
-    _dumps_head,
-    _make_dir,
-    _new_head,
-    _read_json,
-    _serving_problems,
-    _staging_dir,
-    entry_problems,
-    history_event,
+    Salvage,
+    back_up_registry,
+    model_dir_problem,
     now_iso,
-    read_entry,
+    replace_registry,
+    salvage_registry,
+    version_dirs,
+    version_path,
 )
 from include.savedmodel.files import content_digest, missing_parts
 from include.versions import is_version_name
 
 log = logging.getLogger(__name__)
 
-BACKUP_PREFIX = "before-rebuild-"
+__all__ = ["BACKUP_PREFIX", "RebuildReport", "check_model_dir", "rebuild_registry"]
 
 
 @dataclass
@@ -93,137 +89,51 @@ class RebuildReport:
         return "\n".join(lines)
 
 
-@dataclass
-class _Salvage:
-    """What could still be read from a damaged registry."""
-
-    head: dict
-    labels: dict | None = None  # None: the head's labels could not be read
-    committed: int | None = None  # history bytes the head commits, if it reads
-    entries: dict[int, dict] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-
-
 def rebuild_registry(model_dir: str | os.PathLike[str], *, by: str = "rebuild") -> RebuildReport:
     """Rebuilds a model's registry from its version dirs and what still reads; returns the report.
 
     Holds the model dir's lock, so it waits for a publisher and no publisher runs meanwhile.
     """
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise RegistryError(f"{model_dir}: expected a model dir (<serving_root>/<model>), found none")
+    check_model_dir(model_dir)
     report = RebuildReport(str(model_dir))
     with locked(model_dir):
-        salvage = _salvage(model_dir, report)
+        salvage = salvage_registry(model_dir)
+        report.damaged += salvage.damaged
+        report.history_dropped = salvage.history_dropped
         entries = _entries(model_dir, salvage, report)
         report.labels = _labels(salvage, report)
         report.history_kept = len(salvage.history)
-        report.backup = _back_up(model_dir)
+        report.backup = back_up_registry(model_dir)
         history = [*salvage.history, _rebuild_event(report, by)]
-        _write(model_dir, salvage.head, entries, report.labels, history)
+        replace_registry(
+            model_dir,
+            model=salvage.model,
+            serving=salvage.serving,
+            labels=report.labels,
+            entries=entries,
+            history=history,
+        )
     log.info("%s", report.summary())
     return report
 
 
-def _salvage(model_dir: Path, report: RebuildReport) -> _Salvage:
-    """Returns what still reads of the head, the entries and the history; notes the rest as damaged."""
-    salvage = _Salvage(head=_new_head(model_dir))
-    _salvage_head(model_dir, salvage, report)
-    _salvage_entries(model_dir, salvage, report)
-    _salvage_history(model_dir, salvage, report)
-    return salvage
+def check_model_dir(path: Path) -> None:
+    """Raises RegistryError, before anything is written, unless `path` is a model dir."""
+    problem = model_dir_problem(path)
+    if problem:
+        raise RegistryError(
+            f"{path} {problem}: expected a model dir (<serving_root>/<model>, holding manifest.json, "
+            ".manifest/ or version dirs); nothing was written"
+        )
 
 
-def _salvage_head(model_dir: Path, salvage: _Salvage, report: RebuildReport) -> None:
-    """Keeps the head's model name, serving policy and labels, each if it still reads."""
-    path = model_dir / MANIFEST_FILE
-    try:
-        found = _read_json(path, model_dir)
-    except ManifestError as err:
-        report.damaged.append(f"{path}: {err.problem}")
-        return
-    if found is None:
-        return
-    if isinstance(found.get("model"), str) and found["model"]:
-        salvage.head["model"] = found["model"]
-    serving = found.get("serving")
-    if isinstance(serving, dict) and not _serving_problems(serving):
-        salvage.head["serving"] = dict(serving)
-    elif "serving" in found:
-        report.damaged.append(f"{path}: serving policy unreadable, left to the next publish")
-    if isinstance(found.get("labels"), dict):
-        salvage.labels = found["labels"]
-    if "format" not in found:  # the single file of before: entries and history inside
-        _salvage_single_file(path, found, salvage, report)
-    elif isinstance(found.get("history_bytes"), int) and found["history_bytes"] >= 0:
-        salvage.committed = found["history_bytes"]
-
-
-def _salvage_single_file(path: Path, found: dict, salvage: _Salvage, report: RebuildReport) -> None:
-    """Keeps the readable entries and history events of a single-file manifest of before."""
-    versions = found.get("versions")
-    for key, entry in (versions if isinstance(versions, dict) else {}).items():
-        if is_version_name(key) and isinstance(entry, dict) and not entry_problems(entry, int(key)):
-            salvage.entries[int(key)] = entry
-        else:
-            report.damaged.append(f"{path}: entry {key!r} unreadable")
-    history = found.get("history")
-    for event in history if isinstance(history, list) else []:
-        if isinstance(event, dict) and isinstance(event.get("event"), str):
-            salvage.history.append(event)
-        else:
-            report.history_dropped += 1
-
-
-def _salvage_entries(model_dir: Path, salvage: _Salvage, report: RebuildReport) -> None:
-    """Keeps every entry file under .manifest/versions/ that still reads and agrees with its name."""
-    try:
-        names = sorted(os.listdir(model_dir / VERSIONS_DIR))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
-        stem = name.removesuffix(".json")
-        if name.endswith(".json") and is_version_name(stem):
-            try:
-                entry = read_entry(model_dir, int(stem))
-            except ManifestError as err:
-                report.damaged.append(f"{err.path}: {err.problem}")
-                continue
-            if entry is not None:
-                salvage.entries[int(stem)] = entry
-
-
-def _salvage_history(model_dir: Path, salvage: _Salvage, report: RebuildReport) -> None:
-    """Keeps the readable, whole history lines (those the head commits, when the head reads)."""
-    path = model_dir / HISTORY_FILE
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as err:
-        report.damaged.append(f"{path}: cannot be read ({err.strerror or err})")
-        return
-    if salvage.committed is not None:
-        data = data[: salvage.committed]
-    whole = data[: data.rfind(b"\n") + 1]
-    report.history_dropped += len(data) > len(whole)  # a torn last line
-    for number, line in enumerate(whole.splitlines(), start=1):
-        if not line.strip():
-            continue
-        event, problem = history_event(line)
-        if problem:
-            report.history_dropped += 1
-            report.damaged.append(f"{path}: line {number} {problem}")
-        else:
-            salvage.history.append(event)
-
-
-def _entries(model_dir: Path, salvage: _Salvage, report: RebuildReport) -> dict[int, dict]:
+def _entries(model_dir: Path, salvage: Salvage, report: RebuildReport) -> dict[int, dict]:
     """Returns the new entries: one per complete version dir on disk, plus the old ones of gone dirs."""
-    on_disk = sorted(int(name) for name in os.listdir(model_dir) if is_version_name(name))
+    on_disk = version_dirs(model_dir)
     entries: dict[int, dict] = {}
     for version in on_disk:
-        version_dir = model_dir / str(version)
+        version_dir = version_path(model_dir, version)
         problems = missing_parts(version_dir)
         if problems:
             report.skipped.append(f"{version_dir}: incomplete ({'; '.join(problems)})")
@@ -279,7 +189,7 @@ def _version_date(version: int) -> str | None:
     return when.isoformat()
 
 
-def _labels(salvage: _Salvage, report: RebuildReport) -> dict[str, int]:
+def _labels(salvage: Salvage, report: RebuildReport) -> dict[str, int]:
     """Returns the labels to keep: the head's (else the history's) that point at published versions."""
     found = dict(salvage.labels) if salvage.labels is not None else None
     if found is None:
@@ -311,64 +221,3 @@ def _rebuild_event(report: RebuildReport, by: str) -> dict:
         "entries_rebuilt": report.entries_rebuilt,
         "history_dropped": report.history_dropped,
     }
-
-
-def _back_up(model_dir: Path) -> str | None:
-    """Copies the old registry files into .manifest/before-rebuild-<time>/; returns that dir (None: none)."""
-    sources = [model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE, model_dir / VERSIONS_DIR]
-    if not any(os.path.lexists(p) for p in sources):
-        return None
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    backup = model_dir / RECORDS_DIR / f"{BACKUP_PREFIX}{stamp}"
-    backup.mkdir(parents=True)
-    for source in sources:
-        if source.is_dir():
-            shutil.copytree(source, backup / source.name, symlinks=True)
-        elif os.path.lexists(source):
-            shutil.copy2(source, backup / source.name, follow_symlinks=False)
-    return str(backup)
-
-
-def _write(model_dir: Path, head: dict, entries: dict[int, dict], labels: dict, history: list[dict]) -> None:
-    """Writes the entries, the history, then the head (which commits them), each atomically.
-
-    Whatever stands where a registry file or dir belongs, and unreadable entries, were backed up
-    first (`_back_up`) and are removed here.
-    """
-    staging = _staging_dir(model_dir)
-    for path in (model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE):
-        _clear_way(path, keep_file=True)
-    _clear_way(model_dir / RECORDS_DIR, keep_file=False)
-    _clear_way(model_dir / VERSIONS_DIR, keep_file=False)
-    versions_dir = _make_dir(model_dir / VERSIONS_DIR)
-    for name in os.listdir(versions_dir):
-        stem = name.removesuffix(".json")
-        if name.endswith(".json") and is_version_name(stem) and int(stem) not in entries:
-            _clear_way(versions_dir / name, keep_file=False)
-    for version, entry in entries.items():
-        _clear_way(versions_dir / f"{version}.json", keep_file=True)
-        write_text_atomic(
-            versions_dir / f"{version}.json", _dumps_entry(entry), tmp_dir=staging, sync_dir=False
-        )
-    fsync_path(versions_dir)
-    text = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in history)
-    write_text_atomic(model_dir / HISTORY_FILE, text, tmp_dir=staging)
-    published = [v for v, e in entries.items() if e["status"] == "published"]
-    cap = max(1, int(head["serving"].get("num_latest", 1)))
-    head = {**head, "labels": labels, "newest": published[-cap:], "history_bytes": len(text.encode())}
-    write_text_atomic(model_dir / MANIFEST_FILE, _dumps_head(head), tmp_dir=staging)
-
-
-def _clear_way(path: Path, *, keep_file: bool) -> None:
-    """Removes what stands at `path`: anything but a regular file with `keep_file`, else a non-dir.
-
-    A registry file's place must hold a file (or nothing), a registry dir's place a dir.
-    """
-    if not os.path.lexists(path):
-        return
-    if keep_file and path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif keep_file and not path.is_file():
-        path.unlink()
-    elif not keep_file and not path.is_dir():  # a symlink to a dir is kept
-        path.unlink()

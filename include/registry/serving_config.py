@@ -1,35 +1,96 @@
 """TensorFlow Serving's `models.config`: every model under a serving root, its policy and labels.
 
 Rendered from the manifests' heads (include/registry/store.py): labels, policy and the newest published
-versions, so rendering reads a few small files per model whatever its number of versions. Rewritten
-atomically after each publish and label move, for `tensorflow_model_server --model_config_file`.
+versions, so rendering reads a few small files per model whatever its number of versions. Only
+versions whose dirs are on disk and complete are named: a version dir deleted (or damaged) by hand
+drops out at the next publish or label move, and its label with it, though the manifest keeps both.
+Rewritten atomically after each publish and label move, for `tensorflow_model_server
+--model_config_file`.
+
+Read back (the Models page) with TF Serving's own `ModelServerConfig` proto, not by pattern
+matching. Its module needs protobuf only, no TensorFlow (about 0.1 s to import on this project's
+machines), and is imported on the first read, so the Airflow API server pays for it only when a
+version page is shown.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from include.durable import locked, write_text_atomic
-from include.registry.store import MANIFEST_FILE, is_published, read_head
+from include.errors import RegistryError
+from include.registry.store import (
+    MODELS_CONFIG_FILE,
+    model_dirs,
+    read_head,
+    read_version_entry,
+    serving_root_problem,
+    version_dirs,
+    version_path,
+)
+from include.savedmodel.files import missing_parts
 
-MODELS_CONFIG_FILE = "models.config"
+if TYPE_CHECKING:
+    from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MODELS_CONFIG_FILE",
+    "model_config",
+    "read_models_config",
+    "render_models_config",
+    "write_models_config",
+]
 
 
 def render_models_config(serving_root: Path) -> str:
     """Returns TF Serving's ModelServerConfig (text proto) for every model under the root."""
     blocks = []
-    for model_dir in sorted(p for p in Path(serving_root).iterdir() if (p / MANIFEST_FILE).is_file()):
+    for model_dir in model_dirs(serving_root):
         head = read_head(model_dir)
-        newest = head["newest"]
+        newest = servable_newest(model_dir, head)
         if not newest:
             continue
         labels = {
-            k: v for k, v in sorted(head["labels"].items()) if v in newest or is_published(model_dir, v)
+            k: v
+            for k, v in sorted(head["labels"].items())
+            if v is not None and (v in newest or _servable(model_dir, v))
         }
         blocks.append(
             _model_config_block(head["model"], model_dir.resolve(), newest, labels, head["serving"])
         )
     return "model_config_list {\n" + "".join(blocks) + "}\n"
+
+
+def servable_newest(model_dir: Path, head: dict) -> list[int]:
+    """Returns the head's newest published versions whose dirs are on disk and complete, oldest first.
+
+    When one of them is gone (deleted by hand), the newest num_latest servable ones are looked up
+    on disk instead: a listing and a few entries, only then.
+    """
+    wanted = max(1, int(head["serving"].get("num_latest", 1)))
+    newest = head["newest"][-wanted:]  # a single-file manifest's head lists every published version
+    kept = [v for v in newest if not missing_parts(version_path(model_dir, v))]
+    if len(kept) == len(newest):
+        return newest
+    gone = sorted(set(newest) - set(kept))
+    log.warning("%s: versions %s are published but their dirs are gone or incomplete", model_dir, gone)
+    found: list[int] = []
+    for version in reversed(version_dirs(model_dir)):
+        if len(found) == wanted:
+            break
+        if _servable(model_dir, version):
+            found.append(version)
+    return sorted(found)
+
+
+def _servable(model_dir: Path, version: int) -> bool:
+    """Returns whether a version is published and its dir is on disk and complete."""
+    published = (read_version_entry(model_dir, version) or {}).get("status") == "published"
+    return published and not missing_parts(version_path(model_dir, version))
 
 
 def _model_config_block(name: str, base_path: Path, newest: list[int], labels: dict, policy: dict) -> str:
@@ -62,11 +123,49 @@ def _model_config_block(name: str, base_path: Path, newest: list[int], labels: d
 
 
 def write_models_config(serving_root: Path) -> Path:
-    """Regenerates `<serving_root>/models.config` atomically under the root's lock."""
+    """Regenerates `<serving_root>/models.config` atomically under the root's lock.
+
+    Raises RegistryError, writing nothing, when the path is no serving root (a file, a model dir,
+    a version dir).
+    """
     serving_root = Path(serving_root)
+    problem = serving_root_problem(serving_root)
+    if problem:
+        raise RegistryError(
+            f"{serving_root} {problem}: expected a serving root (the dir holding the model dirs and "
+            f"{MODELS_CONFIG_FILE}); nothing was written"
+        )
     with locked(serving_root):
         for stale in serving_root.glob(f".{MODELS_CONFIG_FILE}.*.tmp"):  # a crashed writer's
             stale.unlink(missing_ok=True)
         path = serving_root / MODELS_CONFIG_FILE
         write_text_atomic(path, render_models_config(serving_root))
     return path
+
+
+def read_models_config(serving_root: Path) -> ModelServerConfig | None:
+    """Returns `<serving_root>/models.config` parsed as TF Serving parses it (None if there is none).
+
+    Raises RegistryError naming the file when it is not a valid ModelServerConfig text proto.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = Path(serving_root) / MODELS_CONFIG_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RegistryError(f"{path} cannot be read: {err}") from None
+    try:
+        return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as err:
+        raise RegistryError(f"{path} is not a valid ModelServerConfig: {err}") from None
+
+
+def model_config(config: ModelServerConfig | None, model: str) -> ModelConfig | None:
+    """Returns the `config { ... }` of model `model` in a parsed models.config (None if absent)."""
+    if config is None:
+        return None
+    return next((c for c in config.model_config_list.config if c.name == model), None)

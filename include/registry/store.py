@@ -1,7 +1,11 @@
 """The registry's on-disk format: a model's manifest (head, entries, history), read and changed.
 
 This module is the one place that knows the registry's files; everything else goes through
-its API (readers, `manifest_update`, `version_dirs`).
+its API: readers (`read_manifest`, `read_head`, `read_entry`, `read_version_entry`), listings
+(`version_dirs`, `entry_versions`, `model_dirs`), where a version's dir is (`version_path`),
+`manifest_update` for changes, the config snapshots (`archive_config`), what a path is
+(`model_dir_problem`, `serving_root_problem`), and, for include/registry/rebuild.py, reading what
+is left of a damaged registry (`salvage_registry`) and writing a whole one (`replace_registry`).
 
 Each model dir keeps its registry beside the versions, under non-numeric names (TF Serving
 ignores them):
@@ -12,6 +16,15 @@ ignores them):
     .manifest/history.jsonl        label moves and deletions, one JSON object a line, appended
     .staging/                      what a crash can leave behind: copies on their way in, versions
                                    on their way out, temp files; emptied by the next publisher
+    .configs/<sha256>.yaml         the pipeline configs the versions were built from, written once
+    <version>/                     the version dirs themselves, as TF Serving loads them
+
+and each serving root holds its model dirs and TF Serving's `models.config`
+(include/registry/serving_config.py writes and reads it).
+
+A version whose entry says published but whose dir is gone (deleted by hand) reads as `missing`
+where people look (`shown_status`): its entry and labels are kept, since restoring the dir brings
+it back, but models.config leaves it out.
 
 `read_manifest` assembles them into the dict of before, when it was one file:
 
@@ -44,13 +57,16 @@ import json
 import logging
 import os
 import shutil
+import string
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from include.durable import append_bytes, fsync_path, locked, write_text_atomic
-from include.errors import ManifestError
-from include.versions import is_version_name
+from include.errors import ManifestError, RegistryError
+from include.savedmodel.files import SAVED_MODEL_PB
+from include.versions import is_version_name, version_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +79,19 @@ HISTORY_FILE = f"{RECORDS_DIR}/history.jsonl"
 #: its way out (versions being deleted): one small dir to empty after a crash, never a listing of
 #: the model dir with its thousands of versions.
 STAGING_DIR = ".staging"
-#: Layout of the head; a manifest.json without `format` is the single file of before.
+#: Config snapshots, content-addressed: `.configs/<sha256>.yaml`.
+CONFIGS_DIR = ".configs"
+#: Where rebuild keeps the registry files it replaced: `.manifest/before-rebuild-<UTC time>/`.
+BACKUP_PREFIX = "before-rebuild-"
+#: TF Serving's config of a whole serving root, beside its model dirs.
+MODELS_CONFIG_FILE = "models.config"
+#: Layout of the head; a manifest.json without `format` is the single file of before, which
+#: `read_head` reports as format 1.
 FORMAT = 2
+SINGLE_FILE_FORMAT = 1
 LABELS = ("stable", "canary")
+#: The status shown for a published version whose dir is not on disk (never written to an entry).
+MISSING = "missing"
 
 #: Leftovers of crashed writers of the single-file layout, in the model dir itself.
 _OLD_LEFTOVERS = (".staging-", ".deleting-", f".{MANIFEST_FILE}.")
@@ -105,13 +131,15 @@ def read_head(model_dir: str | os.PathLike[str]) -> dict:
     """Returns the manifest's head: model, serving policy, labels, `newest` published versions.
 
     Cheap whatever the number of versions. A single-file manifest of before, not migrated yet,
-    is summarized from its versions (then `newest` lists every published version).
+    is summarized from its versions (then `newest` lists every published version, and `format`
+    is SINGLE_FILE_FORMAT).
     """
     model_dir = Path(model_dir)
     head = _read_head_file(model_dir)
     if head is not None and "format" not in head:
         return {
             **_new_head(model_dir),
+            "format": SINGLE_FILE_FORMAT,
             **{k: head[k] for k in ("model", "serving", "labels") if k in head},
             "newest": published_versions({"versions": {}, **head}),
         }
@@ -131,9 +159,184 @@ def read_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
     return entry
 
 
+def read_version_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
+    """Returns a version's entry in either layout (a single-file manifest of before is read whole)."""
+    entry = read_entry(model_dir, version)
+    if entry is None and (Path(model_dir) / MANIFEST_FILE).is_file():
+        entry = read_manifest(model_dir)["versions"].get(str(int(version)))
+    return entry
+
+
 def is_published(model_dir: str | os.PathLike[str], version: int) -> bool:
     """Returns whether a version's entry says it is published (one small read)."""
     return (read_entry(model_dir, version) or {}).get("status") == "published"
+
+
+# --- what is on disk: version dirs, model dirs, entry files -------------------------------------
+
+
+def version_dirs(model_dir: str | os.PathLike[str]) -> list[int]:
+    """Returns the versions whose dirs are in the model dir (names TF Serving loads), oldest first."""
+    try:
+        with os.scandir(model_dir) as items:
+            return sorted(int(e.name) for e in items if is_version_name(e.name) and e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def version_path(model_dir: str | os.PathLike[str], version: int) -> Path:
+    """Returns where a version's dir is (or would be) in a model dir, named as TF Serving loads it."""
+    model_dir = Path(model_dir)
+    return version_dir(model_dir.parent, model_dir.name, version)
+
+
+def has_version_dir(model_dir: str | os.PathLike[str], version: int) -> bool:
+    """Returns whether a version's dir is in the model dir."""
+    return version_path(model_dir, version).is_dir()
+
+
+def shown_status(status: str | None, on_disk: bool) -> str | None:
+    """Returns a version's status as people read it: `missing` for a published one whose dir is gone."""
+    return MISSING if status == "published" and not on_disk else status
+
+
+def renamed_between(model_dir: str | os.PathLike[str]) -> list[Path]:
+    """Returns the model dir and the registry dirs its writers rename files between, model dir first.
+
+    Renames work within one file system only: include/run/preflight.py checks these share one.
+    """
+    model_dir = Path(model_dir)
+    return [model_dir, model_dir / STAGING_DIR, model_dir / VERSIONS_DIR]
+
+
+def has_registry(path: str | os.PathLike[str]) -> bool:
+    """Returns whether a dir holds registry files (manifest.json or .manifest/)."""
+    path = Path(path)
+    return os.path.lexists(path / MANIFEST_FILE) or os.path.lexists(path / RECORDS_DIR)
+
+
+def model_dirs(serving_root: str | os.PathLike[str]) -> list[Path]:
+    """Returns the model dirs under a serving root that have a manifest.json, sorted by name."""
+    try:
+        with os.scandir(serving_root) as items:
+            found = [Path(e.path) for e in items if e.is_dir() and not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(p for p in found if (p / MANIFEST_FILE).is_file())
+
+
+def model_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Returns why `path` is no model dir (None if it is one): what it is instead, in words.
+
+    A model dir holds a registry (manifest.json, .manifest/) or version dirs, and is neither a
+    version dir nor a serving root.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return "does not exist"
+    if not path.is_dir():
+        return "is a broken symlink" if path.is_symlink() else "is a file, not a directory"
+    if is_version_name(path.name) or os.path.lexists(path / SAVED_MODEL_PB):
+        return f"is a version dir (a SavedModel); its model dir is {path.parent}"
+    if has_registry(path) or version_dirs(path):
+        return None
+    models = [p.name for p in model_dirs(path)]
+    if models or os.path.lexists(path / MODELS_CONFIG_FILE):
+        return f"is a serving root (model dirs in it: {', '.join(models) or 'none'}); name one model dir"
+    return "holds no registry (manifest.json, .manifest/) and no version dirs"
+
+
+def serving_root_problem(path: str | os.PathLike[str]) -> str | None:
+    """Returns why `path` cannot be a serving root (None if it is one or can be created as one)."""
+    path = Path(path)
+    current = path
+    while not os.path.lexists(current) and current.parent != current:
+        current = current.parent
+    if not current.is_dir():
+        kind = "a broken symlink" if current.is_symlink() else "a file, not a directory"
+        return f"is {kind}" if current == path else f"cannot be created: {current} is {kind}"
+    if current != path:
+        return None
+    if is_version_name(path.name) or os.path.lexists(path / SAVED_MODEL_PB):
+        return f"is a version dir (a SavedModel); its serving root is {path.parent.parent}"
+    if has_registry(path) or version_dirs(path):
+        return f"is a model dir (it holds a registry or version dirs); its serving root is {path.parent}"
+    return None
+
+
+def entry_versions(model_dir: str | os.PathLike[str]) -> list[int]:
+    """Returns the versions that have an entry file, oldest first."""
+    return sorted(entry_stamps(model_dir))
+
+
+def entries_stamp(model_dir: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """Returns (mtime_ns, inode) of the entries' dir: it changes whenever an entry is renamed into it."""
+    try:
+        found = (Path(model_dir) / VERSIONS_DIR).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_mtime_ns, found.st_ino
+
+
+def entry_stamps(model_dir: str | os.PathLike[str]) -> dict[int, tuple[int, int, int]]:
+    """Returns {version: (mtime_ns, size, inode)} of the entry files (each is replaced, never edited)."""
+    stamps = {}
+    try:
+        with os.scandir(Path(model_dir) / VERSIONS_DIR) as items:
+            for item in items:
+                stem = item.name.removesuffix(".json")
+                if item.name.endswith(".json") and is_version_name(stem):
+                    found = item.stat()
+                    stamps[int(stem)] = (found.st_mtime_ns, found.st_size, found.st_ino)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return stamps
+
+
+def read_history_from(
+    model_dir: str | os.PathLike[str], position: tuple[int, int], committed: int
+) -> tuple[list[dict], tuple[int, int], bool]:
+    """Returns (events, new position, started over) of the committed history lines past `position`.
+
+    `position` is (inode, bytes read) from the last call, (0, 0) at first; a history file that
+    was replaced (a rebuild) or cut is read from its start again. Raises ManifestError for a
+    line that is not a JSON event.
+    """
+    path = Path(model_dir) / HISTORY_FILE
+    try:
+        with open(path, "rb") as handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            restarted = (inode, min(committed, position[1])) != position
+            start = 0 if restarted else position[1]
+            handle.seek(start)
+            data = handle.read(max(0, committed - start))
+    except FileNotFoundError:
+        return [], (0, 0), position != (0, 0)
+    whole = data[: data.rfind(b"\n") + 1]
+    events, offset = [], start
+    for line in whole.splitlines(keepends=True):
+        if line.strip():
+            event, problem = history_event(line)
+            if problem:
+                raise ManifestError(path, f"line at byte {offset} {problem}", model_dir)
+            events.append(event)
+        offset += len(line)
+    return events, (inode, start + len(whole)), restarted
+
+
+def archive_config(model_dir: str | os.PathLike[str], sha256: str, data: bytes) -> Path:
+    """Returns `.configs/<sha256>.yaml` of a model dir, written once, atomically, under its lock."""
+    if len(sha256) != 64 or not set(sha256) <= set(string.hexdigits.lower()):
+        raise RegistryError(f"config sha256: expected 64 lowercase hex digits, got {sha256!r}")
+    model_dir = Path(model_dir)
+    target = model_dir / CONFIGS_DIR / f"{sha256}.yaml"
+    if target.is_file():  # content-addressed: once there, it is the right one
+        return target
+    with locked(model_dir):
+        if not target.is_file():
+            _make_dir(target.parent)
+            write_text_atomic(target, data, tmp_dir=_staging_dir(model_dir))
+    return target
 
 
 class ManifestUpdate:
@@ -213,8 +416,7 @@ class ManifestUpdate:
 
         Lists the model dir and reads the entries of its version dirs: retention keeps that short.
         """
-        on_disk = sorted(int(name) for name in os.listdir(self.model_dir) if is_version_name(name))
-        return [(v, (self.entry(v) or {}).get("status")) for v in on_disk]
+        return [(v, (self.entry(v) or {}).get("status")) for v in version_dirs(self.model_dir)]
 
     def remove_after_commit(self, version: int) -> None:
         """Removes a version's dir once the change is committed (its entry says deleted by then)."""
@@ -248,7 +450,7 @@ class ManifestUpdate:
         for version in sorted(self._doomed):
             doomed = staging / f"deleting-{version}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
-                os.rename(self.model_dir / str(version), doomed)  # TF Serving sees it vanish at once
+                os.rename(version_path(self.model_dir, version), doomed)  # TF Serving sees it vanish at once
             shutil.rmtree(doomed, ignore_errors=True)
         self._doomed.clear()
 
@@ -521,14 +723,8 @@ def single_file_problems(manifest: dict) -> list[str]:
 
 def _read_entries(model_dir: Path) -> dict[str, dict]:
     """Returns every version's entry, in numeric order of versions."""
-    directory = model_dir / VERSIONS_DIR
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return {}
-    versions = sorted(int(n[:-5]) for n in names if n.endswith(".json") and is_version_name(n[:-5]))
     entries = {}
-    for version in versions:
+    for version in entry_versions(model_dir):
         entry = read_entry(model_dir, version)
         if entry is not None:
             entries[str(version)] = entry
@@ -569,6 +765,30 @@ def history_event(line: bytes) -> tuple[dict, str | None]:
     return event, None
 
 
+def staging_path(model_dir: str | os.PathLike[str], name: str) -> Path:
+    """Returns where a writer stages `name`: inside the model dir's staging dir (the caller makes it)."""
+    return Path(model_dir) / STAGING_DIR / name
+
+
+def clear_staging(model_dir: str | os.PathLike[str]) -> None:
+    """Empties the staging dir of what crashed writers left; the caller holds the model dir's lock.
+
+    Lists `.staging/` only, never the model dir with its versions.
+    """
+    staging = Path(model_dir) / STAGING_DIR
+    try:
+        names = os.listdir(staging)
+    except FileNotFoundError:
+        return
+    for name in names:
+        stale = staging / name
+        log.warning("removing %s, left by a crashed publisher", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def _staging_dir(model_dir: Path) -> Path:
     """Returns the model dir's staging dir, made if missing."""
     return _make_dir(model_dir / STAGING_DIR)
@@ -597,3 +817,183 @@ def _remove_old_leftovers(model_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
+
+
+# --- what include/registry/rebuild.py needs: read what is left, write a whole registry ----------
+
+
+@dataclass
+class Salvage:
+    """What still reads of a (damaged) registry, and what does not."""
+
+    model: str | None = None
+    serving: dict | None = None  # None: unreadable or never set
+    labels: dict | None = None  # None: the head's labels could not be read
+    entries: dict[int, dict] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    history_dropped: int = 0
+    damaged: list[str] = field(default_factory=list)  # "<file>: <problem>", for the report
+
+
+def salvage_registry(model_dir: str | os.PathLike[str]) -> Salvage:
+    """Returns what still reads of a model's registry files, in either layout; raises nothing for damage."""
+    model_dir = Path(model_dir)
+    salvage = Salvage()
+    committed = _salvage_head(model_dir, salvage)
+    _salvage_entries(model_dir, salvage)
+    _salvage_history(model_dir, committed, salvage)
+    return salvage
+
+
+def _salvage_head(model_dir: Path, salvage: Salvage) -> int | None:
+    """Keeps the head's model name, serving policy and labels, each if it reads; returns its history_bytes."""
+    path = model_dir / MANIFEST_FILE
+    try:
+        found = _read_json(path, model_dir)
+    except ManifestError as err:
+        salvage.damaged.append(f"{path}: {err.problem}")
+        return None
+    if found is None:
+        return None
+    if isinstance(found.get("model"), str) and found["model"]:
+        salvage.model = found["model"]
+    serving = found.get("serving")
+    if isinstance(serving, dict) and not _serving_problems(serving):
+        salvage.serving = dict(serving)
+    elif "serving" in found:
+        salvage.damaged.append(f"{path}: serving policy unreadable, left to the next publish")
+    if isinstance(found.get("labels"), dict):
+        salvage.labels = found["labels"]
+    if "format" not in found:  # the single file of before: entries and history inside
+        _salvage_single_file(path, found, salvage)
+    elif isinstance(found.get("history_bytes"), int) and found["history_bytes"] >= 0:
+        return found["history_bytes"]
+    return None
+
+
+def _salvage_single_file(path: Path, found: dict, salvage: Salvage) -> None:
+    """Keeps the readable entries and history events of a single-file manifest of before."""
+    versions = found.get("versions")
+    for key, entry in (versions if isinstance(versions, dict) else {}).items():
+        if is_version_name(key) and isinstance(entry, dict) and not entry_problems(entry, int(key)):
+            salvage.entries[int(key)] = entry
+        else:
+            salvage.damaged.append(f"{path}: entry {key!r} unreadable")
+    history = found.get("history")
+    for event in history if isinstance(history, list) else []:
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            salvage.history.append(event)
+        else:
+            salvage.history_dropped += 1
+
+
+def _salvage_entries(model_dir: Path, salvage: Salvage) -> None:
+    """Keeps every entry file that still reads and agrees with its name."""
+    for version in entry_versions(model_dir):
+        try:
+            entry = read_entry(model_dir, version)
+        except ManifestError as err:
+            salvage.damaged.append(f"{err.path}: {err.problem}")
+            continue
+        if entry is not None:
+            salvage.entries[version] = entry
+
+
+def _salvage_history(model_dir: Path, committed: int | None, salvage: Salvage) -> None:
+    """Keeps the readable, whole history lines (those the head commits, when the head reads)."""
+    path = model_dir / HISTORY_FILE
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as err:
+        salvage.damaged.append(f"{path}: cannot be read ({err.strerror or err})")
+        return
+    if committed is not None:
+        data = data[:committed]
+    whole = data[: data.rfind(b"\n") + 1]
+    salvage.history_dropped += len(data) > len(whole)  # a torn last line
+    for number, line in enumerate(whole.splitlines(), start=1):
+        if not line.strip():
+            continue
+        event, problem = history_event(line)
+        if problem:
+            salvage.history_dropped += 1
+            salvage.damaged.append(f"{path}: line {number} {problem}")
+        else:
+            salvage.history.append(event)
+
+
+def back_up_registry(model_dir: str | os.PathLike[str]) -> str | None:
+    """Copies the registry files into .manifest/before-rebuild-<time>/; returns that dir (None: no files)."""
+    model_dir = Path(model_dir)
+    sources = [model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE, model_dir / VERSIONS_DIR]
+    if not any(os.path.lexists(p) for p in sources):
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    backup = model_dir / RECORDS_DIR / f"{BACKUP_PREFIX}{stamp}"
+    backup.mkdir(parents=True)
+    for source in sources:
+        if source.is_dir():
+            shutil.copytree(source, backup / source.name, symlinks=True)
+        elif os.path.lexists(source):
+            shutil.copy2(source, backup / source.name, follow_symlinks=False)
+    return str(backup)
+
+
+def replace_registry(
+    model_dir: str | os.PathLike[str],
+    *,
+    model: str | None,
+    serving: dict | None,
+    labels: dict[str, int],
+    entries: dict[int, dict],
+    history: list[dict],
+) -> None:
+    """Writes a whole registry in place of the old one: the entries, the history, then the head.
+
+    Each file atomically, the head last (it commits the rest). Whatever stands where a registry
+    file or dir belongs, and entries not in `entries`, are removed: back them up first. The
+    caller holds the model dir's lock.
+    """
+    model_dir = Path(model_dir)
+    staging = _staging_dir(model_dir)
+    for path in (model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE):
+        _clear_way(path, keep_file=True)
+    _clear_way(model_dir / RECORDS_DIR, keep_file=False)
+    _clear_way(model_dir / VERSIONS_DIR, keep_file=False)
+    versions_dir = _make_dir(model_dir / VERSIONS_DIR)
+    for name in os.listdir(versions_dir):
+        stem = name.removesuffix(".json")
+        if name.endswith(".json") and is_version_name(stem) and int(stem) not in entries:
+            _clear_way(versions_dir / name, keep_file=False)
+    for version, entry in sorted(entries.items()):
+        _clear_way(versions_dir / f"{version}.json", keep_file=True)
+        write_text_atomic(
+            versions_dir / f"{version}.json", _dumps_entry(entry), tmp_dir=staging, sync_dir=False
+        )
+    fsync_path(versions_dir)
+    text = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in history)
+    write_text_atomic(model_dir / HISTORY_FILE, text, tmp_dir=staging)
+    head = {**_new_head(model_dir), "serving": dict(serving or {}), "labels": dict(labels)}
+    if model:
+        head["model"] = model
+    published = sorted(v for v, e in entries.items() if e.get("status") == "published")
+    head["newest"] = published[-max(1, int(head["serving"].get("num_latest", 1))) :]
+    head["history_bytes"] = len(text.encode())
+    write_text_atomic(model_dir / MANIFEST_FILE, _dumps_head(head), tmp_dir=staging)
+
+
+def _clear_way(path: Path, *, keep_file: bool) -> None:
+    """Removes what stands at `path`: anything but a regular file with `keep_file`, else a non-dir.
+
+    A registry file's place must hold a file (or nothing), a registry dir's place a dir.
+    """
+    if not os.path.lexists(path):
+        return
+    if keep_file and path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif keep_file and not path.is_file():
+        path.unlink()
+    elif not keep_file and not path.is_dir():  # a symlink to a dir is kept
+        path.unlink()

@@ -11,7 +11,7 @@ retries. Checked:
 - the model dir, its `.staging/` and `.manifest/versions/` are on one file system (`st_dev`):
   publish renames a version from `.staging/` into the model dir, and the registry renames its
   files from `.staging/` into `.manifest/versions/` and the model dir (include/registry/publish.py,
-  include/registry/store.py), which only works within one file system;
+  include/registry/store.py `renamed_between`), which only works within one file system;
 - the model's registry reads (`read_manifest`; a damaged one raises ManifestError);
 - there is room for another version as large as the newest published one on disk, plus
   MARGIN_BYTES: on the serving file system (publish's copy) and on the export one (the export),
@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from include.errors import PreflightError
-from include.registry.store import STAGING_DIR, VERSIONS_DIR, published_versions, read_manifest
+from include.registry.store import (
+    has_version_dir,
+    published_versions,
+    read_manifest,
+    renamed_between,
+    version_path,
+)
 from include.versions import model_dir, runs_dir
 
 if TYPE_CHECKING:
@@ -79,13 +85,16 @@ def preflight_storage(
     """Returns what was checked; raises PreflightError (or ManifestError) if publishing could not work."""
     base = model_dir(serving_root, model_name)
     check_writable_dir(serving_root, "storage.serving_root")
-    serving = check_one_file_system([base, base / STAGING_DIR, base / VERSIONS_DIR], "the model dir")
+    serving = check_one_file_system(renamed_between(base), "the model dir")
     exports = check_writable_dir(runs_dir(export_root, model_name), "the runs dir under storage.export_root")
     last = last_published(base)
     if needed_bytes is not None:
         size, basis = needed_bytes, f"{needed_bytes:,} bytes asked for"
     elif last is not None:
-        size, basis = version_size(base / str(last)), f"the newest published version, {last}, is that large"
+        size, basis = (
+            version_size(version_path(base, last)),
+            f"the newest published version, {last}, is that large",
+        )
     else:
         size, basis = 0, "nothing published yet"
     free = check_free_space([serving, exports], size + MARGIN_BYTES, basis)
@@ -167,7 +176,7 @@ def check_one_file_system(paths: list[Path], what: str) -> Path:
             raise PreflightError(
                 path,
                 f"is on another file system (device {device}) than {paths[0]} (device {devices[0]}): "
-                f"publish renames from {STAGING_DIR}/ into the model dir and {VERSIONS_DIR}/, "
+                f"publish renames files between {', '.join(map(str, paths))}, "
                 "which only works within one file system",
             )
     for anchor in dict.fromkeys(anchors):
@@ -181,7 +190,7 @@ def last_published(base: Path) -> int | None:
     Raises ManifestError if the registry is damaged: the run would fail at its end otherwise.
     """
     for version in reversed(published_versions(read_manifest(base))):
-        if (base / str(version)).is_dir():
+        if has_version_dir(base, version):
             return version
     return None
 

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from include.config import PROJECT_ROOT
-from include.durable import write_text_atomic
+from include.registry import store
 from include.registry.policy import baseline
 from include.registry.publish import PublishResult, publish_version
 from include.registry.store import read_manifest
@@ -29,9 +29,6 @@ from include.validate.checkpoint import validate_checkpoint
 from include.versions import model_dir
 
 log = logging.getLogger(__name__)
-
-#: Where a model dir keeps the config snapshots its versions were built from (TF Serving ignores it).
-CONFIGS_DIR = ".configs"
 
 
 def train_run(record: RunRecord) -> dict:
@@ -135,12 +132,11 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
 
 
 def archive_config(record: RunRecord, base: Path) -> Path:
-    """Returns where the run's config snapshot is kept beside the model: content-addressed, written once."""
-    target = base / CONFIGS_DIR / f"{record.config_sha256}.yaml"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(target, record.config_snapshot.read_bytes())
-    return target
+    """Returns where the run's config snapshot is kept beside the model: content-addressed, written once.
+
+    Written by the registry's store under the model dir's lock, like every other file there.
+    """
+    return store.archive_config(base, record.config_sha256, record.config_snapshot.read_bytes())
 
 
 def lineage_of(record: RunRecord) -> dict:

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from include.errors import ManifestError, PipelineError, PreflightError
+from include.errors import ManifestError, PipelineError, PreflightError, RegistryError
 from include.registry.cli import main as registry_cli
 from include.registry.publish import publish_version
 from include.registry.rebuild import BACKUP_PREFIX, rebuild_registry
@@ -640,3 +640,86 @@ def test_rebuild_cli_then_versions(store, capsys):
     assert "published versions: 10, 20" in out and "labels: canary=20, stable=10" in out
     assert f"rewrote {store.serving_root / 'models.config'}" in out
     assert registry_cli(["versions", str(store.model_dir)]) == 0
+
+
+# --- registry tools refuse wrong targets, writing nothing -------------------------------------------
+
+
+def _not_a_model_dir(store: Store) -> dict[str, tuple[Path, str]]:
+    """Returns paths that are no model dir, each with the words its refusal must hold."""
+    (store.serving_root / "notes.txt").write_text("not a model")
+    (store.serving_root / "scratch").mkdir()
+    (store.serving_root / "scratch" / "readme").write_text("random")
+    (store.serving_root / "empty").mkdir()
+    return {
+        "a version dir": (store.model_dir / "10", "is a version dir"),
+        "a serving root": (store.serving_root, "is a serving root"),
+        "a random dir": (store.serving_root / "scratch", "holds no registry"),
+        "an empty dir": (store.serving_root / "empty", "holds no registry"),
+        "a file": (store.serving_root / "notes.txt", "is a file"),
+        "a missing path in the model dir": (store.model_dir / "nope", "does not exist"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a version dir",
+        "a serving root",
+        "a random dir",
+        "an empty dir",
+        "a file",
+        "a missing path in the model dir",
+    ],
+)
+def test_rebuild_refuses_what_is_no_model_dir_and_writes_nothing(case, store, capsys):
+    """`rebuild` on anything but a model dir fails naming the path and what it expected; no byte changes."""
+    path, words = _not_a_model_dir(store)[case]
+    before = tree_state(store.serving_root.parent)
+    assert registry_cli(["rebuild", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert str(path) in err and words in err and "expected a model dir" in err
+    assert tree_state(store.serving_root.parent) == before, "a refused rebuild changed the tree"
+    assert_refused(lambda: rebuild_registry(path), RegistryError, store.serving_root, str(path), words)
+
+
+def test_rebuild_refuses_an_unknown_name_that_is_no_path(store, capsys):
+    """A name that is neither a path nor a pipeline is refused (exit 2) with nothing written."""
+    before = tree_state(store.serving_root.parent)
+    assert registry_cli(["rebuild", "no_such_pipeline_or_dir"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_pipeline_or_dir does not exist" in err and "expected a model dir" in err
+    assert tree_state(store.serving_root.parent) == before
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        (lambda s: s.model_dir, "is a model dir"),
+        (lambda s: s.model_dir / "20", "is a version dir"),
+        (lambda s: s.serving_root / "notes.txt", "is a file"),
+        (lambda s: s.serving_root / "notes.txt" / "root", "cannot be created"),
+    ],
+    ids=["a model dir", "a version dir", "a file", "under a file"],
+)
+def test_models_config_refuses_what_is_no_serving_root_and_writes_nothing(target, words, store, capsys):
+    """`models-config` on a model dir, a version dir or a file exits 1 naming it; no byte changes."""
+    (store.serving_root / "notes.txt").write_text("not a root")
+    path = target(store)
+    before = tree_state(store.serving_root.parent)
+    assert registry_cli(["models-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and words in err and "expected a serving root" in err
+    assert tree_state(store.serving_root.parent) == before
+
+
+def test_versions_shows_a_version_dir_deleted_by_hand_as_missing(store, capsys):
+    """stable's dir deleted by hand: `versions` says missing, not published, and that stable is not served."""
+    shutil.rmtree(store.model_dir / "10")
+    assert registry_cli(["versions", str(store.model_dir)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("10 "))
+    assert "missing" in row.split() and "published" not in row.split() and "stable" in row.split()
+    assert "missing: published, but the version dir is gone" in out
+    assert "labels kept in the registry but not served: stable=10" in out
+    assert read_manifest(store.model_dir)["labels"]["stable"] == 10

@@ -2,21 +2,32 @@
 
 Plain dicts, the same for the HTML pages and their JSON endpoints (plugins/savedmodel_registry_app.py).
 The registry is read through include/registry/store.py (the head, one entry) and the in-memory index of
-include/registry/page/index.py (every version of a model); `models.config` is read as TF Serving reads it.
+include/registry/page/index.py (every version of a model); `models.config` is parsed with TF Serving's
+own ModelServerConfig proto (include/registry/serving_config.py). A published version whose dir is
+gone shows as `missing`, and so do the labels that point at it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from include.errors import RegistryError
 from include.registry.page.index import model_index
-from include.registry.serving_config import MODELS_CONFIG_FILE
-from include.registry.store import LABELS, MANIFEST_FILE, read_entry, read_head, read_manifest
-from include.versions import is_version_name, model_dir
+from include.registry.serving_config import MODELS_CONFIG_FILE, model_config, read_models_config
+from include.registry.store import (
+    LABELS,
+    has_version_dir,
+    read_head,
+    read_version_entry,
+    shown_status,
+    version_dirs,
+)
+from include.versions import model_dir
+
+__all__ = ["read_version_entry"]  # also imported from here by plugins/savedmodel_promotion.py
 
 #: Versions per page of a model's table, and the most a page may ask for.
 PER_PAGE = 50
@@ -84,19 +95,30 @@ def models_overview(refs: list[ModelRef]) -> list[dict]:
 
 def model_row(ref: ModelRef) -> dict:
     """Returns a model's row of the Models list (reads its head and one entry, whatever its size)."""
-    head = read_head(ref.model_dir) if (ref.model_dir / MANIFEST_FILE).is_file() else {}
-    newest = head.get("newest") or []
+    head = read_head(ref.model_dir)
+    newest = head["newest"]
     last = newest[-1] if newest else None
     entry = read_version_entry(ref.model_dir, last) if last is not None else None
     metrics = (entry or {}).get("metrics") or {}
+    labels = {label: head["labels"].get(label) for label in LABELS}
     return {
         **_ref_fields(ref),
-        "labels": {label: (head.get("labels") or {}).get(label) for label in LABELS},
+        "labels": labels,
+        "missing_labels": missing_labels(ref.model_dir, labels),
         "newest_version": last,
         "newest_published_at": (entry or {}).get("published_at"),
         "newest_accuracy": metrics.get("eval_accuracy"),
         "newest_loss": metrics.get("eval_loss"),
-        "versions_on_disk": versions_on_disk(ref.model_dir),
+        "versions_on_disk": len(version_dirs(ref.model_dir)),
+    }
+
+
+def missing_labels(directory: Path, labels: dict[str, int | None]) -> dict[str, int]:
+    """Returns the labels whose version's dir is gone: kept in the registry, left out of models.config."""
+    return {
+        label: version
+        for label, version in labels.items()
+        if version is not None and not has_version_dir(directory, version)
     }
 
 
@@ -115,6 +137,8 @@ def model_page(ref: ModelRef, page: int = 1, per_page: int = PER_PAGE) -> dict:
     return {
         **_ref_fields(ref),
         "labels": labels,
+        "missing_labels": {k: v for k, v in labels.items() if v is not None and v in index.missing()},
+        "missing": sorted(index.missing()),
         "serving": index.head.get("serving", {}),
         "total": len(versions),
         "page": page,
@@ -142,53 +166,53 @@ def version_page(ref: ModelRef, version: int) -> dict:
     if entry is None:
         raise VersionNotFound(f"model {ref.name!r} has no version {version}")
     head = read_head(ref.model_dir)
-    labels = [label for label in LABELS if (head.get("labels") or {}).get(label) == version]
+    labels = [label for label in LABELS if head["labels"].get(label) == version]
+    on_disk = has_version_dir(ref.model_dir, version)
+    serving = serving_entry(ref.serving_root, ref.name, version, head["newest"])
     return {
         **_ref_fields(ref),
         "version": version,
         "entry": entry,
+        "status": shown_status(entry.get("status"), on_disk),
         "labels": labels,
-        "current": {label: (head.get("labels") or {}).get(label) for label in LABELS},
-        "serving": serving_entry(ref.serving_root, ref.name, version, head.get("newest") or []),
+        "current": {label: head["labels"].get(label) for label in LABELS},
+        "serving": {**serving, "served": serving["served"] and on_disk},
     }
 
 
 def serving_entry(serving_root: Path, model: str, version: int, newest: list[int]) -> dict:
-    """Returns the model's `config { ... }` block of models.config and whether it serves `version`."""
+    """Returns the model's `config { ... }` of models.config and whether its policy serves `version`.
+
+    `newest` (the newest published versions) stands for the dirs TF Serving finds under a `latest`
+    policy. A models.config that does not parse is reported in `problem`.
+    """
+    path = Path(serving_root) / MODELS_CONFIG_FILE
     try:
-        text = (Path(serving_root) / MODELS_CONFIG_FILE).read_text()
-    except FileNotFoundError:
-        return {"path": str(Path(serving_root) / MODELS_CONFIG_FILE), "block": None, "served": False}
-    block = config_block(text, model)
+        config = model_config(read_models_config(serving_root), model)
+    except RegistryError as err:
+        return {"path": str(path), "block": None, "served": False, "problem": str(err)}
+    if config is None:
+        return {"path": str(path), "block": None, "served": False}
+    from google.protobuf import text_format
+
     return {
-        "path": str(Path(serving_root) / MODELS_CONFIG_FILE),
-        "block": block,
-        "served": block is not None and _policy_serves(block, version, newest),
-        "labels": [
-            key
-            for key, value in re.findall(
-                r'version_labels\s*\{\s*key:\s*"([^"]+)"\s*value:\s*(\d+)', block or ""
-            )
-            if int(value) == version
-        ],
+        "path": str(path),
+        "block": "config {\n" + textwrap.indent(text_format.MessageToString(config), "  ") + "}",
+        "served": policy_serves(config, version, newest),
+        "labels": [key for key, value in sorted(config.version_labels.items()) if value == version],
     }
 
 
-def config_block(text: str, model: str) -> str | None:
-    """Returns the `config { ... }` block of models.config whose name is `model` (None if absent)."""
-    for block in _config_blocks(text):
-        if re.search(rf'^\s*name:\s*"{re.escape(model)}"\s*$', block, re.MULTILINE):
-            return block
-    return None
-
-
-def versions_on_disk(directory: Path) -> int:
-    """Returns how many version dirs (numeric names, as TF Serving sees them) a model dir holds."""
-    try:
-        with os.scandir(directory) as entries:
-            return sum(1 for e in entries if is_version_name(e.name) and e.is_dir())
-    except FileNotFoundError:
-        return 0
+def policy_serves(config, version: int, newest: list[int]) -> bool:
+    """Returns whether a ModelConfig's version policy loads `version` (TF Serving's default: latest 1)."""
+    policy = config.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return True
+    if choice == "specific":
+        return version in policy.specific.versions
+    num_latest = max(1, policy.latest.num_versions) if choice == "latest" else 1
+    return version in newest[-num_latest:]
 
 
 def _ref_fields(ref: ModelRef) -> dict:
@@ -199,38 +223,3 @@ def _ref_fields(ref: ModelRef) -> dict:
         "model_dir": str(ref.model_dir),
         "promotion_approval": ref.promotion_approval,
     }
-
-
-def read_version_entry(directory: Path, version: int) -> dict | None:
-    """Returns a version's entry; a single-file manifest of before is read whole for it."""
-    entry = read_entry(directory, version)
-    if entry is None and (directory / MANIFEST_FILE).is_file():
-        entry = read_manifest(directory)["versions"].get(str(version))
-    return entry
-
-
-def _config_blocks(text: str) -> list[str]:
-    """Returns the top-level `config { ... }` blocks of a ModelServerConfig text proto."""
-    blocks, depth, start = [], 0, None
-    for match in re.finditer(r"config\s*\{|\{|\}", text):
-        token = match.group()
-        if token.startswith("config") and depth == 1:
-            start = match.start()
-        if token.endswith("{"):
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 1 and start is not None:
-                blocks.append(text[start : match.end()])
-                start = None
-    return blocks
-
-
-def _policy_serves(block: str, version: int, newest: list[int]) -> bool:
-    """Returns whether a config block's version policy loads `version`."""
-    if re.search(r"\ball\s*\{\s*\}", block):
-        return True
-    latest = re.search(r"latest\s*\{\s*num_versions:\s*(\d+)", block)
-    if latest:
-        return version in newest[-int(latest.group(1)) :]
-    return version in {int(v) for v in re.findall(r"\bversions:\s*(\d+)", block)}

@@ -5,22 +5,33 @@ A model page lists and charts every version, but each version's entry is a file 
 once through `read_entry`, keeps the few fields the pages show, and on every later look re-reads
 only the entries whose files changed: one stat of the versions dir says whether any did, a scan
 of their stats says which. The history is append-only below the head's `history_bytes`, so it is
-read on from where the last look stopped. A single-file manifest of before is read whole.
+read on from where the last look stopped. A single-file manifest of before is read whole. The
+version dirs on disk are listed again only when the model dir changed (its stat), so a published
+version whose dir was deleted by hand shows as `missing`. Every file is found and parsed through
+include/registry/store.py.
 
 Read-only: it never takes the model dir's lock, and what it shows is at most one look behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-from include.registry.store import HISTORY_FILE, VERSIONS_DIR, read_entry, read_head, read_manifest
-from include.versions import is_version_name
+from include.registry.store import (
+    MISSING,
+    SINGLE_FILE_FORMAT,
+    entries_stamp,
+    entry_stamps,
+    read_entry,
+    read_head,
+    read_history_from,
+    read_manifest,
+    version_dirs,
+)
 
 #: History events the pages show: label moves and the approvals that decided them.
 SHOWN_EVENTS = ("label", "approval")
@@ -61,23 +72,34 @@ class ModelIndex:
         self._dir_stamp: tuple[int, int] | None = None
         self._history: list[dict] = []
         self._history_at: tuple[int, int] = (0, 0)  # (inode, bytes read) of the history file
+        self._on_disk: set[int] = set()
+        self._disk_stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
     def refresh(self) -> ModelIndex:
         """Returns self after catching up with the registry's files (re-reads only what changed)."""
         with self._lock:
-            if (self.model_dir / VERSIONS_DIR).is_dir():
-                self.head = read_head(self.model_dir)
-                self._refresh_entries()
-                self._refresh_history(self.head.get("history_bytes", 0))
-            else:
+            self.head = read_head(self.model_dir)
+            if self.head["format"] == SINGLE_FILE_FORMAT:
                 self._read_whole()
+            else:
+                self._refresh_entries()
+                self._refresh_history(self.head["history_bytes"])
+            self._refresh_on_disk()
         return self
 
     def versions(self) -> list[dict]:
-        """Returns the summaries of every version with an entry (published or deleted), newest first."""
+        """Returns the summaries of every version with an entry, newest first (`missing`: dir gone)."""
         with self._lock:
-            return [self._summaries[v] for v in sorted(self._summaries, reverse=True)]
+            return [
+                s if s["status"] != "published" or v in self._on_disk else {**s, "status": MISSING}
+                for v, s in sorted(self._summaries.items(), reverse=True)
+            ]
+
+    def missing(self) -> set[int]:
+        """Returns the published versions whose dirs are not on disk."""
+        with self._lock:
+            return {v for v, s in self._summaries.items() if s["status"] == "published"} - self._on_disk
 
     def history(self) -> list[dict]:
         """Returns the label moves and approvals, newest first."""
@@ -87,7 +109,6 @@ class ModelIndex:
     def _read_whole(self) -> None:
         """Reads a single-file manifest of before (or none) whole: it is small by construction."""
         manifest = read_manifest(self.model_dir)
-        self.head = {k: manifest[k] for k in ("model", "serving", "labels")}
         self._summaries = {int(v): version_summary(e) for v, e in manifest["versions"].items()}
         self._stamps, self._dir_stamp = {}, None
         self._history = [e for e in manifest["history"] if e.get("event") in SHOWN_EVENTS]
@@ -95,11 +116,10 @@ class ModelIndex:
 
     def _refresh_entries(self) -> None:
         """Re-reads the entries whose files changed since the last look, drops those that went."""
-        directory = self.model_dir / VERSIONS_DIR
-        stamp = _dir_stamp(directory)  # before the scan: a write during it changes the next stamp
+        stamp = entries_stamp(self.model_dir)  # before the scan: a write during it changes the next stamp
         if stamp is not None and stamp == self._dir_stamp:
             return
-        seen = _entry_stamps(directory)
+        seen = entry_stamps(self.model_dir)
         for version in self._summaries.keys() - seen.keys():
             self._summaries.pop(version)
             self._stamps.pop(version, None)
@@ -110,29 +130,21 @@ class ModelIndex:
             if entry is not None:
                 self._summaries[version] = version_summary({"version": version, **entry})
                 self._stamps[version] = file_stamp
-        self._dir_stamp = stamp if stamp and time.time_ns() - stamp[0] > SETTLE_SECONDS * 10**9 else None
+        self._dir_stamp = _settled(stamp)
+
+    def _refresh_on_disk(self) -> None:
+        """Lists the version dirs again if the model dir changed since the last look."""
+        stamp = _dir_stamp(self.model_dir)
+        if stamp is None or stamp != self._disk_stamp:
+            self._on_disk = set(version_dirs(self.model_dir))
+            self._disk_stamp = _settled(stamp)
 
     def _refresh_history(self, committed: int) -> None:
         """Parses the history lines committed since the last look (from the start if it was rewritten)."""
-        path = self.model_dir / HISTORY_FILE
-        try:
-            with open(path, "rb") as handle:
-                inode = os.fstat(handle.fileno()).st_ino
-                if (inode, min(committed, self._history_at[1])) != self._history_at:
-                    self._history, self._history_at = [], (inode, 0)
-                start = self._history_at[1]
-                handle.seek(start)
-                data = handle.read(max(0, committed - start))
-        except FileNotFoundError:
-            self._history, self._history_at = [], (0, 0)
-            return
-        whole = data[: data.rfind(b"\n") + 1]
-        for line in whole.splitlines():
-            if line.strip():
-                event = json.loads(line)
-                if event.get("event") in SHOWN_EVENTS:
-                    self._history.append(event)
-        self._history_at = (inode, start + len(whole))
+        events, self._history_at, restarted = read_history_from(self.model_dir, self._history_at, committed)
+        if restarted:
+            self._history = []
+        self._history += [e for e in events if e.get("event") in SHOWN_EVENTS]
 
 
 def model_index(model_dir: str | os.PathLike[str]) -> ModelIndex:
@@ -149,22 +161,12 @@ def model_index(model_dir: str | os.PathLike[str]) -> ModelIndex:
 def _dir_stamp(directory: Path) -> tuple[int, int] | None:
     """Returns (mtime_ns, inode) of a directory: it changes whenever an entry is renamed into it."""
     try:
-        stat = directory.stat()
-    except FileNotFoundError:
+        found = directory.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return stat.st_mtime_ns, stat.st_ino
+    return found.st_mtime_ns, found.st_ino
 
 
-def _entry_stamps(directory: Path) -> dict[int, tuple[int, int, int]]:
-    """Returns {version: (mtime_ns, size, inode)} of the entry files (each is replaced, never edited)."""
-    stamps = {}
-    try:
-        with os.scandir(directory) as entries:
-            for item in entries:
-                name = item.name
-                if name.endswith(".json") and is_version_name(name[:-5]):
-                    stat = item.stat()
-                    stamps[int(name[:-5])] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    except FileNotFoundError:
-        pass
-    return stamps
+def _settled(stamp: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Returns a dir's stamp if it is old enough to trust as "unchanged" next time, else None."""
+    return stamp if stamp and time.time_ns() - stamp[0] > SETTLE_SECONDS * 10**9 else None
