@@ -49,8 +49,7 @@ def route_request() -> str:
     from include.config import find_pipeline
     from include.errors import RegistryError
     from include.registry.approvals import needs_approval
-    from include.registry.page.data import read_version_entry
-    from include.registry.store import published_versions, read_head, read_manifest
+    from include.registry.store import published_versions, read_head, read_manifest, read_version_entry
     from include.versions import model_dir
 
     context = get_current_context()

@@ -42,7 +42,6 @@ from include.registry.page.data import (
     model_page,
     model_refs,
     models_overview,
-    read_version_entry,
     version_page,
 )
 from include.registry.page.html import (
@@ -52,7 +51,7 @@ from include.registry.page.html import (
     render_requested,
     render_version,
 )
-from include.registry.store import LABELS, has_version_dir
+from include.registry.store import LABELS, has_version_dir, read_version_entry
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,6 @@ from include.registry.store import (
 )
 from include.versions import model_dir
 
-__all__ = ["read_version_entry"]  # also imported from here by plugins/savedmodel_promotion.py
-
 #: Versions per page of a model's table, and the most a page may ask for.
 PER_PAGE = 50
 MAX_PER_PAGE = 500
