@@ -3,7 +3,12 @@
 Every figure is a median over repeats with min and max; every ratio compares numbers measured
 in this same invocation. Prints one table and writes build/bench.json.
 
-Usage: python -m bench.run [--quick]
+Usage: python -m bench.run [--quick | --smoke] [--only SECTION...]
+
+`--smoke` runs every section at the smallest size that still runs its code (one repeat, 2
+pipelines to parse, 20 train steps, an MLP of 64-32-32-10 to export, 20 versions, 1 backfill
+date, the project's executor only): tests/test_bench.py runs it so that the bench keeps
+working; its figures measure nothing. Rows carry their section's name in the JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -29,6 +35,33 @@ EXAMPLE = DEFAULT_PIPELINES_DIR / "digits_softmax.yaml"
 AS_OF = dt.date(2026, 11, 1)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 ROWS: list[dict] = []
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much each section measures: repeats per figure, and the sizes its figures name."""
+
+    repeats: int
+    parse_counts: tuple[int, ...] = (1, 10, 100)  # pipelines in the DAG folder
+    train_steps: int | None = None  # None: the example's own (2,000)
+    executors: tuple[str, ...] = ("LocalExecutor", "TensorFlowLocalExecutor")
+    backfill_dates: int = 8
+    mlp_hidden: tuple[int, ...] = (3200, 3200)  # the export's large model
+    versions: int = 10_000  # existing versions beside which poke, publish and the page are timed
+
+
+FULL = Size(repeats=3)
+QUICK = Size(repeats=2)
+#: Every section's code at its smallest size (tests/test_bench.py): the figures mean nothing.
+SMOKE = Size(
+    repeats=1,
+    parse_counts=(2,),  # two pipelines: the catalog's checks between files run too
+    train_steps=20,
+    executors=("TensorFlowLocalExecutor",),
+    backfill_dates=1,
+    mlp_hidden=(32, 32),
+    versions=20,
+)
 
 
 def record(name: str, samples: list[float], unit: str = "s", note: str = "") -> dict:
@@ -67,12 +100,17 @@ def timed(command: list[str], env: dict | None = None, cwd: Path = PROJECT_ROOT)
     return time.perf_counter() - started
 
 
-def pipeline_yaml(root: Path, data: Path, name: str = "digits_softmax", **changes) -> dict:
-    """Returns the example pipeline pointed at `data`, with roots under `root`."""
+def pipeline_yaml(
+    root: Path, data: Path, name: str = "digits_softmax", steps: int | None = None, **changes
+) -> dict:
+    """Returns the example pipeline pointed at `data`, with roots under `root` (and `steps` train steps)."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     raw.update(name=name, **changes)
     raw["data"]["location"] = str(data)
     raw["storage"] = {"export_root": str(root / "exports"), "serving_root": str(root / "serving")}
+    if steps is not None:
+        raw["training"]["steps"] = steps
+        raw["quality"]["min_accuracy"] = 0.0  # a few steps do not reach the example's floor
     return raw
 
 
@@ -90,16 +128,18 @@ print(json.dumps({"parse": parsed - imported, "dags": len(bag.dag_ids), "errors"
 """
 
 
-def bench_parse(tmp: Path, data: Path, repeats: int) -> None:
+def bench_parse(tmp: Path, data: Path, size: Size) -> None:
     print("DAG parse cost", flush=True)
-    for count in (1, 10, 100):
+    for count in size.parse_counts:
         pipelines = tmp / f"pipelines-{count}"
         pipelines.mkdir()
         for i in range(count):
-            (pipelines / f"p{i}.yaml").write_text(yaml.safe_dump(pipeline_yaml(tmp, data, name=f"p{i}")))
+            raw = pipeline_yaml(tmp, data, name=f"p{i}")
+            raw["model"]["name"] = f"p{i}"  # each its own model dir: pipelines may not share one
+            (pipelines / f"p{i}.yaml").write_text(yaml.safe_dump(raw))
         env = {**ENV, "SAVEDMODEL_PIPELINES_DIR": str(pipelines)}
         samples, tf_seen = [], False
-        for _ in range(repeats):
+        for _ in range(size.repeats):
             out = subprocess.run(
                 [sys.executable, "-c", _PARSE, str(PROJECT_ROOT / "dags")],
                 env=env,
@@ -122,14 +162,14 @@ def bench_parse(tmp: Path, data: Path, repeats: int) -> None:
 # --- 2. orchestration overhead ------------------------------------------------------------------
 
 
-def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
+def bench_orchestration(tmp: Path, data: Path, size: Size) -> None:
     print("Orchestration overhead (example pipeline, same data and steps)", flush=True)
     from tools.local_airflow import EXECUTOR, LocalAirflow, airflow_env, free_port
 
     pipelines = tmp / "orchestration-pipelines"
     pipelines.mkdir()
     config_path = pipelines / "digits_softmax.yaml"
-    raw = pipeline_yaml(tmp / "orchestration", data)
+    raw = pipeline_yaml(tmp / "orchestration", data, steps=size.train_steps)
     raw["quality"]["max_accuracy_drop"] = None  # every repeat publishes; no gate interplay
     config_path.write_text(yaml.safe_dump(raw))
 
@@ -137,7 +177,7 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
         "bare script (train + SavedModelBuilder, one process)",
         [
             timed([sys.executable, "bench/bare_tutorial.py", str(config_path), str(tmp / f"bare-{i}")])
-            for i in range(repeats)
+            for i in range(size.repeats)
         ],
     )
 
@@ -153,7 +193,7 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
         "airflow dags test (5 tasks, in-process)",
         [
             timed(["airflow", "dags", "test", "digits_softmax", f"2026-11-0{i + 1}T00:00:00+00:00"], env=env)
-            for i in range(repeats)
+            for i in range(size.repeats)
         ],
     )
     ratio("dags test / bare script", dags_test, bare, "(target <= 1.3)")
@@ -164,7 +204,8 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
     # and the project's executor (imported once, inherited by every task process).
     executors = {"LocalExecutor": "LocalExecutor", "TensorFlowLocalExecutor": EXECUTOR}
     schedulers = {}
-    for label, executor in executors.items():
+    for label in size.executors:
+        executor = executors[label]
         local = LocalAirflow(
             tmp / f"scheduler-home-{label}",
             port=free_port(),
@@ -179,7 +220,7 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
             api.wait_for_dag("digits_softmax")
             api.unpause("digits_softmax")
             samples, task_totals = [], {}
-            for i in range(repeats):
+            for i in range(size.repeats):
                 started = time.perf_counter()
                 run_id = api.trigger("digits_softmax", {"version": 900 + i})
                 run = api.wait_for_run("digits_softmax", run_id)
@@ -191,30 +232,32 @@ def bench_orchestration(tmp: Path, data: Path, repeats: int) -> None:
             ratio(f"{label}: real scheduler / bare script", scheduler, bare, "(target <= 2)")
             for task_id, durations in task_totals.items():
                 record(f"  {label}: task {task_id}", durations)
-            busy = statistics.median([sum(d[i] for d in task_totals.values()) for i in range(repeats)])
+            busy = statistics.median([sum(d[i] for d in task_totals.values()) for i in range(size.repeats)])
             outside = scheduler["median"] - busy
             print(f"  time outside tasks (scheduling, queueing, heartbeats): {outside:.1f} s")
             ROWS.append({"name": f"{label}: time outside tasks", "median": outside, "unit": "s"})
         finally:
             local.stop()
-    ratio(
-        "TensorFlowLocalExecutor / LocalExecutor run time",
-        schedulers["TensorFlowLocalExecutor"],
-        schedulers["LocalExecutor"],
-        "(< 1: faster)",
-    )
+    if len(schedulers) == len(executors):
+        ratio(
+            "TensorFlowLocalExecutor / LocalExecutor run time",
+            schedulers["TensorFlowLocalExecutor"],
+            schedulers["LocalExecutor"],
+            "(< 1: faster)",
+        )
     record(
         "python -c 'import tensorflow' (paid by each task process under plain LocalExecutor)",
-        [timed([sys.executable, "-c", "import tensorflow"]) for _ in range(repeats)],
+        [timed([sys.executable, "-c", "import tensorflow"]) for _ in range(size.repeats)],
     )
 
 
 # --- 2b. backfill throughput ----------------------------------------------------------------------
 
 
-def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
-    """8 dates under the real scheduler, one run at a time vs two at a time (one sample each)."""
-    print("Backfill throughput (8 dates, real scheduler, TensorFlowLocalExecutor)", flush=True)
+def bench_backfill(tmp: Path, data: Path, size: Size) -> None:
+    """Backfills dates under the real scheduler, one run at a time vs two at a time (one sample each)."""
+    dates = size.backfill_dates
+    print(f"Backfill throughput ({dates} dates, real scheduler, TensorFlowLocalExecutor)", flush=True)
     from tests.e2e.airflow_api import AirflowApi
     from tools.local_airflow import LocalAirflow, free_port
 
@@ -222,7 +265,7 @@ def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
     pipelines.mkdir()
     parallelism = {"backfill_p1": 1, "backfill_p2": 2}
     for name in parallelism:
-        raw = pipeline_yaml(tmp / name, data, name=name)
+        raw = pipeline_yaml(tmp / name, data, name=name, steps=size.train_steps)
         raw["model"]["name"] = name
         raw["quality"]["max_accuracy_drop"] = None
         (pipelines / f"{name}.yaml").write_text(yaml.safe_dump(raw))
@@ -238,15 +281,17 @@ def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
             api.wait_for_runs(name, 1)
         for name, runs_at_once in parallelism.items():
             started = time.perf_counter()
-            dates = ["--from-date", "2026-10-10", "--to-date", "2026-10-17"]
-            local.cli("backfill", "create", "--dag-id", name, *dates, "--max-active-runs", str(runs_at_once))
-            runs = api.wait_for_runs(name, 9, timeout=900)
+            first = dt.date(2026, 10, 10)
+            last = first + dt.timedelta(days=dates - 1)
+            window = ["--from-date", first.isoformat(), "--to-date", last.isoformat()]
+            local.cli("backfill", "create", "--dag-id", name, *window, "--max-active-runs", str(runs_at_once))
+            runs = api.wait_for_runs(name, dates + 1, timeout=900)  # and the run unpausing made
             api.wait_for_backfills(name)
             elapsed = time.perf_counter() - started
             failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
             assert not failed, failed
             results[runs_at_once] = record(
-                f"backfill 8 dates, {runs_at_once} run(s) at a time", [elapsed], note="one sample"
+                f"backfill {dates} dates, {runs_at_once} run(s) at a time", [elapsed], note="one sample"
             )
     finally:
         local.stop()
@@ -256,8 +301,7 @@ def bench_backfill(tmp: Path, data: Path, repeats: int) -> None:
 # --- 3. training throughput vs Keras ------------------------------------------------------------
 
 
-def bench_training(tmp: Path, data: Path, repeats: int) -> None:
-    print("Training throughput (softmax, batch 50, 2,000 steps, the same tf.data input)", flush=True)
+def bench_training(tmp: Path, data: Path, size: Size) -> None:
     import tensorflow as tf
 
     from include.config import load_pipeline_config
@@ -265,22 +309,23 @@ def bench_training(tmp: Path, data: Path, repeats: int) -> None:
     from include.train.training import train_model
 
     path = tmp / "train.yaml"
-    path.write_text(yaml.safe_dump(pipeline_yaml(tmp / "train", data)))
+    path.write_text(yaml.safe_dump(pipeline_yaml(tmp / "train", data, steps=size.train_steps)))
     config = load_pipeline_config(path)
+    steps, batch = config.training.steps, config.training.batch_size
+    print(f"Training throughput (softmax, batch {batch}, {steps:,} steps, same tf.data input)", flush=True)
     ours = record(
         "pipeline train step",
         [
             train_model(config, AS_OF, tmp / f"train-{i}").metrics["examples_per_second"]
-            for i in range(repeats)
+            for i in range(size.repeats)
         ],
         "examples/s",
     )
 
     # Keras reads the same tf.data input (the train split, streamed); the steps are counted alike.
     files = data_window(config.data, AS_OF).files
-    steps, batch = config.training.steps, config.training.batch_size
     samples = []
-    for _ in range(repeats):
+    for _ in range(size.repeats):
         train = input_dataset(config, files, "train", batch_size=batch, epochs=None)
         train = train.map(lambda features, label: (features["x"], label)).take(steps)
         model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(10, activation="softmax")])
@@ -298,7 +343,7 @@ def bench_training(tmp: Path, data: Path, repeats: int) -> None:
 # --- 4. export cost vs tf.saved_model.save and raw bytes ----------------------------------------
 
 
-def bench_export(tmp: Path, data: Path, repeats: int) -> None:
+def bench_export(tmp: Path, data: Path, size: Size) -> None:
     """Export of one checkpoint vs `tf.saved_model.save` of the same weights, side by side.
 
     Both sides write the same weights into a fresh dir; the samples alternate which side goes
@@ -328,7 +373,8 @@ def bench_export(tmp: Path, data: Path, repeats: int) -> None:
         shutil.rmtree(target)
         return written - started, synced - written, *sizes
 
-    for label, hidden in (("example softmax", None), ("MLP 64-3200-3200-10", [3200, 3200])):
+    mlp = f"MLP 64-{'-'.join(str(units) for units in size.mlp_hidden)}-10"
+    for label, hidden in (("example softmax", None), (mlp, list(size.mlp_hidden))):
         raw = pipeline_yaml(tmp / "export", data)
         if hidden:
             raw["model"].update(builder="mlp", hidden_units=hidden)
@@ -340,13 +386,14 @@ def bench_export(tmp: Path, data: Path, repeats: int) -> None:
         checkpoint = str(tmp / f"ckpt-{len(hidden or [])}" / "model.ckpt")
         with tf.compat.v1.Session(graph=serving.graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            values = sess.run(serving.model_variables)
+            # {checkpoint name: array}, in the builder's order: weights, biases of each layer in turn
+            values = list(sess.run(serving.model_variables).values())
             tf.compat.v1.train.Saver(var_list=serving.model_variables).save(sess, checkpoint)
         params = sum(v.size for v in values)
         raw_bytes = sum(v.nbytes for v in values)
 
         samples: dict[str, list] = {"ours": [], "theirs": [], "step": []}
-        for i in range(repeats * 3):  # sub-second each and noisy on a shared machine: more samples
+        for i in range(size.repeats * 3):  # sub-second each and noisy on a shared machine: more samples
             writers = {
                 "ours": functools.partial(write_savedmodel, config, checkpoint),
                 # the weights already in memory, as right after training in-process (not timed)
@@ -428,8 +475,8 @@ def _dir_bytes(path: Path) -> int:
 # --- 5. sensor and publish vs history -----------------------------------------------------------
 
 
-def bench_history(tmp: Path, data: Path, repeats: int) -> None:
-    print("Sensor poke and publish with 1 vs 10,000 existing versions", flush=True)
+def bench_history(tmp: Path, data: Path, size: Size) -> None:
+    print(f"Sensor poke and publish with 1 vs {size.versions:,} existing versions", flush=True)
     from include.config import load_pipeline_config
     from include.registry.publish import publish_version
     from include.savedmodel.export import export_savedmodel
@@ -449,7 +496,7 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
     config = load_pipeline_config(path)
     checkpoint = train_model(config, AS_OF, tmp / "history-work").checkpoint
     export = Path(export_savedmodel(config, checkpoint, tmp / "history-export" / "1")["export_dir"])
-    histories = (1, 10_000)
+    histories = (1, size.versions)
     for history in histories:
         model_dir = tmp / f"serving-{history}" / "digits"
         model_dir.mkdir(parents=True)
@@ -459,13 +506,13 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
     # The two sides take turns, sample by sample: on a shared machine whose load drifts, both see
     # the same load, and the ratio compares like with like.
     poke: dict[int, list[float]] = {history: [] for history in histories}
-    for _ in range(repeats * 20):
+    for _ in range(size.repeats * 20):
         for history in histories:
             started = time.perf_counter()
             assert not missing_parts(tmp / f"serving-{history}" / "digits" / "1")
             poke[history].append((time.perf_counter() - started) * 1000)
     publish: dict[int, list[float]] = {history: [] for history in histories}
-    for i in range(repeats * 5):  # fsync-bound, so noisy: more samples
+    for i in range(size.repeats * 5):  # fsync-bound, so noisy: more samples
         for history in histories:
             started = time.perf_counter()
             publish_version(
@@ -483,8 +530,9 @@ def bench_history(tmp: Path, data: Path, repeats: int) -> None:
         )
         for history in histories
     }
-    ratio("poke 10,000 / 1 versions", results[10_000][0], results[1][0], "(target: flat, ~1.0)")
-    ratio("publish 10,000 / 1 versions", results[10_000][1], results[1][1], "(target: flat, ~1.0)")
+    many = size.versions
+    ratio(f"poke {many:,} / 1 versions", results[many][0], results[1][0], "(target: flat, ~1.0)")
+    ratio(f"publish {many:,} / 1 versions", results[many][1], results[1][1], "(target: flat, ~1.0)")
 
 
 def fill_manifest(model_dir: Path, history: int) -> None:
@@ -502,16 +550,17 @@ def fill_manifest(model_dir: Path, history: int) -> None:
 # --- 6. the Models page over 10,000 versions ----------------------------------------------------
 
 
-def bench_registry(tmp: Path, data: Path, repeats: int) -> None:
-    """Server-side render of a model page (chart, first page of versions, history) over 10,000 versions."""
-    print("Models page of a model with 10,000 versions (server-side render)", flush=True)
+def bench_registry(tmp: Path, data: Path, size: Size) -> None:
+    """Server-side render of a model page (chart, first page of versions, history) over many versions."""
+    versions = f"{size.versions:,} versions"
+    print(f"Models page of a model with {versions} (server-side render)", flush=True)
     from include.registry.page import index as registry_index
     from include.registry.page.data import ModelRef, model_page
     from include.registry.page.html import render_model
 
     serving = tmp / "registry"
     ref = ModelRef("digits", "digits_softmax", serving, serving / "digits", "required")
-    fill_registry(ref.model_dir, 10_000)
+    fill_registry(ref.model_dir, size.versions)
 
     def render() -> float:
         started = time.perf_counter()
@@ -520,17 +569,17 @@ def bench_registry(tmp: Path, data: Path, repeats: int) -> None:
         return (time.perf_counter() - started) * 1000
 
     cold = []
-    for _ in range(repeats):
+    for _ in range(size.repeats):
         registry_index._INDEXES.clear()  # a fresh API server: every entry is read once
         cold.append(render())
-    warm = [render() for _ in range(repeats * 10)]
+    warm = [render() for _ in range(size.repeats * 10)]
     after_publish = []
-    for i in range(repeats * 2):
+    for i in range(size.repeats * 2):
         fill_registry(ref.model_dir, 1, first=30_000_000_000_000 + i)
         after_publish.append(render())
-    record("model page, 10,000 versions, first look", cold, "ms", "(builds the in-memory index)")
-    record("model page, 10,000 versions", warm, "ms", "(target: <= 300 ms)")
-    record("model page, 10,000 versions, after a publish", after_publish, "ms", "(re-reads one entry)")
+    record(f"model page, {versions}, first look", cold, "ms", "(builds the in-memory index)")
+    record(f"model page, {versions}", warm, "ms", "(target: <= 300 ms)")
+    record(f"model page, {versions}, after a publish", after_publish, "ms", "(re-reads one entry)")
 
 
 def fill_registry(model_dir: Path, count: int, first: int = 20_000_000_000_000) -> None:
@@ -578,39 +627,28 @@ def _registry_entry(version: int, i: int, partitions: list[str]) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument(
-        "--only", nargs="*", help="parse orchestration backfill training export history registry"
-    )
-    args = parser.parse_args()
-    repeats = 2 if args.quick else 3
-    sections = {
-        "parse": bench_parse,
-        "orchestration": bench_orchestration,
-        "backfill": bench_backfill,
-        "training": bench_training,
-        "export": bench_export,
-        "history": bench_history,
-        "registry": bench_registry,
-    }
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        from tools.example_data import write_example_partitions
+SECTIONS = {
+    "parse": bench_parse,
+    "orchestration": bench_orchestration,
+    "backfill": bench_backfill,
+    "training": bench_training,
+    "export": bench_export,
+    "history": bench_history,
+    "registry": bench_registry,
+}
 
-        data = tmp / "data"
-        write_example_partitions(data)
-        for name, section in sections.items():
-            if not args.only or name in args.only:
-                section(tmp, data, repeats)
-    machine = f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}"
-    out = PROJECT_ROOT / "build" / "bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps({"machine": machine, "rows": ROWS, "seconds": time.perf_counter() - started}, indent=2)
-    )
+
+def run_section(name: str, tmp: Path, data: Path, size: Size) -> list[dict]:
+    """Returns the rows one section added to ROWS (each tagged with the section's name)."""
+    first = len(ROWS)
+    SECTIONS[name](tmp, data, size)
+    for row in ROWS[first:]:
+        row["section"] = name
+    return ROWS[first:]
+
+
+def print_table(machine: str, seconds: float, out: Path) -> None:
+    """Prints ROWS as a Markdown table."""
     print("\n| figure | median | min | max | note |\n|---|---|---|---|---|")
     for row in ROWS:
         if "ratio" in row:
@@ -624,7 +662,33 @@ def main() -> int:
                 f"| {row['name']} | {row['median']:.4g} {unit} | {row.get('min', row['median']):.4g} | "
                 f"{row.get('max', row['median']):.4g} | {row.get('note', '')} |"
             )
-    print(f"\n{machine}; {time.perf_counter() - started:.0f} s in all; JSON in {out}")
+    print(f"\n{machine}; {seconds:.0f} s in all; JSON in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="2 repeats instead of 3 (make bench)")
+    sizes.add_argument("--smoke", action="store_true", help="every section at its smallest size (tests)")
+    parser.add_argument("--only", nargs="*", choices=list(SECTIONS), help="these sections only")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "bench.json", help="the JSON")
+    args = parser.parse_args(argv)
+    size = SMOKE if args.smoke else QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        from tools.example_data import write_example_partitions
+
+        data = tmp / "data"
+        write_example_partitions(data)
+        for name in SECTIONS:
+            if not args.only or name in args.only:
+                run_section(name, tmp, data, size)
+    seconds = time.perf_counter() - started
+    machine = f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": ROWS, "seconds": seconds}, indent=2))
+    print_table(machine, seconds, args.out)
     return 0
 
 

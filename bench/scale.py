@@ -13,7 +13,12 @@ build/bench-scale.json.
 - the built-in MLP vs Keras `model.fit` (same layers, batch, optimizer, same tf.data input);
 - the MLP with `deterministic: false` pinned to 2 cores vs 1 core, and deterministic on vs off.
 
-Usage: python -m bench.scale [--repeats N] [--skip-rss]
+Usage: python -m bench.scale [--repeats N] [--skip-rss] [--smoke]
+
+`--smoke` runs every case at the smallest size that still runs its code (1,000 and 4,000
+examples in a temporary folder, 20 softmax steps, 10 MLP steps, one repeat): tests/test_bench.py
+runs it so that the bench keeps working; its figures measure nothing. Rows carry their part's
+name (`rss`, `throughput`) in the JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -47,9 +53,25 @@ SOFTMAX = {"builder": "softmax", "batch_size": 50, "steps": 2000, "learning_rate
 MLP = {"builder": "mlp", "hidden_units": [256, 256], "batch_size": 256, "steps": 500, "learning_rate": 0.1}
 
 
-def data_set(examples: int) -> Path:
+@dataclass(frozen=True)
+class Size:
+    """How many examples each case reads and how many steps it trains."""
+
+    small: int = 100_000  # the RSS cases: small and large data sets
+    large: int = 10_000_000
+    throughput: int = 1_000_000  # the throughput cases' data set
+    softmax_steps: int = SOFTMAX["steps"]
+    mlp_steps: int = MLP["steps"]
+
+
+FULL = Size()
+#: Every case at its smallest size (tests/test_bench.py): the figures mean nothing.
+SMOKE = Size(small=1_000, large=4_000, throughput=4_000, softmax_steps=20, mlp_steps=10)
+
+
+def data_set(examples: int, root: Path = DATA_ROOT) -> Path:
     """Returns the folder of `examples` generated examples, generating them unless already there."""
-    location = DATA_ROOT / f"n{examples}"
+    location = root / f"n{examples}"
     command = [sys.executable, str(GENERATOR), str(location), "--examples", str(examples)]
     command += ["--days", str(DAYS), "--files-per-day", str(FILES_PER_DAY), "--seed", str(SEED)]
     started = time.perf_counter()
@@ -254,11 +276,13 @@ def ratio_row(name: str, numerator: dict, denominator: dict, op: str, target: fl
     return row
 
 
-def bench_rss(tmp: Path, small: Path, large: Path) -> None:
-    print("Peak RSS of the train step, softmax, 2,000 steps of 50 (one sample each)", flush=True)
+def bench_rss(tmp: Path, small: Path, large: Path, size: Size = FULL) -> None:
+    softmax = {**SOFTMAX, "steps": size.softmax_steps}
+    steps = f"{softmax['steps']:,} steps of {softmax['batch_size']}"
+    print(f"Peak RSS of the train step, softmax, {steps} (one sample each)", flush=True)
     results = {}
     for data in (small, large):
-        config = pipeline_yaml(tmp, data, SOFTMAX)
+        config = pipeline_yaml(tmp, data, softmax)
         result = run_case("train", config, tmp / f"rss-{data.name}")
         label = f"{result['records']:,} examples ({result['bytes'] / 1e9:.2f} GB)"
         results[data] = record(
@@ -275,16 +299,22 @@ def bench_rss(tmp: Path, small: Path, large: Path) -> None:
         )
         record(f"  held-out pass (parses every record), {label}", [result["evaluate_seconds"]], "s")
         record(f"  whole train_model, {label}", [result["train_model_seconds"]], "s")
-    ratio_row("peak RSS, 10 M / 100 k examples", results[large], results[small], "<=", 1.25)
+    ratio_row(
+        f"peak RSS, {_count(size.large)} / {_count(size.small)} examples",
+        results[large],
+        results[small],
+        "<=",
+        1.25,
+    )
 
 
-def bench_throughput(tmp: Path, data: Path, repeats: int) -> None:
+def bench_throughput(tmp: Path, data: Path, repeats: int, size: Size = FULL) -> None:
     print(
         f"Train-step throughput on {data.name[1:]} examples, cases interleaved, {repeats} repeats", flush=True
     )
-    softmax = pipeline_yaml(tmp, data, SOFTMAX)
-    mlp = pipeline_yaml(tmp, data, MLP, deterministic=True)
-    mlp_fast = pipeline_yaml(tmp, data, MLP, deterministic=False)
+    softmax = pipeline_yaml(tmp, data, {**SOFTMAX, "steps": size.softmax_steps})
+    mlp = pipeline_yaml(tmp, data, {**MLP, "steps": size.mlp_steps}, deterministic=True)
+    mlp_fast = pipeline_yaml(tmp, data, {**MLP, "steps": size.mlp_steps}, deterministic=False)
     usable = sorted(os.sched_getaffinity(0))
     two, one = usable[:2], usable[:1]
     if len(two) < 2:
@@ -333,12 +363,30 @@ def bench_throughput(tmp: Path, data: Path, repeats: int) -> None:
     print(f"  MLP throughput, deterministic: true / false (2 cores): {value:.3f}x", flush=True)
 
 
+def run_section(name: str, bench, *args) -> list[dict]:
+    """Returns the rows one part of the benchmark added to ROWS (each tagged with `name`)."""
+    first = len(ROWS)
+    bench(*args)
+    for row in ROWS[first:]:
+        row["section"] = name
+    return ROWS[first:]
+
+
+def _count(examples: int) -> str:
+    """Returns a number of examples as the table names it: 100 k, 10 M, 4,000."""
+    if examples >= 1_000_000 and examples % 1_000_000 == 0:
+        return f"{examples // 1_000_000} M"
+    if examples >= 100_000 and examples % 1_000 == 0:
+        return f"{examples // 1_000} k"
+    return f"{examples:,}"
+
+
 def _number(value: float) -> str:
     """Returns a figure for the table: thousands separated, about 4 significant digits."""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
-def print_table(machine: str, seconds: float) -> None:
+def print_table(machine: str, seconds: float, out: Path) -> None:
     print("\n| figure | median | min | max | n | note |\n|---|---|---|---|---|---|")
     for row in ROWS:
         if "ratio" in row:
@@ -348,36 +396,42 @@ def print_table(machine: str, seconds: float) -> None:
         else:
             low, mid, high = (_number(row[key]) for key in ("min", "median", "max"))
             print(f"| {row['name']} | {mid} {row['unit']} | {low} | {high} | {row['n']} | {row['note']} |")
-    print(f"\n{machine}; {seconds:.0f} s in all; JSON in {OUT}")
+    print(f"\n{machine}; {seconds:.0f} s in all; JSON in {out}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="samples per throughput case (default 3)")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the 10 M-example RSS cases")
+    parser.add_argument("--smoke", action="store_true", help="every case at its smallest size (tests)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the JSON (default {OUT})")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
+    size, repeats = (SMOKE, 1) if args.smoke else (FULL, args.repeats)
     started = time.perf_counter()
     load = os.getloadavg()
-    print("Data sets (build/scale-data/, generated once)", flush=True)
-    sets = {n: data_set(n) for n in ((1_000_000,) if args.skip_rss else (100_000, 1_000_000, 10_000_000))}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
+        # The smoke's few examples are written afresh; the real sets are kept for the next run.
+        root = tmp / "scale-data" if args.smoke else DATA_ROOT
+        print(f"Data sets ({root}, generated once)", flush=True)
+        wanted = {size.throughput} if args.skip_rss else {size.small, size.throughput, size.large}
+        sets = {n: data_set(n, root) for n in sorted(wanted)}
         if not args.skip_rss:
-            bench_rss(tmp, sets[100_000], sets[10_000_000])
-        bench_throughput(tmp, sets[1_000_000], args.repeats)
+            run_section("rss", bench_rss, tmp, sets[size.small], sets[size.large], size)
+        run_section("throughput", bench_throughput, tmp, sets[size.throughput], repeats, size)
     seconds = time.perf_counter() - started
     machine = (
         f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {sys.platform}, "
         f"Python {sys.version.split()[0]}, "
         f"load average {load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end"
     )
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({"machine": machine, "rows": ROWS, "seconds": seconds}, indent=2))
-    print_table(machine, seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": ROWS, "seconds": seconds}, indent=2))
+    print_table(machine, seconds, args.out)
     return 0
 
 
