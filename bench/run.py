@@ -305,8 +305,9 @@ def bench_training(tmp: Path, data: Path, size: Size) -> None:
     import tensorflow as tf
 
     from include.config import load_pipeline_config
-    from include.train.data import data_window, input_dataset
+    from include.train.data import input_dataset
     from include.train.training import train_model
+    from include.train.window import data_window
 
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(pipeline_yaml(tmp / "train", data, steps=size.train_steps)))

@@ -183,7 +183,7 @@ def child(spec: dict) -> dict:
 
 def _window_files(config) -> list[str]:
     """Returns the files of the window, as data_window lists them (without reading them)."""
-    from include.train.data import partitions_as_of
+    from include.train.window import partitions_as_of
 
     partitions, _ = partitions_as_of(config.data, AS_OF)
     return [str(f) for p in partitions for f in sorted(p.glob("*.tfrecord"))]

@@ -6,7 +6,7 @@ Usage: python scripts/generate_scale_data.py OUT --examples 10000000 [--days 30]
 Each example has the keys of the digits example: `x` (64 float32), `label` (int64, 0..9) and `id`
 (int64, unique: 0..N-1). `x` is a class-dependent mean (values in 0..1, like the digits' pixels)
 plus Gaussian noise, so a model learns something and held-out accuracy means something (a
-softmax regression reaches about 0.9). The layout is include/train/data.py's:
+softmax regression reaches about 0.9). The layout is include/train/window.py's:
 `OUT/dt=YYYY-MM-DD/part-NNNNN.tfrecord`, the examples spread evenly over days and files.
 
 10 M examples (about 3.3 GB) take a few minutes on 2 cores: no TensorFlow and no protobuf object

@@ -14,18 +14,10 @@ import pytest
 
 from include.config import DataConfig
 from include.errors import DataError, NoDataError
-from include.train.data import (
-    compression_of,
-    data_window,
-    held_out,
-    held_out_sample,
-    input_dataset,
-    partitions_as_of,
-    read_sample,
-    write_sample,
-)
+from include.train.data import held_out, held_out_sample, input_dataset, read_sample, write_sample
 from include.train.features import make_example
 from include.train.training import train_model
+from include.train.window import compression_of, data_window, partitions_as_of
 from tests.helpers import (
     AFTER_ALL_DATA,
     SMALL_WINDOW_DATE,

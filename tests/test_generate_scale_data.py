@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from include.config import PROJECT_ROOT, load_pipeline_config
-from include.train.data import data_window, input_dataset
+from include.train.data import input_dataset
 from include.train.features import make_example
+from include.train.window import data_window
 from tests.helpers import EXAMPLE_YAML
 
 SCRIPT = PROJECT_ROOT / "scripts" / "generate_scale_data.py"

@@ -4,7 +4,7 @@
 - diabetes (`diabetes_keras`): 442 patients, nine numeric features, `sex` as a string, and the
   disease progression a year later as the float `target`, `id`.
 
-Written in the layout include/train/data.py reads (`<location>/dt=YYYY-MM-DD/part-00000.tfrecord`),
+Written in the layout include/train/window.py reads (`<location>/dt=YYYY-MM-DD/part-00000.tfrecord`),
 one partition a day from EXAMPLE_FIRST_DAY on, for the demo, the tests and the benchmarks.
 """
 

@@ -1,1 +1,1 @@
-"""Training: data windows streamed through tf.data, declared features, model builders, the train loop."""
+"""Training: a run's data window, its tf.data input, declared features, model builders, the train loop."""

@@ -24,8 +24,9 @@ import numpy as np
 from include.config import PipelineConfig
 from include.errors import ConfigError, DataError, ModelBuilderError, NoDataError, QualityGateError
 from include.summary import metrics_headline
-from include.train.data import data_window, diagnose, held_out_sample, input_dataset, write_sample
+from include.train.data import diagnose, held_out_sample, input_dataset, write_sample
 from include.train.model import new_network, state_updates
+from include.train.window import data_window
 
 log = logging.getLogger(__name__)
 

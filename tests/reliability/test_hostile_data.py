@@ -23,9 +23,10 @@ import pytest
 from include.errors import DataError
 from include.run.record import RunIdentity, start_run
 from include.run.steps import train_run
-from include.train.data import data_window, diagnose, example_problem, input_dataset
+from include.train.data import diagnose, example_problem, input_dataset
 from include.train.features import make_example
 from include.train.training import CHECKPOINT_DIR, train_model
+from include.train.window import data_window
 from include.versions import runs_dir
 from tests.helpers import (
     DAMAGED_DAY,
