@@ -152,6 +152,20 @@ def test_partial_export_is_replaced(start):
     assert not result["reused"]
 
 
+@pytest.mark.parametrize("torn", [b"", b'{"checkpoint": "/x", "checkpoi'])
+def test_an_export_whose_source_note_was_torn_by_a_kill_is_exported_again(start, torn):
+    """A kill while the note of which checkpoint an export came from was written: the rerun does not
+    trust the export it cannot trace, exports again and writes a whole note (found by crash trials)."""
+    record = start()
+    first = export_operator(record).execute({})
+    note = include.savedmodel.export.source_file(record.export_dir)
+    note.write_bytes(torn)
+    again = export_operator(record).execute({})
+    assert not again["reused"] and again["content_digest"] == first["content_digest"]
+    assert export_operator(record).execute({})["reused"]
+    assert not [p.name for p in note.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_missing_checkpoint_fails_without_retry(start, tmp_path):
     """A checkpoint that does not exist is a permanent failure naming the prefix."""
     record = start(checkpoint=str(tmp_path / "gone" / "model.ckpt"))

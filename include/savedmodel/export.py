@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from include.config import PipelineConfig
-from include.durable import fsync_tree
+from include.durable import fsync_tree, write_json_atomic
 from include.errors import IncompleteModelError, StorageError
 from include.savedmodel.files import bundle_shard_extents, content_digest, missing_parts
 from include.savedmodel.warmup import warmup_logs, write_warmup_requests
@@ -45,9 +45,17 @@ def checkpoint_digest(checkpoint: str) -> str:
     return digest.hexdigest()
 
 
-def _source_file(export_dir: Path) -> Path:
+def source_file(export_dir: Path) -> Path:
     """Returns the sidecar that records which checkpoint an export came from (non-numeric name)."""
     return export_dir.parent / f"{export_dir.name}.source.json"
+
+
+def _recorded_source(sidecar: Path) -> str | None:
+    """Returns the checkpoint digest a sidecar records; None if it is missing or unreadable."""
+    try:
+        return json.loads(sidecar.read_text()).get("checkpoint_digest")
+    except (OSError, ValueError, AttributeError):  # AttributeError: valid JSON, not an object
+        return None
 
 
 def export_savedmodel(config: PipelineConfig, checkpoint: str, export_dir: str | os.PathLike[str]) -> dict:
@@ -59,10 +67,9 @@ def export_savedmodel(config: PipelineConfig, checkpoint: str, export_dir: str |
     """
     export_dir = Path(export_dir)
     source = checkpoint_digest(checkpoint)
-    sidecar = _source_file(export_dir)
+    sidecar = source_file(export_dir)
     if export_dir.exists():
-        recorded = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        if not missing_parts(export_dir) and recorded.get("checkpoint_digest") == source:
+        if not missing_parts(export_dir) and _recorded_source(sidecar) == source:
             log.info("reusing the complete export of this checkpoint at %s", export_dir)
             return _describe_export(export_dir, source, reused=True)
         log.warning("removing the stale or partial export at %s", export_dir)
@@ -83,7 +90,8 @@ def export_savedmodel(config: PipelineConfig, checkpoint: str, export_dir: str |
         if isinstance(err, OSError) or type(err).__module__.startswith("tensorflow"):
             raise StorageError(f"cannot write the SavedModel to {tmp_dir}: {err}") from err
         raise
-    sidecar.write_text(json.dumps({"checkpoint": checkpoint, "checkpoint_digest": source}))
+    # Atomic: a process killed here leaves the old note or none, which the next run replaces.
+    write_json_atomic(sidecar, {"checkpoint": checkpoint, "checkpoint_digest": source})
     log.info("exported SavedModel to %s", export_dir)
     return _describe_export(export_dir, source, reused=False)
 

@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,30 +57,42 @@ def publish_with_retention(export_dir: Path, work: Path, name: str, version: int
 
 
 def run_child(work: Callable[[], None], kill_after: float | None) -> tuple[bool, float]:
-    """Forks a child that runs `work`; kills it after `kill_after` s. Returns (killed, secs)."""
+    """Forks a child that runs `work`; kills it after `kill_after` s. Returns (killed, secs).
+
+    A clean run (no kill) that fails raises RuntimeError with the child's exception (sent back
+    through a pipe), so the violation names what broke.
+    """
     started = time.monotonic()
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
+        os.close(read_end)
         code = 0
         try:
             work()
         except BaseException:
+            os.write(write_end, traceback.format_exc()[-2000:].encode())
             code = 1
         os._exit(code)
-    if kill_after is not None:
-        deadline = started + kill_after
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return False, time.monotonic() - started
-            time.sleep(0.002)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        return True, time.monotonic() - started
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError("a clean run (no kill) failed")
-    return False, time.monotonic() - started
+    os.close(write_end)
+    try:
+        if kill_after is not None:
+            deadline = started + kill_after
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return False, time.monotonic() - started
+                time.sleep(0.002)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return True, time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            with os.fdopen(read_end, "rb", closefd=False) as pipe:
+                raise RuntimeError(f"a clean run (no kill) failed: {pipe.read().decode(errors='replace')}")
+        return False, time.monotonic() - started
+    finally:
+        os.close(read_end)
 
 
 def check(model_dir: Path, *, after_rerun_of: int | None = None) -> list[str]:
