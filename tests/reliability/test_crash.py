@@ -56,8 +56,12 @@ def test_sigkill_during_export_and_publish_loses_nothing(session_config, trained
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["violations"] == [], done.stderr[-4000:]
-    assert result["killed"] >= TRIALS // 3, result  # the delays really interrupted the work
-    assert result["publish_killed"] >= TRIALS // 3, result
+    # The delays really interrupted the work (a broken calibration would interrupt next to none).
+    # Not a third: the delays scale one clean run timed at the start, and a machine whose load
+    # changes after it shifts the share (111 and 149 of 500 seen with a test suite starting beside
+    # it; 318 on a steady machine).
+    assert result["killed"] >= TRIALS // 10, result
+    assert result["publish_killed"] >= TRIALS // 10, result
 
     model_dir = tmp_path / "serving" / session_config.model.name
     versions = sorted(p for p in model_dir.iterdir() if is_version_name(p.name))
