@@ -781,12 +781,16 @@ def clear_staging(model_dir: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        stale = staging / name
-        log.warning("removing %s, left by a crashed publisher", stale)
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove_stale(staging / name)
+
+
+def _remove_stale(path: Path) -> None:
+    """Deletes a dir or file a crashed writer left (a publisher's copy, a temp file)."""
+    log.warning("removing %s, left by a crashed publisher", path)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _staging_dir(model_dir: Path) -> Path:
@@ -811,12 +815,7 @@ def _remove_old_leftovers(model_dir: Path) -> None:
     for name in names:
         if name.startswith(f".{MANIFEST_FILE}.") and not name.endswith(".tmp"):
             continue
-        stale = model_dir / name
-        log.warning("removing %s, left by a crashed publisher", stale)
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove_stale(model_dir / name)
 
 
 # --- what include/registry/rebuild.py needs: read what is left, write a whole registry ----------
