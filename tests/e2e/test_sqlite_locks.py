@@ -184,10 +184,12 @@ def api_server_like(db: Path, audit_in_a_thread: bool) -> tuple[FastAPI, threadi
     return app, written
 
 
-def race_an_audited_request(app: FastAPI, written: threading.Event) -> tuple[list[int], float]:
+def race_an_audited_request(app: FastAPI, written: threading.Event) -> tuple[dict[str, int], float]:
     """Serves `app` with uvicorn; sends /write, then /audited while /write holds the lock.
 
-    Returns both HTTP statuses and the seconds until both answered.
+    Returns each path's HTTP status and the seconds until both answered. By path, not in the order
+    they came back: both answers leave within milliseconds, and which client thread gets its answer
+    first is up to the scheduler.
     """
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
@@ -195,16 +197,16 @@ def race_an_audited_request(app: FastAPI, written: threading.Event) -> tuple[lis
     serving.start()
     while not server.started:
         time.sleep(0.01)
-    statuses: list[int] = []
+    statuses: dict[str, int] = {}
 
     def post(path: str) -> None:
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST")
         request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-                statuses.append(response.status)
+                statuses[path] = response.status
         except urllib.error.HTTPError as err:
-            statuses.append(err.code)
+            statuses[path] = err.code
 
     try:
         started = time.monotonic()
@@ -222,14 +224,14 @@ def race_an_audited_request(app: FastAPI, written: threading.Event) -> tuple[lis
 def test_an_async_dependency_that_writes_stops_the_api_server_until_the_busy_timeout(db):
     """Airflow's shape: the audit write blocks the loop, the lock holder cannot commit, 3 s lost, it fails."""
     statuses, seconds = race_an_audited_request(*api_server_like(db, audit_in_a_thread=False))
-    assert statuses == [500, 200]  # the audit failed with "database is locked", then /write answered
+    assert statuses == {"/audited": 500, "/write": 200}  # the audit failed: "database is locked"
     assert seconds >= 2.9  # the whole busy timeout: nothing else could run
 
 
 def test_the_audit_dependency_in_a_thread_waits_for_the_lock_and_succeeds(db):
     """`in_a_thread`: the loop lets the lock holder commit, then the audit write goes through."""
     statuses, seconds = race_an_audited_request(*api_server_like(db, audit_in_a_thread=True))
-    assert statuses == [200, 200]  # /write committed, then the audit wrote
+    assert statuses == {"/write": 200, "/audited": 200}  # /write committed, then the audit wrote
     assert seconds < 2.5
     with sqlite3.connect(db) as connection:
         assert sorted(connection.execute("SELECT x FROM t")) == [(1,), (2,)]
