@@ -20,3 +20,9 @@ def metrics_headline(metrics: dict) -> str:
     if "eval_accuracy" in metrics:
         return f"held-out accuracy {metrics['eval_accuracy']:.4f}, loss {metrics['eval_loss']:.4f}"
     return f"held-out loss (MSE) {metrics['eval_loss']:.4f}, MAE {metrics.get('eval_mae', float('nan')):.4f}"
+
+
+def data_read(data: dict) -> str:
+    """Returns what train read, e.g. `31 files (2 GZIP), 1,797 records` (from its data lineage)."""
+    compressed = ", ".join(f"{count} {kind}" for kind, count in data.get("compressed_files", {}).items())
+    return f"{data['files']} files{f' ({compressed})' if compressed else ''}, {data['records']:,} records"

@@ -13,7 +13,7 @@ import sys
 
 from airflow.sdk import get_current_context, task
 
-from include.summary import metrics_headline, summary_line
+from include.summary import data_read, metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,6 @@ log = logging.getLogger(__name__)
 #: (TensorFlowLocalExecutor, tools/celery_config.py) or pay the import themselves.
 PRELOADED = "TensorFlow already loaded (inherited from the worker process)"
 NOT_PRELOADED = "TensorFlow not loaded yet: this task process imports it"
-
-
-def data_read(data: dict) -> str:
-    """Returns what train read, e.g. `31 files (2 GZIP), 1,797 records` (from its data lineage)."""
-    compressed = ", ".join(f"{count} {kind}" for kind, count in data.get("compressed_files", {}).items())
-    return f"{data['files']} files{f' ({compressed})' if compressed else ''}, {data['records']:,} records"
 
 
 def _log_tensorflow_preload() -> None:

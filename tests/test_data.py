@@ -223,7 +223,7 @@ def records_before(data: Path, as_of: dt.date) -> int:
 
 def test_files_are_found_by_content_not_by_name(tmp_path, example_data):
     """Files without a .tfrecord suffix, GZIP and ZLIB ones are read; markers and hidden files are not."""
-    from plugins.savedmodel_tasks import data_read
+    from include.summary import data_read
 
     layout = {"part-00000": "", "part-00001.tfrecord.gz": "GZIP", "part-00002.deflate": "ZLIB"}
     data, records = one_day_as(tmp_path, example_data, layout)

@@ -87,8 +87,8 @@ def test_a_killed_attempts_checkpoint_temp_dir_is_removed(session_config, tmp_pa
 
 def test_the_data_summary_describes_the_window_read(session_config, trained):
     """The result's `data` names the partitions, files, bytes, records, skipped entries and fingerprint."""
+    from include.summary import data_read
     from include.train.window import data_window
-    from plugins.savedmodel_tasks import data_read
 
     window = data_window(session_config.data, AFTER_ALL_DATA)
     data = trained.data

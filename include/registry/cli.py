@@ -27,7 +27,6 @@ from include.registry.store import (
     MISSING,
     model_dir_problem,
     read_manifest,
-    serving_root_problem,
     shown_status,
     version_dirs,
 )
@@ -84,31 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     config.add_argument("serving_root")
     args = parser.parse_args(argv)
-    if args.command == "models-config":
-        return models_config_command(Path(args.serving_root))
-    model_dir = find_model_dir(args.model_dir)
-    if model_dir is None:
-        return 2
     try:
+        if args.command == "models-config":
+            print(write_models_config(Path(args.serving_root)))  # refuses a path that is no serving root
+            return 0
+        model_dir = find_model_dir(args.model_dir)
+        if model_dir is None:
+            return 2
         return rebuild_command(model_dir) if args.command == "rebuild" else versions_command(model_dir)
     except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-
-
-def models_config_command(serving_root: Path) -> int:
-    """Writes `<serving_root>/models.config` (creating the root); refuses a path that is no serving root."""
-    problem = serving_root_problem(serving_root)
-    if problem:
-        print(
-            f"error: {serving_root} {problem}: expected a serving root (the dir holding the model dirs); "
-            "nothing was written",
-            file=sys.stderr,
-        )
-        return 1
-    serving_root.mkdir(parents=True, exist_ok=True)
-    print(write_models_config(serving_root))
-    return 0
 
 
 def find_model_dir(name: str) -> Path | None:

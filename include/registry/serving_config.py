@@ -123,7 +123,7 @@ def _model_config_block(name: str, base_path: Path, newest: list[int], labels: d
 
 
 def write_models_config(serving_root: Path) -> Path:
-    """Regenerates `<serving_root>/models.config` atomically under the root's lock.
+    """Regenerates `<serving_root>/models.config` atomically under the root's lock (making the root).
 
     Raises RegistryError, writing nothing, when the path is no serving root (a file, a model dir,
     a version dir).
@@ -135,6 +135,7 @@ def write_models_config(serving_root: Path) -> Path:
             f"{serving_root} {problem}: expected a serving root (the dir holding the model dirs and "
             f"{MODELS_CONFIG_FILE}); nothing was written"
         )
+    serving_root.mkdir(parents=True, exist_ok=True)
     with locked(serving_root):
         for stale in serving_root.glob(f".{MODELS_CONFIG_FILE}.*.tmp"):  # a crashed writer's
             stale.unlink(missing_ok=True)

@@ -86,8 +86,9 @@ class Network:
         else:
             x = dense_input(features, self.config)
             builtin = model.builder in BUILTIN_BUILDERS
-            calling = user_code(self.config, "building the model graph")
-            calling = contextlib.nullcontext() if builtin else calling
+            calling = (
+                contextlib.nullcontext() if builtin else user_code(self.config, "building the model graph")
+            )
             with v1.variable_scope("model", reuse=v1.AUTO_REUSE), calling:
                 raw = self.builder(x, outputs, model)
             if not self._graph_variables:
