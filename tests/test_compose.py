@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.config import PROJECT_ROOT, load_pipeline_config
+from include.config import DEFAULT_PIPELINES_DIR, PROJECT_ROOT, find_pipeline, load_pipeline_config
 from include.registry.serving_config import MODELS_CONFIG_FILE
-from tests.helpers import EXAMPLE_YAML
+from tests.helpers import EXAMPLE_YAML, record_offsets
+from tools.example_data import EXAMPLE_DAYS, EXAMPLE_PIPELINES
 from tools.local_airflow import SETTINGS_FILE, read_env_file
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
@@ -55,6 +56,10 @@ SHARED_SECRETS = {
 }
 DB_URLS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND")
 MODEL_STORE = "/opt/airflow/project/build"
+#: The project dir in the containers: the code's bind mounts and the Dockerfile's WORKDIR.
+CONTAINER_PROJECT = "/opt/airflow/project"
+#: The records of each example pipeline's data set (scikit-learn's digits and diabetes).
+EXAMPLE_SIZES = {"digits_softmax": 1797, "diabetes_keras": 442}
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +311,9 @@ class EmulatedContainer:
     The image's dirs come from the Dockerfile (`install -d`, plus BASE_IMAGE_DIRS); each named volume
     is a fresh dir at its mount path, root-owned 0755 the way Docker creates one, or with the owner
     and mode of the image's dir at that path, which Docker copies into a new, empty volume; each bind
-    mount is a symlink to its source.
+    mount is a root-owned copy of its source (read-only to the container user, as `:ro` is), not
+    a symlink: code that finds its files from its own path (include.config.PROJECT_ROOT) must
+    find the container's paths, as it does behind a bind mount.
     """
 
     def __init__(self, root: Path, resolved: dict, service: str, dockerfile: Path) -> None:
@@ -324,8 +331,12 @@ class EmulatedContainer:
                 self._make_dir(target, *dirs.get(target, (0, 0, 0o755)))
                 assert not any(self.host(target).iterdir()), f"{target}: a fresh volume is empty"
             else:
+                assert entry.endswith(":ro"), f"{entry}: the emulation copies read-only bind mounts only"
                 self.host(target).parent.mkdir(parents=True, exist_ok=True)
-                self.host(target).symlink_to(source)
+                if Path(source).is_dir():
+                    shutil.copytree(source, self.host(target), ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(source, self.host(target))
 
     def host(self, container_path: str) -> Path:
         """Returns where a container path lies on this machine."""
@@ -350,14 +361,8 @@ echo "airflow-stub uid=$(id -u) gid=$(id -g): $*"
 """
 PYTHON_SHIM = """#!/bin/bash
 # The image's python: the system's, of this venv's version, with this venv's packages (the venv's
-# own interpreter may lie where the container user cannot reach). scripts/generate_data.py
-# (TensorFlow, 30 partitions) is emulated: it writes one empty partition where the real one writes.
+# own interpreter may lie where the container user cannot reach). Every script runs as it is.
 export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}"
-if [ "${{1-}}" = scripts/generate_data.py ]; then
-  exec {python} -c 'import pathlib, sys
-p = pathlib.Path(sys.argv[1], "dt=2026-10-01"); p.mkdir(parents=True, exist_ok=True)
-(p / "part-00000.tfrecord").write_bytes(b"")' "$2"
-fi
 exec {python} "$@"
 """
 #: An interpreter every uid can run, of this venv's Python version.
@@ -458,15 +463,16 @@ def test_airflow_init_prepares_the_volumes_every_airflow_service_writes(resolved
 
     Real: `docker-compose config`'s resolved airflow-init (entrypoint, command with the .env values,
     environment, `user:`), run by bash as that uid:gid with no other group; its `install`, `setpriv`,
-    the admin password file, and `include.registry.cli models-config`; the image's dirs and ENV
-    from the Dockerfile (`install -d`, ENV, WORKDIR); each service's `user:` in the write checks.
+    the admin password file, the project's scripts as the command calls them (scripts/generate_data.py
+    writing both example pipelines' data with TensorFlow, `include.registry.cli models-config`); the
+    image's dirs and ENV from the Dockerfile (`install -d`, ENV, WORKDIR); each service's `user:` in
+    the write checks.
     Emulated: the container's file system (its /opt/airflow tree under a temp dir, container paths
     rewritten into it; named volumes as fresh root-owned 0755 dirs, or with the owner and mode of the
-    image's dir at the mount path, which Docker copies into a new volume; bind mounts as symlinks);
-    the base image (BASE_IMAGE_DIRS, BASE_IMAGE_ENV; the system's python with this venv's packages);
-    `airflow db migrate` / `pools set` (a stub that writes AIRFLOW_HOME/airflow.cfg, their only
-    file, and reports its uid) and scripts/generate_data.py (one empty partition where the real
-    script writes 30 with TensorFlow).
+    image's dir at the mount path, which Docker copies into a new volume; bind mounts as read-only
+    copies); the base image (BASE_IMAGE_DIRS, BASE_IMAGE_ENV; the system's python with this venv's
+    packages); and only `airflow db migrate` / `pools set` (a stub that writes
+    AIRFLOW_HOME/airflow.cfg, their only file, and reports its uid: they change only PostgreSQL).
     """
     container = EmulatedContainer(container_root, resolved, "airflow-init", DOCKERFILE)
     result = run_airflow_init(container, resolved)
@@ -484,7 +490,16 @@ def test_airflow_init_prepares_the_volumes_every_airflow_service_writes(resolved
     )
     assert json.loads(passwords.read_text()) == {"admin": SECRETS["AIRFLOW_ADMIN_PASSWORD"]}
     assert container.host(f"{MODEL_STORE}/models/{MODELS_CONFIG_FILE}").is_file()
-    assert list(container.host("/opt/airflow/project/data/digits").glob("dt=*/part-00000.tfrecord"))
+    # Each example pipeline's data, whole, where its YAML's data.location resolves in the container.
+    training_data = named_volumes(resolved, "airflow-init")["training-data"][0]
+    assert set(EXAMPLE_SIZES) == set(EXAMPLE_PIPELINES)
+    for name, count in EXAMPLE_SIZES.items():
+        config = find_pipeline(name, DEFAULT_PIPELINES_DIR)
+        location = Path(CONTAINER_PROJECT) / config.data.location.relative_to(PROJECT_ROOT)
+        assert location.is_relative_to(training_data), (name, location)
+        files = sorted(container.host(str(location)).glob("dt=*/part-00000.tfrecord"))
+        assert len(files) == EXAMPLE_DAYS, (name, files)
+        assert sum(len(record_offsets(f)) for f in files) == count, name
     for name in AIRFLOW_SERVICES:
         writable = [target for target, mode in named_volumes(resolved, name).values() if mode == "rw"]
         written = [
