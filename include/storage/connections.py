@@ -1,0 +1,109 @@
+"""Credentials of a bucket: an Airflow connection named in the YAML, or the provider's default chain.
+
+A pipeline YAML never holds secrets. `storage.connection` (and `data.connection`) name an Airflow
+connection; `use_connection` binds it to the bucket it serves, and every reader and writer of that
+bucket in this process then opens it with the connection's credentials. A bucket no connection is
+bound to uses the provider's default chain (Application Default Credentials for gs://, the AWS
+chain of environment, profile and instance role for s3://).
+
+What a connection may hold, by scheme:
+
+    gs://  type google_cloud_platform; extra: key_path or keyfile_dict (a service account),
+           project, endpoint_url (an emulator), anonymous (true: no credentials)
+    s3://  type aws; login = access key id, password = secret key; extra: endpoint_url,
+           region_name, aws_session_token
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+
+# gcsfs probes every bucket over gRPC for the experimental zonal buckets unless told not to; that
+# probe waits 60 s on an endpoint without gRPC (an emulator, a proxy). Opt in by setting it true.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+from include.errors import StorageError  # noqa: E402
+from include.storage.location import BucketURI, location  # noqa: E402
+
+_bound: dict[tuple[str, str], str] = {}  # (scheme, bucket) -> connection id
+_lock = threading.Lock()
+
+
+def use_connection(where: str, conn_id: str | None) -> None:
+    """Binds the Airflow connection `conn_id` to the bucket of `where` (no-op for local paths or None).
+
+    Binding one bucket to two different connections is refused: which credentials a write used
+    must never depend on which pipeline a process loaded first.
+    """
+    found = location(where)
+    if conn_id is None or not isinstance(found, BucketURI):
+        return
+    key = (found.scheme, found.bucket)
+    with _lock:
+        bound = _bound.setdefault(key, conn_id)
+    if bound != conn_id:
+        raise StorageError(
+            f"bucket {found.scheme}://{found.bucket} is bound to Airflow connection {bound!r} and cannot "
+            f"also use {conn_id!r}: name one connection for a bucket in every pipeline"
+        )
+
+
+def storage_options(uri: BucketURI) -> dict:
+    """Returns the fsspec options that open `uri`'s bucket (from its connection, else the default chain)."""
+    conn_id = _bound.get((uri.scheme, uri.bucket))
+    if conn_id is None:
+        return {}
+    return _options(uri.scheme, conn_id)
+
+
+def filesystem(uri: BucketURI):
+    """Returns the fsspec filesystem of `uri`'s bucket (gcsfs or s3fs), cached per options."""
+    options = storage_options(uri)
+    return _filesystem(uri.scheme, json.dumps(options, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=32)
+def _filesystem(scheme: str, options_json: str):
+    import fsspec
+
+    # Listings are never cached: other hosts write the same bucket.
+    return fsspec.filesystem(scheme, use_listings_cache=False, **json.loads(options_json))
+
+
+@functools.lru_cache(maxsize=32)
+def _options(scheme: str, conn_id: str) -> dict:
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as err:  # AirflowNotFoundException, or no secrets backend reachable
+        raise StorageError(f"cannot read Airflow connection {conn_id!r} for {scheme}:// storage: {err}") from None
+    extra = conn.extra_dejson or {}
+    if scheme == "gs":
+        options: dict = {}
+        if extra.get("anonymous"):
+            options["token"] = "anon"
+        elif extra.get("keyfile_dict"):
+            keyfile = extra["keyfile_dict"]
+            options["token"] = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
+        elif extra.get("key_path"):
+            options["token"] = extra["key_path"]
+        for name in ("project", "endpoint_url"):
+            if extra.get(name):
+                options[name] = extra[name]
+        return options
+    options = {}
+    if conn.login:
+        options["key"] = conn.login
+    if conn.password:
+        options["secret"] = conn.password
+    if extra.get("aws_session_token"):
+        options["token"] = extra["aws_session_token"]
+    if extra.get("endpoint_url"):
+        options["endpoint_url"] = extra["endpoint_url"]
+    if extra.get("region_name"):
+        options["client_kwargs"] = {"region_name": extra["region_name"]}
+    return options
