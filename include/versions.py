@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from include.errors import RunParamsError
+from include.storage.location import BucketURI, join
 
 MAX_VERSION = 2**63 - 1
 _RUN_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -61,26 +62,26 @@ def run_key(run_id: str) -> str:
     return f"{readable}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
-def model_dir(serving_root: str | Path, model_name: str) -> Path:
+def model_dir(serving_root: str | Path, model_name: str) -> Path | BucketURI:
     """Returns the directory TensorFlow Serving's `base_path` points at for a model."""
-    return Path(serving_root) / model_name
+    return join(serving_root, model_name)
 
 
-def version_dir(serving_root: str | Path, model_name: str, version: int) -> Path:
+def version_dir(serving_root: str | Path, model_name: str, version: int) -> Path | BucketURI:
     """Returns the published directory of one version of a model."""
     return model_dir(serving_root, model_name) / str(parse_version(version))
 
 
-def runs_dir(export_root: str | Path, model_name: str) -> Path:
+def runs_dir(export_root: str | Path, model_name: str) -> Path | BucketURI:
     """Returns the directory holding the work dirs of a model's runs."""
-    return Path(export_root) / model_name / "runs"
+    return join(export_root, model_name, "runs")
 
 
-def run_work_dir(export_root: str | Path, model_name: str, run_id: str) -> Path:
+def run_work_dir(export_root: str | Path, model_name: str, run_id: str) -> Path | BucketURI:
     """Returns the run-scoped scratch directory (checkpoint, metrics, export) of one run."""
     return runs_dir(export_root, model_name) / run_key(run_id)
 
 
-def export_dir(work_dir: str | Path, version: int) -> Path:
+def export_dir(work_dir: str | Path, version: int) -> Path | BucketURI:
     """Returns where a run (its work dir) exports its SavedModel before publishing."""
-    return Path(work_dir) / "export" / str(parse_version(version))
+    return join(work_dir, "export", str(parse_version(version)))

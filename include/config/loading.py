@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from include.config.schema import _MAX_CONFIG_BYTES, _PATTERN_WORDS, PipelineConfig, _describe
-from include.errors import ConfigError
+from include.errors import ConfigError, StorageError
+from include.storage.connections import use_connection
 
 # libyaml's C parser when PyYAML has it (about 10x faster: the scheduler parses every file every
 # 30 s); same safe constructors either way.
@@ -74,6 +75,12 @@ def parse_pipeline_config(raw: Any, source: str | os.PathLike[str] = "<string>")
     except ValidationError as err:
         raise ConfigError(str(source), [_problem(e) for e in err.errors()]) from None
     config._source_path = Path(source)
+    try:  # this process opens the config's buckets with the connections it names
+        use_connection(config.data.location, config.data.connection)
+        for root in (config.storage.export_root, config.storage.serving_root):
+            use_connection(root, config.storage.connection)
+    except StorageError as err:
+        raise ConfigError(str(source), [str(err)]) from None
     return config
 
 

@@ -17,11 +17,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import WithJsonSchema
+
+from include.storage.location import BucketURI, scheme_problem
 
 #: The project root: relative paths in a pipeline YAML are resolved against it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +131,24 @@ def _iso_date(value: Any) -> Any:
 # Annotated[...]: after it, pydantic's JSON Schema says maxLength instead of maxItems.
 _AsTuple = BeforeValidator(lambda value: tuple(value) if isinstance(value, list) else value)
 _ProjectPath = Annotated[Path, BeforeValidator(_project_path)]
+
+
+def _location(value: Any) -> Any:
+    """Returns a `gs://` or `s3://` URI as a BucketURI, a path as `_project_path` does; other schemes fail."""
+    if isinstance(value, str) and "://" in value:
+        problem = scheme_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return BucketURI(value)
+    return _project_path(value)
+
+
+# A local path (relative to the project) or an object-store URI (include/storage/location.py).
+_Location = Annotated[
+    Path | BucketURI, PlainValidator(_location), PlainSerializer(str), WithJsonSchema({"type": "string"})
+]
+# The id of an Airflow connection that holds a bucket's credentials (never the credentials).
+_ConnectionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
 _Date = Annotated[dt.date, BeforeValidator(_iso_date)]
 _Identifier = Annotated[str, Field(pattern=_IDENTIFIER)]
 _QueueName = Annotated[str, Field(pattern=_QUEUE_NAME)]
@@ -298,8 +321,18 @@ class DataConfig(_Section):
     """Where the training data lives and which part of it a run reads."""
 
     location: Annotated[
-        _ProjectPath, Field(description="Folder of date partitions; relative to the project.")
+        _Location,
+        Field(
+            description="Folder of date partitions: a path (relative to the project), gs://bucket/prefix "
+            "or s3://bucket/prefix."
+        ),
     ]
+    connection: Annotated[
+        _ConnectionId | None,
+        Field(
+            description="Airflow connection with the credentials of location's bucket; null = default chain."
+        ),
+    ] = None
     format: Literal["tfrecord"] = "tfrecord"
     window_days: Annotated[
         int | None, Field(ge=1, le=36500, description="Days of data before the run's date; null = all of it.")
@@ -451,8 +484,19 @@ class ServingConfig(_Section):
 class StorageConfig(_Section):
     """Roots on disk: run-scoped work/export area, and the tree TF Serving reads."""
 
-    export_root: _ProjectPath
-    serving_root: _ProjectPath
+    export_root: Annotated[
+        _Location,
+        Field(description="Where runs keep their work (record, checkpoint, export): a path or a bucket URI."),
+    ]
+    serving_root: Annotated[
+        _Location, Field(description="The model tree TF Serving reads: a path or a bucket URI.")
+    ]
+    connection: Annotated[
+        _ConnectionId | None,
+        Field(
+            description="Airflow connection with the credentials of the roots' buckets; null = default chain."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _roots_differ(self) -> StorageConfig:
