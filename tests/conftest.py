@@ -62,3 +62,24 @@ def exported(session_config, trained, tmp_path_factory) -> Path:
 def serving_root(tmp_path) -> Path:
     """Returns a serving root under tmp_path (not created: publish creates it)."""
     return tmp_path / "serving"
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory):
+    """fake-gcs-server and moto's S3 server on loopback, with connections `gcs_test` and `s3_test`."""
+    from tests.buckets import object_stores
+
+    with object_stores(tmp_path_factory.mktemp("object-stores")) as found:
+        os.environ.update(found.connection_env())
+        yield found
+
+
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request, stores) -> str:
+    """A fresh, empty bucket on each emulator, bound to its test connection: `gs://…` or `s3://…`."""
+    from include.storage.connections import use_connection
+    from tests.buckets import GCS_CONN, S3_CONN
+
+    uri = stores.new_bucket(request.param)
+    use_connection(uri, GCS_CONN if request.param == "gs" else S3_CONN)
+    return uri
