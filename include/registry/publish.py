@@ -5,6 +5,20 @@ dir (`.staging/`, on the serving filesystem), flush and re-verify it, then `rena
 numeric version name. TensorFlow Serving ignores non-numeric names, so it never sees a
 half-written version. Then the manifest records it (include/registry/store.py): one entry, a history
 line or two and the small head, whatever the number of versions.
+
+In a bucket there is no rename, so the order of the writes keeps TF Serving's guarantee instead
+(the TFX Pusher's order), all under the model dir's lease (include/storage/objects.py):
+
+1. a version prefix without `saved_model.pb` is a crashed upload's leftovers: overwritten;
+   replacing a version (force) deletes its `saved_model.pb` first, so TF Serving stops loading it;
+2. every file of the export except `saved_model.pb` is uploaded and verified (size, md5/ETag);
+3. objects under the prefix that the export does not hold are deleted;
+4. `saved_model.pb` is uploaded and verified last: from then on TF Serving may load the version;
+5. the version's entry, the history and then the head are written (the head conditionally on
+   the one read), which commits the publish; then `models.config`.
+
+No numeric prefix ever holds a `saved_model.pb` of an incomplete version; a publish killed at
+any step leaves nothing TF Serving loads, and its retry completes it.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import ctypes
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +44,10 @@ from include.registry.store import (
     staging_path,
     version_path,
 )
-from include.savedmodel.files import content_digest, missing_parts
+from include.savedmodel.files import SAVED_MODEL_PB, content_digest, missing_parts
+from include.storage import objects
+from include.storage.location import BucketURI
+from include.storage.paths import is_remote, uri_of
 from include.versions import model_dir, parse_version
 
 log = logging.getLogger(__name__)
@@ -90,17 +108,26 @@ def publish_version(
         )
     base = model_dir(serving_root, model_name)
     target = version_path(base, version)
+    remote = is_remote(target)
 
     with locked(base), manifest_update(base) as update:  # migrates a manifest of before
         clear_staging(base)
         status = "published"
-        if target.exists():
+        if remote:
+            existing = _remote_digest(target)
+            if existing is not None and existing != digest and not force:
+                raise VersionConflictError(str(target), existing, digest)
+            if existing is not None:
+                status = "unchanged" if existing == digest else "replaced"
+        elif target.exists():
             existing = content_digest(target) if not missing_parts(target) else "incomplete"
             if existing != digest and not force:
                 raise VersionConflictError(str(target), existing, digest)
             status = "unchanged" if existing == digest else "replaced"
         if status == "unchanged":
             log.info("version %s already holds this content (sha256 %s): nothing to do", target, digest[:12])
+        elif remote:
+            _upload_in_order(export_path, uri_of(target), replace=status == "replaced")
         else:
             _put_in_place(export_path, base, target, digest, replace=status == "replaced")
             if status == "replaced":
@@ -108,7 +135,7 @@ def publish_version(
         labels, deleted = _record(
             update, version, digest, status, record, force_reason, keep_versions, serving_policy
         )
-    write_models_config(Path(serving_root))
+    write_models_config(serving_root)
     if status != "unchanged":
         log.info(
             "published version %s of %s at %s (sha256 %s, labels %s)",
@@ -147,6 +174,38 @@ def _put_in_place(export_path: Path, base: Path, target: Path, digest: str, *, r
         fsync_path(base)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remote_digest(target) -> str | None:
+    """Returns the content digest of a published version in a bucket; None if it has no saved_model.pb.
+
+    A prefix without `saved_model.pb` holds what an upload left when it died (nothing TF Serving
+    loads): the publish overwrites it. The digest reads the version's objects (a temp copy).
+    """
+    if not (target / SAVED_MODEL_PB).exists():
+        return None
+    with tempfile.TemporaryDirectory(prefix="published-") as tmp:
+        objects.download_tree(uri_of(target), tmp)
+        problems = missing_parts(tmp)
+        return "incomplete" if problems else content_digest(tmp)
+
+
+def _upload_in_order(export_path: Path, target: BucketURI, *, replace: bool) -> None:
+    """Puts an export at a bucket version prefix so that TF Serving never sees it incomplete.
+
+    `saved_model.pb` goes last, each object verified; objects of an earlier content or a crashed
+    upload that the export does not hold are deleted before it. Lease held.
+    """
+    if replace:
+        objects.delete(target / SAVED_MODEL_PB)  # TF Serving stops loading the old content first
+    names = sorted(p.relative_to(export_path).as_posix() for p in export_path.rglob("*") if p.is_file())
+    stale = [s.uri for s in objects.listing(target) if s.uri.relative_to(target) not in names]
+    stats = [objects.upload_file(export_path / n, target / n) for n in names if n != SAVED_MODEL_PB]
+    for uri in stale:
+        objects.delete(uri)
+    stats.append(objects.upload_file(export_path / SAVED_MODEL_PB, target / SAVED_MODEL_PB))
+    size = sum(s.size for s in stats)
+    log.info("uploaded %d objects (%d bytes) to %s, saved_model.pb last", len(stats), size, target)
 
 
 def _record(

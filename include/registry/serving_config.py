@@ -30,7 +30,9 @@ from include.registry.store import (
     version_dirs,
     version_path,
 )
-from include.savedmodel.files import missing_parts
+from include.savedmodel.files import SAVED_MODEL_PB, missing_parts
+from include.storage import objects
+from include.storage.paths import as_path, is_remote, uri_of
 
 if TYPE_CHECKING:
     from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
@@ -60,7 +62,7 @@ def render_models_config(serving_root: Path) -> str:
             if v is not None and (v in newest or _servable(model_dir, v))
         }
         blocks.append(
-            _model_config_block(head["model"], model_dir.resolve(), newest, labels, head["serving"])
+            _model_config_block(head["model"], _base_path(model_dir), newest, labels, head["serving"])
         )
     return "model_config_list {\n" + "".join(blocks) + "}\n"
 
@@ -73,7 +75,7 @@ def servable_newest(model_dir: Path, head: dict) -> list[int]:
     """
     wanted = max(1, int(head["serving"].get("num_latest", 1)))
     newest = head["newest"][-wanted:]  # a single-file manifest's head lists every published version
-    kept = [v for v in newest if not missing_parts(version_path(model_dir, v))]
+    kept = [v for v in newest if _complete(version_path(model_dir, v))]
     if len(kept) == len(newest):
         return newest
     gone = sorted(set(newest) - set(kept))
@@ -90,7 +92,23 @@ def servable_newest(model_dir: Path, head: dict) -> list[int]:
 def _servable(model_dir: Path, version: int) -> bool:
     """Returns whether a version is published and its dir is on disk and complete."""
     published = (read_version_entry(model_dir, version) or {}).get("status") == "published"
-    return published and not missing_parts(version_path(model_dir, version))
+    return published and _complete(version_path(model_dir, version))
+
+
+def _base_path(model_dir: Path) -> str:
+    """Returns the model dir as TF Serving's base_path: an absolute path, or the bucket URI."""
+    return str(model_dir) if is_remote(model_dir) else str(model_dir.resolve())
+
+
+def _complete(version_dir: Path) -> bool:
+    """Returns whether a version dir is complete.
+
+    In a bucket, a version's `saved_model.pb` is written last, once every other object of it is
+    verified (include/registry/publish.py): its presence is the version's completeness.
+    """
+    if is_remote(version_dir):
+        return (version_dir / SAVED_MODEL_PB).exists()
+    return not missing_parts(version_dir)
 
 
 def _model_config_block(name: str, base_path: Path, newest: list[int], labels: dict, policy: dict) -> str:
@@ -128,13 +146,23 @@ def write_models_config(serving_root: Path) -> Path:
     Raises RegistryError, writing nothing, when the path is no serving root (a file, a model dir,
     a version dir).
     """
-    serving_root = Path(serving_root)
+    serving_root = as_path(serving_root)
     problem = serving_root_problem(serving_root)
     if problem:
         raise RegistryError(
             f"{serving_root} {problem}: expected a serving root (the dir holding the model dirs and "
             f"{MODELS_CONFIG_FILE}); nothing was written"
         )
+    if is_remote(serving_root):
+        with locked(serving_root):
+            path = serving_root / MODELS_CONFIG_FILE
+            found = objects.stat(uri_of(path))
+            text = render_models_config(serving_root).encode()
+            if found is None:
+                objects.write(uri_of(path), text, if_absent=True)
+            else:  # the lease keeps other writers out; the condition catches one that lost it
+                objects.write(uri_of(path), text, if_token=found.token)
+        return path
     serving_root.mkdir(parents=True, exist_ok=True)
     with locked(serving_root):
         for stale in serving_root.glob(f".{MODELS_CONFIG_FILE}.*.tmp"):  # a crashed writer's
@@ -152,7 +180,7 @@ def read_models_config(serving_root: Path) -> ModelServerConfig | None:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    path = Path(serving_root) / MODELS_CONFIG_FILE
+    path = as_path(serving_root) / MODELS_CONFIG_FILE
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -66,7 +66,9 @@ from pathlib import Path
 from include.durable import append_bytes, fsync_path, locked, write_text_atomic
 from include.errors import ManifestError, RegistryError
 from include.savedmodel.files import SAVED_MODEL_PB
-from include.versions import is_version_name, version_dir
+from include.storage import objects
+from include.storage.paths import as_path, is_remote, lexists, uri_of
+from include.versions import is_version_name, parse_version, version_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict:
 
     Reads every entry: for the CLI, the UI and baselines, not for publishing.
     """
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     head = _read_head_file(model_dir)
     if head is not None and "format" not in head:  # the single file of before, not migrated yet
         manifest = dict(head)
@@ -134,7 +136,7 @@ def read_head(model_dir: str | os.PathLike[str]) -> dict:
     is summarized from its versions (then `newest` lists every published version, and `format`
     is SINGLE_FILE_FORMAT).
     """
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     head = _read_head_file(model_dir)
     if head is not None and "format" not in head:
         return {
@@ -151,7 +153,7 @@ def read_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
 
     Raises ManifestError if the entry file is damaged (not JSON, wrong types, another version's).
     """
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     path = model_dir / VERSIONS_DIR / f"{int(version)}.json"
     entry = _read_json(path, model_dir)
     if entry is not None:
@@ -162,7 +164,7 @@ def read_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
 def read_version_entry(model_dir: str | os.PathLike[str], version: int) -> dict | None:
     """Returns a version's entry in either layout (a single-file manifest of before is read whole)."""
     entry = read_entry(model_dir, version)
-    if entry is None and (Path(model_dir) / MANIFEST_FILE).is_file():
+    if entry is None and (as_path(model_dir) / MANIFEST_FILE).is_file():
         entry = read_manifest(model_dir)["versions"].get(str(int(version)))
     return entry
 
@@ -177,6 +179,8 @@ def is_published(model_dir: str | os.PathLike[str], version: int) -> bool:
 
 def version_dirs(model_dir: str | os.PathLike[str]) -> list[int]:
     """Returns the versions whose dirs are in the model dir (names TF Serving loads), oldest first."""
+    if is_remote(model_dir):  # a numeric prefix with objects under it
+        return sorted(int(name) for name in objects.children(uri_of(model_dir)) if is_version_name(name))
     try:
         with os.scandir(model_dir) as items:
             return sorted(int(e.name) for e in items if is_version_name(e.name) and e.is_dir())
@@ -186,7 +190,9 @@ def version_dirs(model_dir: str | os.PathLike[str]) -> list[int]:
 
 def version_path(model_dir: str | os.PathLike[str], version: int) -> Path:
     """Returns where a version's dir is (or would be) in a model dir, named as TF Serving loads it."""
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
+    if is_remote(model_dir):
+        return model_dir / str(parse_version(version))
     return version_dir(model_dir.parent, model_dir.name, version)
 
 
@@ -205,18 +211,22 @@ def renamed_between(model_dir: str | os.PathLike[str]) -> list[Path]:
 
     Renames work within one file system only: include/run/preflight.py checks these share one.
     """
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     return [model_dir, model_dir / STAGING_DIR, model_dir / VERSIONS_DIR]
 
 
 def has_registry(path: str | os.PathLike[str]) -> bool:
     """Returns whether a dir holds registry files (manifest.json or .manifest/)."""
-    path = Path(path)
-    return os.path.lexists(path / MANIFEST_FILE) or os.path.lexists(path / RECORDS_DIR)
+    path = as_path(path)
+    return lexists(path / MANIFEST_FILE) or lexists(path / RECORDS_DIR)
 
 
 def model_dirs(serving_root: str | os.PathLike[str]) -> list[Path]:
     """Returns the model dirs under a serving root that have a manifest.json, sorted by name."""
+    if is_remote(serving_root):
+        root = as_path(serving_root)
+        names = [n for n in objects.children(uri_of(serving_root)) if not n.startswith(".")]
+        return [root / n for n in names if (root / n / MANIFEST_FILE).is_file()]
     try:
         with os.scandir(serving_root) as items:
             found = [Path(e.path) for e in items if e.is_dir() and not e.name.startswith(".")]
@@ -231,7 +241,9 @@ def model_dir_problem(path: str | os.PathLike[str]) -> str | None:
     A model dir holds a registry (manifest.json, .manifest/) or version dirs, and is neither a
     version dir nor a serving root.
     """
-    path = Path(path)
+    path = as_path(path)
+    if is_remote(path):  # a prefix: never a file or a symlink
+        return _remote_dir_problem(path)
     if not os.path.lexists(path):
         return "does not exist"
     if not path.is_dir():
@@ -246,9 +258,27 @@ def model_dir_problem(path: str | os.PathLike[str]) -> str | None:
     return "holds no registry (manifest.json, .manifest/) and no version dirs"
 
 
+def _remote_dir_problem(path) -> str | None:
+    """`model_dir_problem` of a bucket prefix."""
+    if is_version_name(path.name) or (path / SAVED_MODEL_PB).exists():
+        return f"is a version dir (a SavedModel); its model dir is {path.parent}"
+    if has_registry(path) or version_dirs(path):
+        return None
+    models = [p.name for p in model_dirs(path)]
+    if models or (path / MODELS_CONFIG_FILE).exists():
+        return f"is a serving root (model dirs in it: {', '.join(models) or 'none'}); name one model dir"
+    return "holds no registry (manifest.json, .manifest/) and no version dirs"
+
+
 def serving_root_problem(path: str | os.PathLike[str]) -> str | None:
     """Returns why `path` cannot be a serving root (None if it is one or can be created as one)."""
-    path = Path(path)
+    path = as_path(path)
+    if is_remote(path):
+        if is_version_name(path.name) or (path / SAVED_MODEL_PB).exists():
+            return f"is a version dir (a SavedModel); its serving root is {path.parent.parent}"
+        if has_registry(path) or version_dirs(path):
+            return f"is a model dir (it holds a registry or version dirs); its serving root is {path.parent}"
+        return None
     current = path
     while not os.path.lexists(current) and current.parent != current:
         current = current.parent
@@ -270,7 +300,13 @@ def entry_versions(model_dir: str | os.PathLike[str]) -> list[int]:
 
 
 def entries_stamp(model_dir: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """Returns (mtime_ns, inode) of the entries' dir: it changes whenever an entry is renamed into it."""
+    """Returns (mtime_ns, inode) of the entries' dir: it changes whenever an entry is renamed into it.
+
+    In a bucket: the number of entries and a hash of their listing (names, sizes, tokens).
+    """
+    if is_remote(model_dir):
+        stamps = entry_stamps(model_dir)
+        return (len(stamps), hash(tuple(sorted(stamps.items())))) if stamps else None
     try:
         found = (Path(model_dir) / VERSIONS_DIR).stat()
     except (FileNotFoundError, NotADirectoryError):
@@ -281,6 +317,12 @@ def entries_stamp(model_dir: str | os.PathLike[str]) -> tuple[int, int] | None:
 def entry_stamps(model_dir: str | os.PathLike[str]) -> dict[int, tuple[int, int, int]]:
     """Returns {version: (mtime_ns, size, inode)} of the entry files (each is replaced, never edited)."""
     stamps = {}
+    if is_remote(model_dir):
+        for found in objects.listing(uri_of(model_dir) / VERSIONS_DIR):
+            stem = found.uri.name.removesuffix(".json")
+            if found.uri.name.endswith(".json") and is_version_name(stem):
+                stamps[int(stem)] = (0, found.size, hash(found.token))
+        return stamps
     try:
         with os.scandir(Path(model_dir) / VERSIONS_DIR) as items:
             for item in items:
@@ -302,7 +344,13 @@ def read_history_from(
     was replaced (a rebuild) or cut is read from its start again. Raises ManifestError for a
     line that is not a JSON event.
     """
-    path = Path(model_dir) / HISTORY_FILE
+    path = as_path(model_dir) / HISTORY_FILE
+    if is_remote(path):  # no inode, and an append rewrites the object: read the committed lines again
+        found = objects.read_bytes(uri_of(path))
+        if found is None:
+            return [], (0, 0), position != (0, 0)
+        events = _history_events(found[:committed], path, as_path(model_dir))
+        return events, (0, committed), True
     try:
         with open(path, "rb") as handle:
             inode = os.fstat(handle.fileno()).st_ino
@@ -328,7 +376,7 @@ def archive_config(model_dir: str | os.PathLike[str], sha256: str, data: bytes) 
     """Returns `.configs/<sha256>.yaml` of a model dir, written once, atomically, under its lock."""
     if len(sha256) != 64 or not set(sha256) <= set(string.hexdigits.lower()):
         raise RegistryError(f"config sha256: expected 64 lowercase hex digits, got {sha256!r}")
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     target = model_dir / CONFIGS_DIR / f"{sha256}.yaml"
     if target.is_file():  # content-addressed: once there, it is the right one
         return target
@@ -348,12 +396,14 @@ class ManifestUpdate:
     """
 
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
-        self.model_dir = Path(model_dir)
+        self.model_dir = as_path(model_dir)
         self._entries: dict[int, dict | None] = {}  # read or changed, by version
         self._changed: set[int] = set()
         self._events: list[dict] = []
         self._doomed: set[int] = set()  # version dirs to remove once the change is committed
         self._newest_stale = False
+        # In a bucket: the head object's token as read, so that its replacement is conditional.
+        self._head_token = _head_token(self.model_dir)
         self.head = self._open()
         self._written_head = _dumps_head(self.head)
 
@@ -441,18 +491,42 @@ class ManifestUpdate:
             self.head["history_bytes"] = append_bytes(self.model_dir / HISTORY_FILE, lines.encode())
         text = _dumps_head(self.head)
         if text != self._written_head:
-            write_text_atomic(self.model_dir / MANIFEST_FILE, text, tmp_dir=staging)
+            self._write_head(text, staging)
             self._written_head = text
         self._changed.clear()
         self._events.clear()
         # Recorded first, removed second: a crash in between leaves a dir whose entry says deleted,
         # which the next retention pass removes; never a published entry without its dir.
         for version in sorted(self._doomed):
+            if is_remote(self.model_dir):  # saved_model.pb first: TF Serving stops seeing it at once
+                objects.delete_tree(uri_of(version_path(self.model_dir, version)), first=[SAVED_MODEL_PB])
+                continue
             doomed = staging / f"deleting-{version}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(version_path(self.model_dir, version), doomed)  # TF Serving sees it vanish at once
             shutil.rmtree(doomed, ignore_errors=True)
         self._doomed.clear()
+
+    def _write_head(self, text: str, staging: Path) -> None:
+        """Replaces the head, which commits the change.
+
+        In a bucket the write is conditional on the head this change read: a writer that lost
+        its lease (paused past its expiry) cannot overwrite the head another writer committed.
+        """
+        path = self.model_dir / MANIFEST_FILE
+        if not is_remote(path):
+            write_text_atomic(path, text, tmp_dir=staging)
+            return
+        try:
+            if self._head_token is None:
+                self._head_token = objects.write(uri_of(path), text.encode(), if_absent=True)
+            else:
+                self._head_token = objects.write(uri_of(path), text.encode(), if_token=self._head_token)
+        except objects.PreconditionFailed:
+            raise RegistryError(
+                f"{path} was changed by another writer during this change (its lease expired?): "
+                "nothing was committed; retry"
+            ) from None
 
     def _newest_cap(self) -> int:
         return max(1, int(self.head["serving"].get("num_latest", 1)))
@@ -483,8 +557,11 @@ class ManifestUpdate:
             committed = head["history_bytes"] = path.read_bytes().rfind(b"\n") + 1 if size else 0
         if size != committed:
             log.warning("dropping %d uncommitted bytes at the end of %s", size - committed, path)
-            os.truncate(path, committed)
-            fsync_path(path)
+            if is_remote(path):
+                objects.write(uri_of(path), path.read_bytes()[:committed])
+            else:
+                os.truncate(path, committed)
+                fsync_path(path)
 
     def _migrate(self, old: dict) -> dict:
         """Rewrites a single-file manifest in this layout; returns the head that commits it.
@@ -526,7 +603,7 @@ def manifest_update(model_dir: str | os.PathLike[str]) -> Iterator[ManifestUpdat
 
 def migrate_manifest(model_dir: str | os.PathLike[str]) -> None:
     """Rewrites a single-file manifest of before in the current layout, under the lock (else no-op)."""
-    with locked(Path(model_dir)), manifest_update(model_dir):
+    with locked(as_path(model_dir)), manifest_update(model_dir):
         pass
 
 
@@ -593,6 +670,14 @@ def _json_problem(err: ValueError, size: int) -> str:
         return f"{err}"
     where = f"{err.msg} at line {err.lineno} column {err.colno}"
     return f"{where}, at the end of its {size} bytes: truncated?" if err.pos >= size - 1 else where
+
+
+def _head_token(model_dir: Path) -> str | None:
+    """Returns the token of a bucket's head object (None if there is none, or locally)."""
+    if not is_remote(model_dir):
+        return None
+    found = objects.stat(uri_of(model_dir / MANIFEST_FILE))
+    return found.token if found else None
 
 
 def _read_head_file(model_dir: Path) -> dict | None:
@@ -737,12 +822,20 @@ def _read_history(path: Path, committed: int, model_dir: Path) -> list[dict]:
     Raises ManifestError naming the file and the line if one is not a JSON event.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(committed)
+        if is_remote(path):
+            data = (objects.read_bytes(uri_of(path)) or b"")[:committed]
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(committed)
     except FileNotFoundError:
         return []
     except OSError as err:
         raise ManifestError(path, f"cannot be read ({err.strerror or err})", model_dir) from None
+    return _history_events(data, path, model_dir)
+
+
+def _history_events(data: bytes, path: Path, model_dir: Path) -> list[dict]:
+    """Returns the events of history bytes (whole lines only); ManifestError naming a bad line."""
     lines = data[: data.rfind(b"\n") + 1].splitlines()
     events = []
     for number, line in enumerate(lines, start=1):
@@ -767,14 +860,17 @@ def history_event(line: bytes) -> tuple[dict, str | None]:
 
 def staging_path(model_dir: str | os.PathLike[str], name: str) -> Path:
     """Returns where a writer stages `name`: inside the model dir's staging dir (the caller makes it)."""
-    return Path(model_dir) / STAGING_DIR / name
+    return as_path(model_dir) / STAGING_DIR / name
 
 
 def clear_staging(model_dir: str | os.PathLike[str]) -> None:
     """Empties the staging dir of what crashed writers left; the caller holds the model dir's lock.
 
-    Lists `.staging/` only, never the model dir with its versions.
+    Lists `.staging/` only, never the model dir with its versions. A bucket has none: its writers
+    put objects in place directly, in an order that keeps them invisible until complete.
     """
+    if is_remote(model_dir):
+        return
     staging = Path(model_dir) / STAGING_DIR
     try:
         names = os.listdir(staging)
@@ -800,6 +896,8 @@ def _staging_dir(model_dir: Path) -> Path:
 
 def _make_dir(path: Path) -> Path:
     """Returns `path`, made (with its parents) and flushed into its parent if it was missing."""
+    if is_remote(path):  # a prefix exists once an object is under it
+        return path
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         fsync_path(path.parent)
@@ -808,7 +906,7 @@ def _make_dir(path: Path) -> Path:
 
 def _remove_old_leftovers(model_dir: Path) -> None:
     """Deletes staging dirs and temp files that crashed writers of the single-file layout left."""
-    if not model_dir.is_dir():
+    if is_remote(model_dir) or not model_dir.is_dir():
         return
     with os.scandir(model_dir) as entries:
         names = [e.name for e in entries if e.name.startswith(_OLD_LEFTOVERS)]
@@ -836,7 +934,7 @@ class Salvage:
 
 def salvage_registry(model_dir: str | os.PathLike[str]) -> Salvage:
     """Returns what still reads of a model's registry files, in either layout; raises nothing for damage."""
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     salvage = Salvage()
     committed = _salvage_head(model_dir, salvage)
     _salvage_entries(model_dir, salvage)
@@ -925,7 +1023,7 @@ def _salvage_history(model_dir: Path, committed: int | None, salvage: Salvage) -
 
 def back_up_registry(model_dir: str | os.PathLike[str]) -> str | None:
     """Copies the registry files into .manifest/before-rebuild-<time>/; returns that dir (None: no files)."""
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     sources = [model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE, model_dir / VERSIONS_DIR]
     if not any(os.path.lexists(p) for p in sources):
         return None
@@ -955,7 +1053,7 @@ def replace_registry(
     file or dir belongs, and entries not in `entries`, are removed: back them up first. The
     caller holds the model dir's lock.
     """
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     staging = _staging_dir(model_dir)
     for path in (model_dir / MANIFEST_FILE, model_dir / HISTORY_FILE):
         _clear_way(path, keep_file=True)

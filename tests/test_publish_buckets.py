@@ -1,0 +1,135 @@
+"""Publishing into a bucket (GCS and S3 emulators): the upload order, conflicts, crashes, races.
+
+The promise is TF Serving's: a numeric prefix holds a `saved_model.pb` only once every other
+object of that version is in place and verified. These tests kill uploads part-way (an upload
+that raises after N objects, as a worker dying mid-upload would leave it) and race publishers,
+then read the bucket as TF Serving and the registry's readers do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from include.errors import StorageError, VersionConflictError
+from include.registry.publish import publish_version
+from include.registry.serving_config import read_models_config, write_models_config
+from include.registry.store import read_head, read_manifest, version_dirs
+from include.savedmodel.files import SAVED_MODEL_PB, content_digest, missing_parts
+from include.storage import objects
+from include.storage.location import BucketURI
+
+VERSION = 20261101000000
+
+
+def altered_copy(exported: Path, tmp_path: Path) -> Path:
+    other = tmp_path / "other" / exported.name
+    shutil.copytree(exported, other)
+    (other / "assets.extra" / "note.txt").write_text("different")
+    return other
+
+
+def fetched(uri: BucketURI, tmp_path: Path) -> Path:
+    """Returns a fresh local copy of a version prefix (what TF Serving would download)."""
+    target = tmp_path / "fetched" / uri.name
+    shutil.rmtree(target, ignore_errors=True)
+    objects.download_tree(uri, target)
+    return target
+
+
+def test_a_version_published_to_a_bucket_is_complete_and_recorded(exported, bucket, tmp_path):
+    root = BucketURI(bucket) / "serving"
+    result = publish_version(exported, root, "digits", VERSION, record={"run_id": "r1"})
+    target = root / "digits" / str(VERSION)
+    assert result.status == "published" and result.path == str(target)
+    assert result.labels == ["canary", "stable"]
+    copy = fetched(target, tmp_path)
+    assert missing_parts(copy) == [] and content_digest(copy) == content_digest(exported)
+    manifest = read_manifest(root / "digits")
+    assert manifest["labels"] == {"canary": VERSION, "stable": VERSION}
+    assert manifest["versions"][str(VERSION)]["run_id"] == "r1"
+    config = read_models_config(root)
+    (model,) = config.model_config_list.config
+    assert model.name == "digits" and model.base_path == str(root / "digits")
+    assert objects.stat(root / "digits" / ".publish.lock") is None  # the lease is released
+    again = publish_version(exported, root, "digits", VERSION)
+    assert again.status == "unchanged"
+
+
+def test_other_content_for_a_published_version_is_refused_unless_forced(exported, bucket, tmp_path):
+    root = BucketURI(bucket) / "serving"
+    publish_version(exported, root, "digits", VERSION)
+    other = altered_copy(exported, tmp_path)
+    with pytest.raises(VersionConflictError):
+        publish_version(other, root, "digits", VERSION)
+    forced = publish_version(other, root, "digits", VERSION, force=True, force_reason="fix")
+    assert forced.status == "replaced"
+    assert content_digest(fetched(root / "digits" / str(VERSION), tmp_path)) == content_digest(other)
+
+
+@pytest.mark.parametrize("dies_after", [1, 3])
+def test_an_upload_that_dies_leaves_nothing_tf_serving_loads_and_its_retry_completes_it(
+    exported, bucket, tmp_path, monkeypatch, dies_after
+):
+    root = BucketURI(bucket) / "serving"
+    real, calls = objects.upload_file, []
+
+    def dying(local, uri):
+        calls.append(uri)
+        if len(calls) > dies_after:
+            raise StorageError(f"connection reset uploading {uri}")
+        return real(local, uri)
+
+    monkeypatch.setattr(objects, "upload_file", dying)
+    with pytest.raises(StorageError, match="connection reset"):
+        publish_version(exported, root, "digits", VERSION)
+    target = root / "digits" / str(VERSION)
+    left = [s.uri.relative_to(target) for s in objects.listing(target)]
+    assert len(left) == dies_after and SAVED_MODEL_PB not in left  # partial, but never loadable
+    assert read_head(root / "digits")["newest"] == []  # nothing committed
+    monkeypatch.setattr(objects, "upload_file", real)
+    retry = publish_version(exported, root, "digits", VERSION)
+    assert retry.status == "published" and retry.labels == ["canary", "stable"]
+    assert content_digest(fetched(target, tmp_path)) == content_digest(exported)
+
+
+def test_publishers_racing_on_one_model_lose_nothing(exported, bucket):
+    root = BucketURI(bucket) / "serving"
+    versions = [VERSION + n for n in range(4)]
+    barrier, errors = threading.Barrier(len(versions)), []
+
+    def publish(version):
+        barrier.wait()
+        try:
+            publish_version(exported, root, "digits", version, keep_versions=10)
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=publish, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    manifest = read_manifest(root / "digits")
+    assert sorted(int(v) for v in manifest["versions"]) == versions
+    assert version_dirs(root / "digits") == versions
+    assert manifest["labels"]["canary"] == max(versions)
+    write_models_config(root)  # reads clean
+
+
+def test_a_writer_whose_lease_was_taken_over_cannot_commit(exported, bucket, monkeypatch):
+    """A publisher paused past its lease's expiry finds the head changed and commits nothing."""
+    from include.registry import store
+
+    root = BucketURI(bucket) / "serving"
+    publish_version(exported, root, "digits", VERSION)
+    update = store.ManifestUpdate(root / "digits")  # read the head, as a publisher does
+    publish_version(exported, root, "digits", VERSION + 1)  # another host commits meanwhile
+    update.put_entry(VERSION + 2, {"version": VERSION + 2, "status": "published"})
+    with pytest.raises(Exception, match="changed by another writer"):
+        update.commit()
+    assert read_head(root / "digits")["newest"][-1] == VERSION + 1
