@@ -14,6 +14,12 @@ dir (`write_step`), and XCom carries the record's path and small facts only.
         validation.json     validate_signatures: signatures, fingerprint, gate verdict
         reference_outputs.json  validate_signatures: every signature's outputs on the held-out rows
         export/<version>/   export_savedmodel: the SavedModel (export.json: its digest and size)
+
+The work dir may be a bucket (`storage.export_root: gs://...`): run.json then keeps the bucket
+URI as `work_dir`, each task works in a local copy of it (`local_dir`, include/run/workdir.py),
+and XCom carries the bucket URIs of run.json and of the export dir. Paths a step file records
+(train.json's checkpoint, export.json's export dir) are written in the work dir's terms (the
+bucket URI) and mapped onto the reading task's copy with `RunRecord.local`.
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from include.config import PipelineConfig, load_pipeline_config, parse_pipeline_yaml
 from include.durable import write_json_atomic, write_text_atomic
 from include.errors import ConfigError, RunRecordError
+from include.run import workdir
 from include.run.options import RunOptions, resolve_run_options
+from include.storage.location import BucketURI, is_bucket, join, location
 from include.versions import export_dir, run_key
 
 log = logging.getLogger(__name__)
@@ -66,7 +74,9 @@ class RunRecord:
     config_source: str  # the YAML the run started from (may have changed since)
     config_sha256: str  # of the snapshot's bytes
     options: RunOptions
-    work_dir: str
+    work_dir: str  # a local path or a bucket URI: the run's home
+    #: This task's local copy of a bucket work dir (None: the work dir is local and is its own copy).
+    local_dir: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def version(self) -> int:
@@ -74,14 +84,24 @@ class RunRecord:
         return self.options.version
 
     @property
-    def path(self) -> Path:
-        """Returns where this record is stored (what XCom hands on)."""
-        return Path(self.work_dir) / RECORD_FILE
+    def remote(self) -> BucketURI | None:
+        """Returns the work dir when it is in a bucket, else None."""
+        return BucketURI(self.work_dir) if is_bucket(self.work_dir) else None
+
+    @property
+    def home(self) -> Path:
+        """Returns the dir this task reads and writes the run's files in (the local copy for a bucket)."""
+        return Path(self.local_dir or self.work_dir)
+
+    @property
+    def path(self) -> Path | BucketURI:
+        """Returns where this record is stored (what XCom hands on): a path or a bucket URI."""
+        return join(self.work_dir, RECORD_FILE)
 
     @property
     def config_snapshot(self) -> Path:
-        """Returns the run's copy of the pipeline YAML."""
-        return Path(self.work_dir) / CONFIG_SNAPSHOT
+        """Returns the run's copy of the pipeline YAML (in this task's local copy)."""
+        return self.home / CONFIG_SNAPSHOT
 
     @functools.cached_property
     def config(self) -> PipelineConfig:
@@ -89,19 +109,49 @@ class RunRecord:
         return load_pipeline_config(self.config_snapshot)
 
     @property
-    def export_dir(self) -> Path:
-        """Returns where export_savedmodel writes the SavedModel (the sensor watches it)."""
+    def export_dir(self) -> Path | BucketURI:
+        """Returns where export_savedmodel's SavedModel ends up (the sensor watches it): path or URI."""
         return export_dir(self.work_dir, self.version)
 
+    @property
+    def local_export_dir(self) -> Path:
+        """Returns where this task's copy of the export dir is."""
+        return export_dir(self.home, self.version)
+
+    def local(self, recorded: str | os.PathLike[str]) -> Path:
+        """Returns this task's copy of a path a step file recorded in the work dir's terms."""
+        remote = self.remote
+        if remote is not None and is_bucket(recorded):
+            try:
+                return self.home / BucketURI(str(recorded)).relative_to(remote)
+            except ValueError:
+                raise RunRecordError(
+                    f"run {self.run.run_id} recorded {recorded}, which is not in its work dir {remote}"
+                ) from None
+        return Path(recorded)
+
+    def recorded(self, local: str | os.PathLike[str]) -> str:
+        """Returns a path in this task's copy in the work dir's terms (what step files record)."""
+        remote = self.remote
+        if remote is None:
+            return str(local)
+        return str(remote / Path(local).relative_to(self.home).as_posix())
+
     def write_step(self, step: str, result: dict) -> Path:
-        """Writes what a step found into `<work_dir>/<step>.json` atomically; returns the path."""
-        path = Path(self.work_dir) / f"{step}.json"
+        """Writes what a step found into `<step>.json` of this task's copy atomically; returns the path.
+
+        For a bucket work dir the step's push (include/run/workdir.py) uploads it, last.
+        """
+        path = self.home / f"{step}.json"
         write_json_atomic(path, result)
         return path
 
     def read_step(self, step: str) -> dict:
-        """Returns what an earlier step of this run wrote; raises RunRecordError if it did not."""
-        path = Path(self.work_dir) / f"{step}.json"
+        """Returns what an earlier step of this run wrote; raises RunRecordError if it did not.
+
+        For a bucket work dir the step file must have been pulled into this task's copy.
+        """
+        path = self.home / f"{step}.json"
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -118,6 +168,7 @@ class RunRecord:
     def to_dict(self) -> dict:
         """Returns the record as JSON-able data (what run.json holds)."""
         data = asdict(self)
+        data.pop("local_dir")  # this task's, not the run's
         data["options"] = self.options.to_dict()
         return data
 
@@ -134,12 +185,15 @@ def start_run(
 
     A retry of the first task finds the record of its earlier attempt and returns it unchanged,
     before reading the YAML: the run keeps the config it started with, even if the file was edited
-    or broken since. `runs_dir` comes from the DAG the run belongs to (`versions.runs_dir`).
+    or broken since. `runs_dir` comes from the DAG the run belongs to (`versions.runs_dir`): a
+    path, or a bucket URI, where the record is written in this task's local copy and uploaded
+    (config.yaml first, then run.json, only if no attempt wrote one meanwhile).
     Raises ConfigError or RunParamsError.
     """
-    work_dir = Path(runs_dir) / run_key(run.run_id)
+    work_dir = location(runs_dir) / run_key(run.run_id)
+    remote = work_dir if isinstance(work_dir, BucketURI) else None
     existing = work_dir / RECORD_FILE
-    if existing.is_file():
+    if _record_exists(existing):
         record = load_run(existing)
         log.info(
             "run record %s exists (an earlier attempt): keeping its config %s",
@@ -154,7 +208,9 @@ def start_run(
         raise ConfigError(str(source), [f"cannot read file: {err}"]) from None
     config = parse_pipeline_yaml(data, source=source.resolve())
     options = resolve_run_options(params, logical_date, run_after)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    local_dir = workdir.fresh_mirror(remote) if remote else None
+    if remote is None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(
         run=run,
         pipeline=config.name,
@@ -162,10 +218,14 @@ def start_run(
         config_sha256=hashlib.sha256(data).hexdigest(),
         options=options,
         work_dir=str(work_dir),
+        local_dir=str(local_dir) if local_dir else None,
     )
     # The snapshot goes first: a record on disk always has its config beside it.
     write_text_atomic(record.config_snapshot, data)
-    write_json_atomic(record.path, record.to_dict())
+    write_json_atomic(record.home / RECORD_FILE, record.to_dict())
+    if remote is not None and not _upload_record(record):
+        log.warning("another attempt of run %s wrote its record first: keeping that one", run.run_id)
+        return load_run(existing)
     log.info(
         "run %s: version %s, data as of %s, config %s (sha256 %s), record %s",
         run.run_id,
@@ -176,6 +236,28 @@ def start_run(
         record.path,
     )
     return record
+
+
+def _record_exists(path: Path | BucketURI) -> bool:
+    """Returns whether a run record is stored at `path` (a file, or an object in a bucket)."""
+    if isinstance(path, BucketURI):
+        from include.storage import objects
+
+        return objects.stat(path) is not None
+    return path.is_file()
+
+
+def _upload_record(record: RunRecord) -> bool:
+    """Uploads a new record's snapshot, then its run.json unless one is there; returns whether it was not."""
+    from include.storage import objects
+
+    remote = record.remote
+    objects.upload_file(record.config_snapshot, remote / CONFIG_SNAPSHOT)
+    try:
+        objects.write(remote / RECORD_FILE, (record.home / RECORD_FILE).read_bytes(), if_absent=True)
+    except objects.PreconditionFailed:
+        return False
+    return True
 
 
 def load_run(path: str | os.PathLike[str] | None) -> RunRecord:
@@ -191,14 +273,16 @@ def load_run(path: str | os.PathLike[str] | None) -> RunRecord:
             f"({RECORD_FILE}) and hands its path on, so {RECORD_WRITER!r} must run (and succeed) first; "
             "`airflow dags test <dag> <date>` runs every task in order"
         )
-    path = Path(path)
-    if not path.exists():
+    path = location(path)
+    local_dir = _fetch_record(path) if isinstance(path, BucketURI) else None
+    stored = local_dir / RECORD_FILE if local_dir else path
+    if not stored.exists():
         raise RunRecordError(
             f"cannot read the run record {path}: it does not exist; task {RECORD_WRITER!r} of the run "
             f"writes it and must run (and succeed) first"
         )
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(stored.read_text())
         options = dict(data["options"])
         options["as_of"] = dt.date.fromisoformat(options["as_of"])
         record = RunRecord(
@@ -208,9 +292,12 @@ def load_run(path: str | os.PathLike[str] | None) -> RunRecord:
             config_sha256=data["config_sha256"],
             options=RunOptions(**options),
             work_dir=data["work_dir"],
+            local_dir=str(local_dir) if local_dir else None,
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunRecordError(f"cannot read the run record {path}: {err}") from None
+    if local_dir is not None and record.path != path:
+        raise RunRecordError(f"run record {path} names another work dir: {record.work_dir}")
     try:
         snapshot = record.config_snapshot.read_bytes()
     except OSError as err:
@@ -221,3 +308,18 @@ def load_run(path: str | os.PathLike[str] | None) -> RunRecord:
             f"(sha256 {hashlib.sha256(snapshot).hexdigest()[:12]}, recorded {record.config_sha256[:12]})"
         )
     return record
+
+
+def _fetch_record(uri: BucketURI) -> Path:
+    """Returns a fresh local copy of the work dir of the record at `uri`, holding run.json and config.yaml.
+
+    What the bucket lacks is missing from the copy too (load_run says which).
+    """
+    from include.storage import objects
+
+    local_dir = workdir.fresh_mirror(uri.parent)
+    for name in (RECORD_FILE, CONFIG_SNAPSHOT):
+        data = objects.read_bytes(uri.parent / name)
+        if data is not None:
+            (local_dir / name).write_bytes(data)
+    return local_dir

@@ -3,6 +3,10 @@
 Plain Python without Airflow: the DAG's tasks are thin shells that call these with the record's
 path and hand on what they return (small facts). Each step reads what the earlier ones wrote into
 the run's work dir and writes its own result there (see include/run/record.py).
+
+When the work dir is in a bucket, each step first pulls what it reads into the task's local copy
+and ends by pushing what it wrote, its step JSON last (include/run/workdir.py): no step reads a
+file another task left on a local disk.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from include.registry import store
 from include.registry.policy import baseline
 from include.registry.publish import PublishResult, publish_version
 from include.registry.store import read_manifest
+from include.run import workdir
 from include.run.preflight import preflight
 from include.run.record import RunRecord
-from include.savedmodel.export import export_savedmodel
+from include.savedmodel.export import export_savedmodel, source_file
 from include.savedmodel.verify import Verification, verify_export
+from include.storage.location import BucketURI, is_bucket
 from include.train.data import read_sample
-from include.train.training import EVAL_SAMPLE_FILE, train_model
+from include.train.training import CHECKPOINT_DIR, EVAL_SAMPLE_FILE, train_model
 from include.validate.checkpoint import validate_checkpoint
 from include.versions import model_dir
 
@@ -38,12 +44,22 @@ def train_run(record: RunRecord) -> dict:
     result = train_model(
         record.config,
         options.as_of,
-        record.work_dir,
+        record.home,
         steps=options.steps,
         learning_rate=options.learning_rate,
     ).to_dict()
+    result["checkpoint"] = record.recorded(result["checkpoint"])
     record.write_step("train", result)
+    workdir.push(record, [f"{CHECKPOINT_DIR}/"], marker="train.json")
     return result
+
+
+def _pull_trained(record: RunRecord) -> dict:
+    """Returns train.json, with the checkpoint dir pulled into the task's copy (bucket work dirs)."""
+    workdir.pull(record, "train.json")
+    trained = record.read_step("train")  # RunRecordError naming train if it never committed
+    workdir.pull(record, f"{CHECKPOINT_DIR}/")
+    return trained
 
 
 def validate_run(record: RunRecord) -> dict:
@@ -53,7 +69,7 @@ def validate_run(record: RunRecord) -> dict:
     (a backfill) cannot displace it, so only the absolute thresholds apply to it.
     """
     config, options = record.config, record.options
-    trained = record.read_step("train")
+    trained = _pull_trained(record)
     served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))
     if served and int(served["version"]) > record.version:
         log.info(
@@ -63,7 +79,7 @@ def validate_run(record: RunRecord) -> dict:
     log.info("baseline: %s", f"version {served['version']}" if served else "none")
     verdict = validate_checkpoint(
         config,
-        trained["checkpoint"],
+        str(record.local(trained["checkpoint"])),
         trained["metrics"],
         baseline=served,
         force_reason=options.force_reason if options.force_publish else None,
@@ -71,15 +87,26 @@ def validate_run(record: RunRecord) -> dict:
     )
     record.write_step("reference_outputs", verdict.pop("reference_outputs"))
     record.write_step("validation", verdict)
+    workdir.push(record, ["reference_outputs.json"], marker="validation.json")
     return verdict
 
 
 def export_run(record: RunRecord) -> dict:
-    """Returns the export step's result: the SavedModel written with SavedModelBuilder."""
-    result = export_savedmodel(record.config, record.read_step("train")["checkpoint"], record.export_dir)
+    """Returns the export step's result: the SavedModel written with SavedModelBuilder.
+
+    For a bucket work dir: exported in the task's copy from the pulled checkpoint, then pushed,
+    `saved_model.pb` after the rest of the dir, the checkpoint note, and export.json last.
+    """
+    trained = _pull_trained(record)
+    local_dir = record.local_export_dir
+    result = export_savedmodel(record.config, str(record.local(trained["checkpoint"])), local_dir)
+    result["export_dir"] = record.recorded(result["export_dir"])
     # Which process wrote it: publish loads it in another one (except under `airflow dags test`).
     result["pid"] = os.getpid()
     record.write_step("export", result)
+    names = [local_dir.relative_to(record.home).as_posix() + "/"]
+    names.append(source_file(local_dir).relative_to(record.home).as_posix())
+    workdir.push(record, names, marker="export.json")
     return result
 
 
@@ -87,12 +114,19 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
     """Returns what verifying the exported SavedModel found and what publishing it with its lineage did.
 
     Nothing is published unless the export loads from disk and answers like the trained model
-    (ExportVerificationError otherwise).
+    (ExportVerificationError otherwise). An `export_path` in a bucket (the work dir's export dir,
+    as the sensor hands it on) is pulled into the task's copy first, with the step files read.
     """
     config, options = record.config, record.options
+    workdir.pull(record, "train.json", "validation.json", "reference_outputs.json")
     trained = record.read_step("train")
     validation = record.read_step("validation")
-    sample = read_sample(Path(trained["checkpoint"]).parent / EVAL_SAMPLE_FILE)
+    checkpoint_dir = record.local(trained["checkpoint"]).parent
+    if record.remote is not None:
+        workdir.pull(record, (checkpoint_dir / EVAL_SAMPLE_FILE).relative_to(record.home).as_posix())
+    if is_bucket(export_path):
+        export_path = _pull_export(record, BucketURI(str(export_path)))
+    sample = read_sample(checkpoint_dir / EVAL_SAMPLE_FILE)
     verification = verify_export(export_path, config, sample, record.read_step("reference_outputs"))
     base = model_dir(config.storage.serving_root, config.model.name)
     lineage = {
@@ -129,6 +163,13 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
         expected_digest=verification.content_digest,
     )
     return verification, published
+
+
+def _pull_export(record: RunRecord, uri: BucketURI) -> Path:
+    """Returns the task's local copy of an export dir in the run's bucket work dir, pulled whole."""
+    local = record.local(uri)
+    workdir.pull(record, local.relative_to(record.home).as_posix() + "/")
+    return local
 
 
 def archive_config(record: RunRecord, base: Path) -> Path:
