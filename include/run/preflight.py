@@ -17,6 +17,11 @@ retries. Checked:
   MARGIN_BYTES: on the serving file system (publish's copy) and on the export one (the export),
   twice that when they are one.
 
+A root in a bucket (`gs://...`, `s3://...`) is checked by what matters there: the bucket answers
+and this process may write and delete in it, tried with a probe object `.probe-<uuid>` under the
+dir (the error names the bucket and the Airflow connection used). A bucket has no file system to
+share and no free space to run out of: neither is checked.
+
 Nothing is created and nothing is left behind: a refused run leaves the serving tree as it was.
 """
 
@@ -40,6 +45,7 @@ from include.registry.store import (
     renamed_between,
     version_path,
 )
+from include.storage.location import BucketURI, location
 from include.versions import model_dir, runs_dir
 
 if TYPE_CHECKING:
@@ -51,6 +57,8 @@ log = logging.getLogger(__name__)
 MARGIN_BYTES = 1 << 20
 #: The probe file's name: a temp-file name, which the crash tests' leftover check would spot.
 _PROBE = ".preflight-{}.tmp"
+#: The probe object's name in a bucket.
+_BUCKET_PROBE = ".probe-{}"
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,9 @@ def preflight_storage(
 ) -> PreflightReport:
     """Returns what was checked; raises PreflightError (or ManifestError) if publishing could not work."""
     base = model_dir(serving_root, model_name)
-    check_writable_dir(serving_root, "storage.serving_root")
-    serving = check_one_file_system(renamed_between(base), "the model dir")
+    serving = check_writable_dir(serving_root, "storage.serving_root")
+    if not isinstance(serving, BucketURI):  # a bucket has no renames to keep on one file system
+        serving = check_one_file_system(renamed_between(base), "the model dir")
     exports = check_writable_dir(runs_dir(export_root, model_name), "the runs dir under storage.export_root")
     last = last_published(base)
     if needed_bytes is not None:
@@ -97,25 +106,31 @@ def preflight_storage(
         )
     else:
         size, basis = 0, "nothing published yet"
-    free = check_free_space([serving, exports], size + MARGIN_BYTES, basis)
+    free = check_free_space(
+        [a for a in (serving, exports) if not isinstance(a, BucketURI)], size + MARGIN_BYTES, basis
+    )
     report = PreflightReport(str(base), str(exports), last, size + MARGIN_BYTES, free)
     log.info(
-        "preflight: %s and %s are writable directories; %s bytes needed, free: %s",
+        "preflight: %s and %s are writable; %s bytes needed, free: %s",
         base,
         exports,
         f"{report.needed_bytes:,}",
-        ", ".join(f"{path} {n:,}" for path, n in free.items()),
+        ", ".join(f"{path} {n:,}" for path, n in free.items()) or "(buckets: not checked)",
     )
     return report
 
 
-def check_writable_dir(path: str | os.PathLike[str], what: str) -> Path:
+def check_writable_dir(path: str | os.PathLike[str], what: str) -> Path | BucketURI:
     """Returns the dir that holds `path` or would (itself, else its nearest existing ancestor).
 
     Raises PreflightError unless `path` is a directory or can be created as one, and a file can
-    be created in that dir.
+    be created in that dir. A bucket location is returned as it is once a probe object could be
+    written and deleted under it (`check_writable_bucket`).
     """
-    path = Path(path)
+    path = location(path)
+    if isinstance(path, BucketURI):
+        check_writable_bucket(path, what)
+        return path
     anchor = existing_anchor(path, what)
     check_writable(anchor, path, what)
     return anchor
@@ -164,6 +179,37 @@ def check_writable(anchor: Path, path: Path, what: str) -> None:
         ) from None
 
 
+def check_writable_bucket(prefix: BucketURI, what: str) -> None:
+    """Raises PreflightError unless a probe object can be written under `prefix` and deleted again.
+
+    The message names the bucket and the Airflow connection it was opened with (or the default
+    credentials): a missing bucket, a refused credential and an unreachable endpoint all end here.
+    """
+    from include.storage import objects
+
+    probe = prefix / _BUCKET_PROBE.format(uuid.uuid4().hex)
+    try:
+        objects.write(probe, b"preflight probe: deleted at once\n")
+        objects.delete(probe)
+    except Exception as err:  # StorageError, or a client's own (no credentials, bad endpoint)
+        conn = _connection_of(prefix)
+        opened = (
+            f"Airflow connection {conn!r}" if conn else "the provider's default credentials (no connection)"
+        )
+        raise PreflightError(
+            prefix,
+            f"is not writable ({what}): writing and deleting the probe object {probe.name} in bucket "
+            f"{prefix.scheme}://{prefix.bucket} with {opened} failed: {type(err).__name__}: {err}",
+        ) from None
+
+
+def _connection_of(uri: BucketURI) -> str | None:
+    """Returns the Airflow connection bound to `uri`'s bucket in this process (None: default chain)."""
+    from include.storage import connections
+
+    return connections._bound.get((uri.scheme, uri.bucket))  # private: connections.py has no reader yet
+
+
 def check_one_file_system(paths: list[Path], what: str) -> Path:
     """Returns the first path's anchor; raises PreflightError unless all are writable dirs on one file system.
 
@@ -196,7 +242,11 @@ def last_published(base: Path) -> int | None:
 
 
 def version_size(version_dir: Path) -> int:
-    """Returns the bytes of every file in a version dir."""
+    """Returns the bytes of every file in a version dir (every object under it, in a bucket)."""
+    if isinstance(location(str(version_dir)), BucketURI):
+        from include.storage import objects
+
+        return sum(found.size for found in objects.listing(BucketURI(str(version_dir))))
     return sum(path.stat().st_size for path in version_dir.rglob("*") if path.is_file())
 
 
