@@ -125,6 +125,7 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             deferrable=ops.sensor_mode == "deferrable",
             poke_interval=10,
             timeout=dt.timedelta(minutes=ops.sensor_timeout_minutes).total_seconds(),
+            conn_id=config.storage.connection,  # the triggerer reads no YAML to learn it
         )
         published = publish_version.override(outlets=[model_asset(config)])(trained["record"], waited.output)
         validated >> exported >> waited >> published

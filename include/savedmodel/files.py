@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 SAVED_MODEL_PB = "saved_model.pb"
@@ -81,6 +81,65 @@ def _shard_problems(variables: Path, extents: tuple[int, dict[int, int]] | None)
         names = ", ".join(f"variables.data-{i:05d}-of-{total:05d}" for i in absent[:5])
         return [f"{VARIABLES_DIR}/ is missing data shard(s) {names or 'of 0'}"]
     return []
+
+
+def missing_objects(sizes: Mapping[str, int]) -> list[str]:
+    """Returns what keeps a SavedModel in a bucket from being complete, judged by its listing alone.
+
+    `sizes` maps each object's key below the version dir (`saved_model.pb`,
+    `variables/variables.index`, ...) to its size. The presence rules of `missing_parts`, without
+    reading any object: a non-empty `saved_model.pb`, a non-empty `variables/variables.index`,
+    and one complete set of data shards `variables.data-K-of-N` (K < N). What the index names and
+    whether the protos are well formed is for the loader (publish verifies the export it pulled).
+    """
+    if not sizes:
+        return ["no object is there"]
+    problems = []
+    if SAVED_MODEL_PB not in sizes:
+        problems.append(f"{SAVED_MODEL_PB} is missing")
+    elif sizes[SAVED_MODEL_PB] == 0:
+        problems.append(f"{SAVED_MODEL_PB} is empty")
+    prefix = f"{VARIABLES_DIR}/"
+    variables = {
+        k[len(prefix) :]: n for k, n in sizes.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]
+    }
+    if not variables:
+        problems.append(f"{VARIABLES_DIR}/ is missing")
+        return problems
+    if VARIABLES_INDEX not in variables:
+        problems.append(f"{VARIABLES_DIR}/{VARIABLES_INDEX} is missing")
+    elif variables[VARIABLES_INDEX] == 0:
+        problems.append(f"{VARIABLES_DIR}/{VARIABLES_INDEX} is empty")
+    shards: dict[int, set[int]] = {}
+    for name in variables:
+        if match := _DATA_SHARD.match(name):
+            shards.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    if not shards:
+        problems.append(f"{VARIABLES_DIR}/ holds no variables.data-*-of-* shard")
+    elif len(shards) > 1:
+        problems.append(f"{VARIABLES_DIR}/ mixes shard sets of sizes {sorted(shards)}")
+    else:
+        ((total, present),) = shards.items()
+        absent = sorted(set(range(total)) - present)
+        if total == 0 or absent:
+            names = ", ".join(f"variables.data-{i:05d}-of-{total:05d}" for i in absent[:5])
+            problems.append(f"{VARIABLES_DIR}/ is missing data shard(s) {names or 'of 0'}")
+    return problems
+
+
+def missing_parts_at(version_dir: str | os.PathLike[str]) -> list[str]:
+    """Returns what keeps a SavedModel dir from being complete: `missing_parts` on a local path,
+    `missing_objects` on the listing of a `gs://`/`s3://` prefix (one LIST request, no reads).
+    """
+    from include.storage.location import BucketURI, is_bucket
+
+    if not is_bucket(version_dir):
+        return missing_parts(version_dir)
+    from include.storage import objects
+
+    prefix = BucketURI(str(version_dir))
+    sizes = {found.uri.relative_to(prefix): found.size for found in objects.listing(prefix)}
+    return missing_objects(sizes) if sizes else [f"{prefix} holds no object"]
 
 
 def is_complete(version_dir: str | os.PathLike[str]) -> bool:
