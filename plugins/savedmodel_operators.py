@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator
@@ -22,9 +22,12 @@ class SavedModelExportOperator(BaseOperator):
     main_op=tables_initializer(), strip_default_attrs=True)` then `save()`, with the signatures
     the run's config declares, into a temporary sibling of the run's export dir that is renamed
     into place when complete. A complete export of the same checkpoint is reused on rerun; a
-    partial or stale one is replaced.
+    partial or stale one is replaced. With the run's work dir in a bucket, the checkpoint is
+    pulled into a local copy, exported there, and the export pushed back (`saved_model.pb` after
+    the rest of its dir, export.json last; include/run/workdir.py).
 
-    :param run_record: path of the run record written by the train task (`run.json`). (templated)
+    :param run_record: path or bucket URI of the run record written by the train task (`run.json`).
+        (templated)
     """
 
     template_fields: Sequence[str] = ("run_record",)
@@ -35,18 +38,23 @@ class SavedModelExportOperator(BaseOperator):
         self.run_record = run_record
 
     def execute(self, context: Context) -> dict:
+        from include.run import workdir
         from include.run.record import load_run
         from include.run.steps import export_run
 
         with fail_fast_on_permanent_errors():
-            result = export_run(load_run(self.run_record))
+            run = load_run(self.run_record)
+            try:
+                result = export_run(run)
+            finally:
+                workdir.discard(run)
         self.log.info(
             "SavedModel at %s (%d bytes, reused=%s)", result["export_dir"], result["bytes"], result["reused"]
         )
         self.log.info(
             summary_line(
                 self.task_id,
-                f"SavedModelBuilder wrote version {Path(result['export_dir']).name} "
+                f"SavedModelBuilder wrote version {PurePosixPath(result['export_dir']).name} "
                 f"({result['bytes']:,} bytes{', reused' if result['reused'] else ''})",
             )
         )

@@ -3,7 +3,8 @@
 Each step is a thin shell around `include/run/steps.py`: `train` writes the run record from the
 pipeline YAML and the run context; every later step gets the record's path and reads the rest
 from it. Permanent errors become AirflowFailException. TensorFlow is imported inside `include/`
-functions, at run time only.
+functions, at run time only. With a work dir in a bucket, XCom carries bucket URIs, and each task
+removes its local copy of the work dir when it ends (include/run/workdir.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _log_tensorflow_preload() -> None:
 @task(multiple_outputs=True)
 def train(pipeline_file: str, runs_dir: str) -> dict:
     """Resolves the run record, trains on the data as of the run's date; returns the record's path."""
+    from include.run import workdir
     from include.run.preflight import check_writable_dir
     from include.run.record import RunIdentity, start_run
     from include.run.steps import train_run
@@ -45,14 +47,18 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
         run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
         logical_date=logical_date.isoformat() if logical_date else None,
     )
+    record = None
     with fail_fast_on_permanent_errors():
         # The record goes under storage.export_root: a file or read-only mount there is named here
         # (permanent, no retry); train_run's preflight checks the rest before training.
         check_writable_dir(runs_dir, "the runs dir under storage.export_root")
-        record = start_run(
-            pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
-        )
-        result = train_run(record)
+        try:
+            record = start_run(
+                pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
+            )
+            result = train_run(record)
+        finally:
+            workdir.discard(record)
     data, metrics = result["data"], result["metrics"]
     log.info(
         summary_line(
@@ -67,12 +73,17 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
 @task(multiple_outputs=True)
 def validate_signatures(record: str) -> dict:
     """Checks signatures against the contract and the served version, runs them, gates quality."""
+    from include.run import workdir
     from include.run.record import load_run
     from include.run.steps import validate_run
 
     _log_tensorflow_preload()
     with fail_fast_on_permanent_errors():
-        verdict = validate_run(load_run(record))
+        run = load_run(record)
+        try:
+            verdict = validate_run(run)
+        finally:
+            workdir.discard(run)
     log.info(
         summary_line(
             "validate_signatures",
@@ -86,6 +97,7 @@ def validate_signatures(record: str) -> dict:
 @task
 def publish_version(record: str, version_dir: str) -> dict:
     """Verifies the exported SavedModel, then promotes it into the serving root with its lineage."""
+    from include.run import workdir
     from include.run.record import load_run
     from include.run.steps import publish_run
 
@@ -93,7 +105,11 @@ def publish_version(record: str, version_dir: str) -> dict:
     context = get_current_context()
     with fail_fast_on_permanent_errors():
         run = load_run(record)
-        verification, result = publish_run(run, version_dir)
+        try:
+            verification, result = publish_run(run, version_dir)
+            metrics = run.read_step("train")["metrics"]
+        finally:
+            workdir.discard(run)
     log.info(
         summary_line(
             "publish_version",
@@ -108,6 +124,6 @@ def publish_version(record: str, version_dir: str) -> dict:
             "path": result.path,
             "status": result.status,
             "labels": result.labels,
-            "metrics": run.read_step("train")["metrics"],
+            "metrics": metrics,
         }
     return result.to_dict()
