@@ -8,6 +8,8 @@ then read the bucket as TF Serving and the registry's readers do.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import threading
 from pathlib import Path
@@ -133,3 +135,40 @@ def test_a_writer_whose_lease_was_taken_over_cannot_commit(exported, bucket, mon
     with pytest.raises(Exception, match="changed by another writer"):
         update.commit()
     assert read_head(root / "digits")["newest"][-1] == VERSION + 1
+
+
+def test_labels_move_and_roll_back_in_a_bucket_and_the_cli_lists_it(exported, bucket):
+    from include.registry.cli import main
+    from include.registry.policy import promote
+
+    root = BucketURI(bucket) / "serving"
+    publish_version(exported, root, "digits", VERSION)
+    publish_version(exported, root, "digits", VERSION + 1)
+    promote(root, "digits", VERSION + 1, "stable", by="alice", reason="better")
+    manifest = promote(root, "digits", VERSION, "stable", by="bob", reason="roll back")
+    assert manifest["labels"] == {"canary": VERSION + 1, "stable": VERSION}
+    moves = [(e["by"], e["version"]) for e in manifest["history"] if e.get("label") == "stable"]
+    assert moves[-2:] == [("alice", VERSION + 1), ("bob", VERSION)]
+    (model,) = read_models_config(root).model_config_list.config
+    assert dict(model.version_labels) == {"canary": VERSION + 1, "stable": VERSION}
+    # Not capsys: a session fixture set up under it would leave TensorFlow's logger on its stream.
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["versions", str(root / "digits")]) == 0
+    printed = out.getvalue()
+    assert str(VERSION) in printed and str(VERSION + 1) in printed and "stable" in printed
+
+
+def test_a_version_without_its_saved_model_pb_is_never_served_nor_labelled(exported, bucket):
+    from include.errors import RegistryError
+    from include.registry.policy import set_label
+
+    root = BucketURI(bucket) / "serving"
+    publish_version(exported, root, "digits", VERSION)
+    publish_version(exported, root, "digits", VERSION + 1)
+    objects.delete(root / "digits" / str(VERSION + 1) / SAVED_MODEL_PB)  # deleted by hand
+    with pytest.raises(RegistryError, match=r"no saved_model\.pb"):
+        set_label(root / "digits", "stable", VERSION + 1, by="alice", reason="try")
+    write_models_config(root)
+    (model,) = read_models_config(root).model_config_list.config
+    assert VERSION + 1 not in dict(model.version_labels).values()
+    assert list(model.model_version_policy.specific.versions) == [VERSION]

@@ -13,10 +13,10 @@ is a history event of the model's registry, beside the label moves:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from include.durable import locked
 from include.registry.store import manifest_update
+from include.storage.paths import as_path
 
 #: The options of Airflow's ApprovalOperator (airflow.providers.standard.operators.hitl).
 APPROVE = "Approve"
@@ -59,6 +59,6 @@ def record_approval(
         "outcome": outcome,
         "requested_by": requested_by,
     }
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir)
     with locked(model_dir), manifest_update(model_dir) as update:
         update.record_event(event, by=approver or "timeout", reason=reason)

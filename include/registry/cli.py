@@ -15,7 +15,6 @@ In the versions table a published version whose dir is gone reads `missing`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from include.registry.store import (
     shown_status,
     version_dirs,
 )
+from include.storage.paths import as_path, lexists
 
 MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"
 
@@ -101,8 +101,8 @@ def find_model_dir(name: str) -> Path | None:
 
     An existing path is returned as it is: the commands check that it is a model dir.
     """
-    model_dir = Path(name)
-    if os.path.lexists(model_dir):
+    model_dir = as_path(name)
+    if lexists(model_dir):
         return model_dir
     try:
         pipeline = find_pipeline(name)
@@ -113,7 +113,7 @@ def find_model_dir(name: str) -> Path | None:
             file=sys.stderr,
         )
         return None
-    return pipeline.storage.serving_root / pipeline.model.name
+    return as_path(pipeline.storage.serving_root) / pipeline.model.name
 
 
 def rebuild_command(model_dir: Path) -> int:
@@ -130,7 +130,7 @@ def rebuild_command(model_dir: Path) -> int:
 
 def versions_command(model_dir: Path) -> int:
     """Prints a model's versions table, the missing version dirs and those its registry does not know."""
-    problem = model_dir_problem(model_dir) if os.path.lexists(model_dir) else None
+    problem = model_dir_problem(model_dir) if lexists(as_path(model_dir)) else None
     if problem:  # a model never published yet has no dir: an empty table
         raise RegistryError(f"{model_dir} {problem}: expected a model dir (<serving_root>/<model>)")
     manifest = read_manifest(model_dir)

@@ -7,8 +7,10 @@ under the model dir's lock; `promote` also rewrites TF Serving's models.config.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
+from include import versions
 from include.durable import locked
 from include.errors import RegistryError
 from include.registry.serving_config import write_models_config
@@ -21,8 +23,10 @@ from include.registry.store import (
     published_versions,
     read_manifest,
     version_path,
+    version_problems,
 )
-from include.savedmodel.files import missing_parts
+from include.storage import objects
+from include.storage.paths import is_remote, uri_of
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str
                     f"version {version} is not a published version of {update.model} "
                     f"(published: {published_versions(read_manifest(model_dir))})"
                 )
-            problems = missing_parts(version_path(model_dir, version))
+            problems = version_problems(version_path(model_dir, version))
             if problems:
                 raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
             _move_label(update, label, version, by=by, reason=reason, previous=update.labels.get(label))
@@ -85,9 +89,13 @@ def check_loadable(version_dir: Path) -> None:
     """Raises RegistryError unless TensorFlow can load the SavedModel and sees its signatures."""
     import tensorflow as tf
 
-    problems = missing_parts(version_dir)
+    problems = version_problems(version_dir)
     if problems:
         raise RegistryError(f"{version_dir} is not complete: {'; '.join(problems)}")
+    if is_remote(version_dir):  # TensorFlow reads no s3:// and no emulator: load a fresh copy
+        with tempfile.TemporaryDirectory(prefix="loadable-") as tmp:
+            objects.download_tree(uri_of(version_dir), tmp)
+            return check_loadable(Path(tmp))
     try:
         loaded = tf.saved_model.load(str(version_dir), tags=["serve"])
     except Exception as err:
@@ -102,7 +110,7 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
     This is rollback too: point `stable` back at an older version. Regenerates models.config.
     Returns the manifest.
     """
-    model_dir = Path(serving_root) / model_name
+    model_dir = versions.model_dir(serving_root, model_name)
     if not has_registry(model_dir):
         raise RegistryError(f"no published model {model_name!r} under {serving_root}")
     published = published_versions(read_manifest(model_dir))
@@ -112,7 +120,7 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
         )
     check_loadable(version_path(model_dir, version))
     manifest = set_label(model_dir, label, version, by=by, reason=reason)
-    write_models_config(Path(serving_root))
+    write_models_config(serving_root)
     log.info("%s of %s now points at version %s (by %s: %s)", label, model_name, version, by, reason)
     return manifest
 

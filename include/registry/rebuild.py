@@ -44,6 +44,7 @@ from include.registry.store import (
     version_path,
 )
 from include.savedmodel.files import content_digest, missing_parts
+from include.storage.paths import is_remote
 from include.versions import is_version_name
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ def rebuild_registry(model_dir: str | os.PathLike[str], *, by: str = "rebuild") 
 
     Holds the model dir's lock, so it waits for a publisher and no publisher runs meanwhile.
     """
+    if is_remote(model_dir):
+        raise RegistryError(
+            f"{model_dir}: rebuild works on a local model dir only; copy the model dir from the bucket "
+            "(gcloud storage rsync / aws s3 sync), rebuild the copy, then copy its registry files back"
+        )
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     report = RebuildReport(str(model_dir))

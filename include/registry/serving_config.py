@@ -29,8 +29,8 @@ from include.registry.store import (
     serving_root_problem,
     version_dirs,
     version_path,
+    version_problems,
 )
-from include.savedmodel.files import SAVED_MODEL_PB, missing_parts
 from include.storage import objects
 from include.storage.paths import as_path, is_remote, uri_of
 
@@ -101,14 +101,8 @@ def _base_path(model_dir: Path) -> str:
 
 
 def _complete(version_dir: Path) -> bool:
-    """Returns whether a version dir is complete.
-
-    In a bucket, a version's `saved_model.pb` is written last, once every other object of it is
-    verified (include/registry/publish.py): its presence is the version's completeness.
-    """
-    if is_remote(version_dir):
-        return (version_dir / SAVED_MODEL_PB).exists()
-    return not missing_parts(version_dir)
+    """Returns whether a version dir is complete (in a bucket: it has its saved_model.pb)."""
+    return not version_problems(version_dir)
 
 
 def _model_config_block(name: str, base_path: Path, newest: list[int], labels: dict, policy: dict) -> str:

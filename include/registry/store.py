@@ -65,7 +65,7 @@ from pathlib import Path
 
 from include.durable import append_bytes, fsync_path, locked, write_text_atomic
 from include.errors import ManifestError, RegistryError
-from include.savedmodel.files import SAVED_MODEL_PB
+from include.savedmodel.files import SAVED_MODEL_PB, missing_parts
 from include.storage import objects
 from include.storage.paths import as_path, is_remote, lexists, uri_of
 from include.versions import is_version_name, parse_version, version_dir
@@ -199,6 +199,20 @@ def version_path(model_dir: str | os.PathLike[str], version: int) -> Path:
 def has_version_dir(model_dir: str | os.PathLike[str], version: int) -> bool:
     """Returns whether a version's dir is in the model dir."""
     return version_path(model_dir, version).is_dir()
+
+
+def version_problems(version_dir: str | os.PathLike[str]) -> list[str]:
+    """Returns what keeps a version dir from being served (empty if it is complete).
+
+    In a bucket a version's `saved_model.pb` is written last, once every other object of it was
+    verified (include/registry/publish.py): its presence is the version's completeness.
+    """
+    path = as_path(version_dir)
+    if is_remote(path):
+        if (path / SAVED_MODEL_PB).exists():
+            return []
+        return [f"no {SAVED_MODEL_PB} in {path} (an upload that did not finish, or a deleted version)"]
+    return missing_parts(path)
 
 
 def shown_status(status: str | None, on_disk: bool) -> str | None:

@@ -25,8 +25,8 @@ import threading
 # probe waits 60 s on an endpoint without gRPC (an emulator, a proxy). Opt in by setting it true.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from include.errors import StorageError  # noqa: E402
-from include.storage.location import BucketURI, location  # noqa: E402
+from include.errors import StorageError
+from include.storage.location import BucketURI, location
 
 _bound: dict[tuple[str, str], str] = {}  # (scheme, bucket) -> connection id
 _lock = threading.Lock()
@@ -80,12 +80,14 @@ def _options(scheme: str, conn_id: str) -> dict:
 
         conn = BaseHook.get_connection(conn_id)
     except Exception as err:  # AirflowNotFoundException, or no secrets backend reachable
-        raise StorageError(f"cannot read Airflow connection {conn_id!r} for {scheme}:// storage: {err}") from None
+        raise StorageError(
+            f"cannot read Airflow connection {conn_id!r} for {scheme}:// storage: {err}"
+        ) from None
     extra = conn.extra_dejson or {}
     if scheme == "gs":
         options: dict = {}
         if extra.get("anonymous"):
-            options["token"] = "anon"
+            options["token"] = "anon"  # noqa: S105 - gcsfs's name for no credentials
         elif extra.get("keyfile_dict"):
             keyfile = extra["keyfile_dict"]
             options["token"] = json.loads(keyfile) if isinstance(keyfile, str) else keyfile

@@ -81,7 +81,9 @@ def _split(value: str) -> tuple[str, str, str]:
 def is_bucket(location: object) -> bool:
     """Returns whether `location` names an object store (a BucketURI or a `gs://`/`s3://` string)."""
     return isinstance(location, BucketURI) or (
-        isinstance(location, str) and bool(_URI.match(location)) and location.split("://")[0].lower() in SCHEMES
+        isinstance(location, str)
+        and bool(_URI.match(location))
+        and location.split("://")[0].lower() in SCHEMES
     )
 
 

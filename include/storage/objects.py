@@ -63,7 +63,9 @@ def _fs_path(uri: BucketURI) -> str:
 def _stat_of(uri: BucketURI, info: dict) -> ObjectStat:
     if uri.scheme == "gs":
         md5 = info.get("md5Hash")
-        return ObjectStat(uri, int(info["size"]), str(info["generation"]), base64.b64decode(md5).hex() if md5 else None)
+        return ObjectStat(
+            uri, int(info["size"]), str(info["generation"]), base64.b64decode(md5).hex() if md5 else None
+        )
     etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
     return ObjectStat(uri, int(info["size"]), etag, None if "-" in etag else etag)
 
@@ -130,7 +132,9 @@ def write(uri: BucketURI, data: bytes, *, if_token: str | None = None, if_absent
         return str(out["ETag"]).strip('"')
     except (FileExistsError, OSError) as err:
         if _is_precondition(err):
-            raise PreconditionFailed(f"{uri} changed since it was read (another writer committed first)") from None
+            raise PreconditionFailed(
+                f"{uri} changed since it was read (another writer committed first)"
+            ) from None
         raise _storage_error(uri, "write", err) from None
 
 
@@ -228,8 +232,12 @@ def open_read(uri: BucketURI, block_size: int = 2**20):
         raise _storage_error(uri, "open", err) from None
 
 
+def _md5(data: bytes = b""):
+    return hashlib.md5(data, usedforsecurity=False)  # the stores' checksum, not a security check
+
+
 def _file_md5(path: Path, part: int | None = None) -> tuple[str, list[bytes]]:
-    whole, parts, current, filled = hashlib.md5(), [], hashlib.md5(), 0
+    whole, parts, current, filled = _md5(), [], _md5(), 0
     with open(path, "rb") as handle:
         while chunk := handle.read(2**20):
             whole.update(chunk)
@@ -241,7 +249,7 @@ def _file_md5(path: Path, part: int | None = None) -> tuple[str, list[bytes]]:
                     filled, view = filled + take, view[take:]
                     if filled == part:
                         parts.append(current.digest())
-                        current, filled = hashlib.md5(), 0
+                        current, filled = _md5(), 0
     if part and filled:
         parts.append(current.digest())
     return whole.hexdigest(), parts
@@ -273,7 +281,7 @@ def upload_file(local: str | os.PathLike[str], uri: BucketURI) -> ObjectStat:
     elif found.md5 is not None and found.md5 != md5:
         problem = f"md5 {found.md5} stored, {md5} sent"
     elif found.md5 is None and uri.scheme == "s3" and parts:
-        expected = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+        expected = f"{_md5(b''.join(parts)).hexdigest()}-{len(parts)}"
         if found.token != expected:
             problem = f"multipart ETag {found.token} stored, {expected} expected"
     if problem:
@@ -281,7 +289,9 @@ def upload_file(local: str | os.PathLike[str], uri: BucketURI) -> ObjectStat:
     return found
 
 
-def upload_tree(local_dir: str | os.PathLike[str], prefix: BucketURI, *, last: Iterable[str] = ()) -> list[ObjectStat]:
+def upload_tree(
+    local_dir: str | os.PathLike[str], prefix: BucketURI, *, last: Iterable[str] = ()
+) -> list[ObjectStat]:
     """Uploads every file below `local_dir` to `prefix/<relative path>`, verified; `last` ones after all.
 
     `last` holds relative paths (e.g. `saved_model.pb`) uploaded only once every other file is
@@ -313,7 +323,7 @@ def download_tree(prefix: BucketURI, local_dir: str | os.PathLike[str]) -> list[
 
 
 def delete_tree(prefix: BucketURI, *, first: Iterable[str] = ()) -> int:
-    """Deletes every object below `prefix/`, the `first` relative paths before the others; returns how many."""
+    """Deletes every object below `prefix/`, the `first` relative paths before the rest; returns how many."""
     found = listing(prefix)
     early = [prefix / name for name in first]
     for uri in early:
@@ -367,8 +377,8 @@ class Lease:
                         pass
                 elif time.monotonic() > deadline:
                     raise StorageError(
-                        f"{self.lock} is held by {holder['owner']} (for {holder['expires'] - time.time():.0f}s "
-                        f"more); waited {self.wait:.0f}s"
+                        f"{self.lock} is held by {holder['owner']} for "
+                        f"{holder['expires'] - time.time():.0f}s more; waited {self.wait:.0f}s"
                     )
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -416,3 +426,43 @@ def leased(lock: BucketURI, *, ttl: float = 60.0, wait: float = 600.0) -> Iterat
         yield lease
     finally:
         lease.release()
+
+
+def entries(prefix: BucketURI) -> dict[str, bool]:
+    """Returns the names one level below `prefix/`, sorted, each with whether it is a prefix ("directory").
+
+    A name that is both an object and a prefix (`a` and `a/b`) counts as a prefix.
+    """
+    fs = filesystem(prefix)
+    fs.invalidate_cache(_fs_path(prefix))
+    try:
+        found = fs.ls(_fs_path(prefix), detail=True)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise _storage_error(prefix, "list", err) from None
+    own = _fs_path(prefix).rstrip("/")
+    kinds: dict[str, bool] = {}
+    for info in found:
+        name = info["name"].rstrip("/")
+        if name != own:
+            key = name.rsplit("/", 1)[-1]
+            kinds[key] = kinds.get(key, False) or info.get("type") == "directory"
+    return dict(sorted(kinds.items()))
+
+
+def read_range(uri: BucketURI, start: int, end: int) -> bytes:
+    """Returns the bytes `start`..`end` (exclusive) of an object, one ranged read (fewer at its end)."""
+    if end <= start:
+        return b""
+    try:
+        return filesystem(uri).cat_file(_fs_path(uri), start=start, end=end)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _storage_error(uri, "read", err) from None
+
+
+def opened_stat(uri: BucketURI, handle) -> ObjectStat:
+    """Returns what the store said about an object `open_read` opened (the version it reads)."""
+    return _stat_of(uri, handle.details)

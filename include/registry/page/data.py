@@ -25,6 +25,7 @@ from include.registry.store import (
     shown_status,
     version_dirs,
 )
+from include.storage.paths import as_path
 from include.versions import model_dir
 
 #: Versions per page of a model's table, and the most a page may ask for.
@@ -66,7 +67,7 @@ def model_refs(configs) -> list[ModelRef]:
         ModelRef(
             name=c.model.name,
             pipeline=c.name,
-            serving_root=Path(c.storage.serving_root),
+            serving_root=c.storage.serving_root,
             model_dir=model_dir(c.storage.serving_root, c.model.name),
             promotion_approval=c.serving.promotion_approval,
         )
@@ -184,7 +185,7 @@ def serving_entry(serving_root: Path, model: str, version: int, newest: list[int
     `newest` (the newest published versions) stands for the dirs TF Serving finds under a `latest`
     policy. A models.config that does not parse is reported in `problem`.
     """
-    path = Path(serving_root) / MODELS_CONFIG_FILE
+    path = as_path(serving_root) / MODELS_CONFIG_FILE
     try:
         config = model_config(read_models_config(serving_root), model)
     except RegistryError as err:

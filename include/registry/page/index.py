@@ -32,6 +32,7 @@ from include.registry.store import (
     read_manifest,
     version_dirs,
 )
+from include.storage.paths import as_path, is_remote
 
 #: History events the pages show: label moves and the approvals that decided them.
 SHOWN_EVENTS = ("label", "approval")
@@ -65,7 +66,7 @@ class ModelIndex:
     """The summaries of one model's versions, its head and its shown history, refreshed on demand."""
 
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
-        self.model_dir = Path(model_dir)
+        self.model_dir = as_path(model_dir)
         self.head: dict = {}
         self._summaries: dict[int, dict] = {}
         self._stamps: dict[int, tuple[int, int, int]] = {}
@@ -149,7 +150,7 @@ class ModelIndex:
 
 def model_index(model_dir: str | os.PathLike[str]) -> ModelIndex:
     """Returns the model's index, refreshed (kept in memory for the next look)."""
-    key = str(Path(model_dir).resolve())
+    key = str(model_dir) if is_remote(model_dir) else str(Path(model_dir).resolve())
     with _INDEXES_LOCK:
         index = _INDEXES.pop(key, None) or ModelIndex(key)
         _INDEXES[key] = index
