@@ -5,6 +5,13 @@ parses whole batches, keeps the train or the held-out split (a stable hash of ea
 computed in the pipeline) and prefetches. When TensorFlow refuses a record, `diagnose` reads the
 files again in plain Python to name the file, the record and the feature (DataError). Which files
 a run reads, and how they are compressed, is include/train/window.py's job.
+
+Files in a bucket (gs://, s3://: TensorFlow 2.21 opens no s3:// and its gs:// client talks to no
+emulator) are streamed through fsspec instead of `TFRecordDataset`: `window.stream_records` reads
+each object in 1 MiB requests, inflates it, cuts and checks its frames, and hands lists of up to
+1024 records to `tf.data.Dataset.from_generator` (the Python work is per list, not per record).
+Everything after the per-file reader is the same, so the same data gives the same examples in
+the same order, and the same held-out split, from a bucket as from a local copy.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import numpy as np
 
 from include.config import PipelineConfig
 from include.errors import DataError
+from include.storage.location import is_bucket
 from include.train.features import EXAMPLE_LISTS, label_index, parse_spec
-from include.train.window import READ_BUFFER, file_compressions
+from include.train.window import READ_BUFFER, file_compressions, stream_records
 
 _HASH_BUCKETS = 100
 #: Records parsed per op in the train input (at least): see input_dataset.
@@ -60,18 +68,18 @@ def input_dataset(
     training = config.training
     train = split == "train"
     autotune = tf.data.AUTOTUNE
-    # Each file with its compression, found once per file here (not per record).
-    names = tf.data.Dataset.from_tensor_slices((list(files), file_compressions(files)))
+    # Each file with its compression, found once per file here (not per record); a bucket object's
+    # is found by its reader, from the bytes it streams anyway.
+    names = tf.data.Dataset.from_tensor_slices((list(files), _compressions(files)))
+    streamed = _in_bucket(files)
     if train:
         names = names.shuffle(len(files), seed=training.seed, reshuffle_each_iteration=True)
     # Up to 8 files read at once, 16 records of each in turn. The 16 are grouped inside each file's
     # reader, which the parallel interleave runs on its own thread: the stages after it handle
     # blocks, not records (the same order as 16-record blocks of records; 1.6-1.8x faster on 2
-    # cores, docs/performance.md).
+    # cores, docs/performance.md). A bucket object's lists of records are cut into the same blocks.
     blocks = names.interleave(
-        lambda name, compression: tf.data.TFRecordDataset(
-            name, compression_type=compression, buffer_size=READ_BUFFER
-        ).batch(_FILE_BLOCK),
+        lambda name, compression: _file_blocks(name, compression, streamed=streamed),
         cycle_length=min(len(files), 8),
         block_length=1,
         num_parallel_calls=autotune,
@@ -202,8 +210,65 @@ def _records_in_order(files: tuple[str, ...] | list[str]):
     """Returns a tf.data pipeline of the records of `files`, file after file, each read as compressed."""
     import tensorflow as tf
 
-    names = tf.data.Dataset.from_tensor_slices((list(files), file_compressions(files)))
-    return names.flat_map(lambda name, kind: tf.data.TFRecordDataset(name, compression_type=kind))
+    names = tf.data.Dataset.from_tensor_slices((list(files), _compressions(files)))
+    streamed = _in_bucket(files)
+    return names.flat_map(lambda name, kind: _file_records(name, kind, streamed=streamed))
+
+
+def _in_bucket(files: tuple[str, ...] | list[str]) -> bool:
+    """Returns whether `files` are bucket objects (a window's files are all local or all in one bucket)."""
+    kinds = {is_bucket(file) for file in files}
+    if len(kinds) > 1:
+        raise ValueError(f"files of a local directory and of a bucket mixed: {list(files)[:4]} ...")
+    return kinds == {True}
+
+
+def _compressions(files: tuple[str, ...] | list[str]) -> list[str]:
+    """Returns each local file's compression; "" for bucket objects (their readers find it)."""
+    return [""] * len(files) if _in_bucket(files) else file_compressions(files)
+
+
+def _file_blocks(name, compression, *, streamed: bool):
+    """Returns a tf.data pipeline of one file's records in blocks of _FILE_BLOCK (input_dataset's reader)."""
+    import tensorflow as tf
+
+    if not streamed:
+        return tf.data.TFRecordDataset(name, compression_type=compression, buffer_size=READ_BUFFER).batch(
+            _FILE_BLOCK
+        )
+    return _streamed(name).rebatch(_FILE_BLOCK)  # = unbatch().batch(_FILE_BLOCK), without a per-record step
+
+
+def _file_records(name, compression, *, streamed: bool):
+    """Returns a tf.data pipeline of one file's records: TFRecordDataset, or a bucket object streamed."""
+    import tensorflow as tf
+
+    if not streamed:
+        return tf.data.TFRecordDataset(name, compression_type=compression)
+    return _streamed(name).unbatch()
+
+
+def _streamed(name):
+    """Returns a tf.data pipeline of the lists of records `stream_records` yields for one bucket object."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_generator(
+        _streamed_batches, args=(name,), output_signature=tf.TensorSpec([None], tf.string)
+    )
+
+
+class _RefusedObject(ValueError):
+    """A bucket object the reader refused (its DataError's text): a ValueError, which TensorFlow
+    reports as InvalidArgumentError, as TFRecordDataset reports damaged data, so training's
+    `diagnose` then reads the files again and raises the DataError itself."""
+
+
+def _streamed_batches(name: bytes):
+    """Yields lists of the records of one bucket object (from_generator's side of stream_records)."""
+    try:
+        yield from stream_records(name.decode())
+    except DataError as err:
+        raise _RefusedObject(str(err)) from None
 
 
 def write_sample(path: Path, examples: list[bytes]) -> None:
@@ -249,6 +314,13 @@ def _records(file: str) -> Iterator[tuple[int, bytes]]:
     """Yields (index, bytes) of each record of a TFRecord file; a damaged file is a DataError."""
     import tensorflow as tf
 
+    if is_bucket(file):  # streamed in plain Python: its DataError names the object and the record
+        index = 0
+        for batch in stream_records(file):
+            for record in batch:
+                yield index, record
+                index += 1
+        return
     index = 0
     iterator = iter(_records_in_order([file]))
     while True:

@@ -10,6 +10,15 @@ progress, checksums) and `_`-prefixed markers (`_SUCCESS`, `_committed_*`). Each
 bytes say whether it is a plain, GZIP or ZLIB TFRecord file (`compression_of`); anything else
 is a DataError naming the file. Each file is read once, in chunks: digested for the window's
 fingerprint and its records counted by their length headers (a file cut short is named).
+
+A location in a bucket (`gs://bucket/prefix`, `s3://bucket/prefix`) follows the same rules, read
+from object listings instead: no byte of data is read to list the window but the first 4096 of
+each object (a ranged read: its compression). There, the fingerprint digests each object's
+relative name, size and checksum (GCS md5Hash, S3's single-part ETag; the version token, GCS
+generation or multipart ETag, where the store gives no MD5), and `records` is counted while the
+records are read (`stream_records`, the training input): None until a pass has read every file
+of the window whole. Training's held-out pass reads them all before the counts are compared, and
+a file cut short or changed since it was listed is a DataError there (see `stream_records`).
 """
 
 from __future__ import annotations
@@ -20,12 +29,13 @@ import logging
 import re
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from include.config import DataConfig
 from include.errors import DataError, NoDataError
+from include.storage.location import BucketURI, is_bucket
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +53,45 @@ _WBITS = {"GZIP": 16 + zlib.MAX_WBITS, "ZLIB": zlib.MAX_WBITS}
 _HEADER = 12
 _FRAME_EXTRA = 16
 _LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+#: Records (at most) and bytes of records (about) in one batch `stream_records` yields.
+STREAM_BATCH = 1024
+_STREAM_BATCH_BYTES = 4 << 20
+#: Compressed bytes inflated at a time by `stream_records`: what one step can add to memory is
+#: at most this times deflate's largest ratio (1032:1), about 16 MiB, whatever the file.
+_INFLATE_SLICE = 16 << 10
+
+#: Bucket objects as the latest window listed them: URI -> version token (checked when read).
+_LISTED: dict[str, str] = {}
+#: Records of bucket objects read whole and checked: (URI, version token) -> records.
+_COUNTED: dict[tuple[str, str], int] = {}
 
 
 @dataclass(frozen=True)
 class DataWindow:
-    """The partition files a run reads, what was skipped beside them, and a digest of their bytes."""
+    """The partition files a run reads, what was skipped beside them, and a digest of their bytes.
+
+    In a bucket: `files` are URIs, `tokens` each one's version as listed, and the fingerprint a
+    digest of object metadata (see the module's docstring); `records` is None until the records
+    of every file were read once in this process (`stream_records` counts them).
+    """
 
     partitions: tuple[str, ...]
     files: tuple[str, ...]
     skipped: tuple[str, ...]
     fingerprint: str
     bytes: int
-    records: int
+    listed_records: int | None  # counted while listing (local); None in a bucket
     compressed: tuple[tuple[str, int], ...] = ()  # (GZIP or ZLIB, how many files)
+    tokens: tuple[str, ...] = ()  # bucket objects: each file's version token (GCS generation, S3 ETag)
+
+    @property
+    def records(self) -> int | None:
+        """Returns the records of the window's files; in a bucket, None until each file was read whole."""
+        if self.listed_records is not None or not self.tokens:
+            return self.listed_records
+        counts = [_COUNTED.get((file, token)) for file, token in zip(self.files, self.tokens, strict=True)]
+        return None if None in counts else sum(counts)
 
     def summary(self) -> dict:
         """Returns the small JSON-able description recorded in XCom and lineage."""
@@ -78,7 +114,11 @@ def partitions_as_of(config: DataConfig, as_of: dt.date) -> tuple[list[Path], li
     An entry that is not a `dt=YYYY-MM-DD` directory with a real date (a stray file, `dt=2026-13-45`,
     `_SUCCESS`), or a link to a place outside the data location, is skipped, never fatal: it is
     named once in the log and in the lineage. Hidden entries (`.tmp` files of writers) are ignored.
+    In a bucket, from one listing of the location (no links there); an object named like a
+    partition is skipped, as a file is.
     """
+    if is_bucket(config.location):
+        return _bucket_partitions(BucketURI(str(config.location)), config, as_of)
     root = Path(config.location)
     if not root.is_dir():
         raise NoDataError(f"data location {root} does not exist")
@@ -128,6 +168,8 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
             f"no data partitions in {config.location} before {as_of.isoformat()} ({window}); "
             "nothing to train on for this date"
         )
+    if is_bucket(config.location):
+        return _bucket_window(BucketURI(str(config.location)), partitions, skipped, window)
     digest, files, size, records = hashlib.sha256(), [], 0, 0
     compressed: dict[str, int] = {}
     buffer = bytearray(READ_BUFFER)
@@ -156,7 +198,7 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
         skipped=tuple(skipped),
         fingerprint=digest.hexdigest(),
         bytes=size,
-        records=records,
+        listed_records=records,
         compressed=tuple(sorted(compressed.items())),
     )
 
@@ -284,12 +326,20 @@ def compression_of(head: bytes, name: str) -> str:
 
 
 def file_compressions(files: Iterable[str]) -> list[str]:
-    """Returns each file's compression ("" for one that cannot be opened now: TensorFlow names that)."""
+    """Returns each file's compression ("" for one that cannot be opened now: TensorFlow names that).
+
+    A bucket object's is read from its first 4096 bytes (one ranged read).
+    """
     found = []
     for file in files:
         try:
-            with open(file, "rb") as handle:
-                head = handle.read(_SNIFF_BYTES)
+            if is_bucket(file):
+                from include.storage.objects import read_range
+
+                head = read_range(BucketURI(file), 0, _SNIFF_BYTES)
+            else:
+                with open(file, "rb") as handle:
+                    head = handle.read(_SNIFF_BYTES)
         except OSError:
             head = b""
         found.append(compression_of(head, str(file)))
@@ -412,3 +462,236 @@ class _Inflater:
                 f"{self.walk.complete} whole records (TensorFlow would stop there without an error)",
                 self.walk.complete,
             )
+
+
+# --- a location in a bucket: listed from object metadata, its records streamed ------------------
+
+
+def _bucket_partitions(
+    root: BucketURI, config: DataConfig, as_of: dt.date
+) -> tuple[list[BucketURI], list[str]]:
+    """Returns `partitions_as_of` for a location in a bucket: one listing of its first level."""
+    from include.storage.objects import entries
+
+    first = as_of - dt.timedelta(days=config.window_days) if config.window_days else dt.date.min
+    chosen, skipped = [], []
+    for name, is_prefix in entries(root).items():
+        if name.startswith("."):
+            continue
+        day = _day_of(name) if is_prefix else None
+        if day is None:
+            skipped.append(name)
+        elif first <= day < as_of:
+            chosen.append(root / name)
+    return chosen, skipped
+
+
+def _day_of(name: str) -> dt.date | None:
+    """Returns the date a `dt=YYYY-MM-DD` name holds, None for any other name or no real date."""
+    match = _PARTITION.match(name)
+    try:
+        return dt.date.fromisoformat(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+def _bucket_window(
+    root: BucketURI, partitions: list[BucketURI], skipped: list[str], window: str
+) -> DataWindow:
+    """Returns `data_window` of a location in a bucket: object listings, a ranged read per file."""
+    from include.storage.objects import listing, read_range
+
+    digest, files, tokens, size = hashlib.sha256(), [], [], 0
+    compressed: dict[str, int] = {}
+    for partition in partitions:
+        for found in _bucket_files(partition, listing(partition), skipped):
+            name = f"{partition.name}/{found.uri.name}"
+            checksum = f"md5 {found.md5}" if found.md5 else f"token {found.token}"
+            digest.update(f"{name}\0{found.size}\0{checksum}\0".encode())
+            head = read_range(found.uri, 0, min(found.size, _SNIFF_BYTES)) if found.size else b""
+            compression = compression_of(head, str(found.uri))
+            if compression:
+                compressed[compression] = compressed.get(compression, 0) + 1
+            files.append(str(found.uri))
+            tokens.append(found.token)
+            size += found.size
+    if skipped:
+        log.warning(
+            "skipped %d entries of %s (not read, listed in the lineage): %s", len(skipped), root, skipped
+        )
+    if not files:
+        raise NoDataError(f"partitions {[p.name for p in partitions]} hold no data files ({window})")
+    _LISTED.update(zip(files, tokens, strict=True))
+    return DataWindow(
+        partitions=tuple(p.name for p in partitions),
+        files=tuple(files),
+        skipped=tuple(skipped),
+        fingerprint=digest.hexdigest(),
+        bytes=size,
+        listed_records=None,
+        compressed=tuple(sorted(compressed.items())),
+        tokens=tuple(tokens),
+    )
+
+
+def _bucket_files(partition: BucketURI, found: list, skipped: list[str]) -> list:
+    """Returns the data objects of a partition (its listing, sorted), appending what is not read to `skipped`.
+
+    `_data_files`'s rules: hidden objects and markers are not data; a "directory" (objects below a
+    further `/`) is skipped and named once.
+    """
+    chosen, markers, dirs = [], [], []
+    for stat in found:
+        name, _, below = stat.uri.relative_to(partition).partition("/")
+        if name.startswith(_NOT_DATA):
+            markers.append(name)
+        elif below:
+            if name not in dirs:
+                dirs.append(name)
+                skipped.append(f"{partition.name}/{name} (a directory, not read)")
+        else:
+            chosen.append(stat)
+    if not chosen and markers and not dirs:
+        shown = ", ".join(markers[:3]) + (", ..." if len(markers) > 3 else "")
+        skipped.append(f"{partition.name} (no data files, only {shown})")
+    return chosen
+
+
+try:  # google-crc32c (a dependency of gcsfs): CRC-32C in C, hardware-accelerated where the CPU has it
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - installed with gcsfs
+    _crc32c = None
+
+
+def _masked(crc: int) -> int:
+    """Returns a CRC-32C masked as TFRecord frames store it."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class _RecordSplit(_RecordWalk):
+    """A _RecordWalk that also cuts each record's data out of the stream, checked as TensorFlow checks it.
+
+    Each length header's CRC is checked as soon as its 12 bytes arrive (a damaged length never
+    makes it wait for data that is not there), each record's data against its CRC once whole.
+    Only the bytes of the record being cut are held. `finish` names a stream cut short as
+    _RecordWalk does. Without google-crc32c, only the length headers are checked.
+    """
+
+    def __init__(self, name: str, compression: str) -> None:
+        super().__init__(name, compression)
+        self.out: list[bytes] = []  # records cut, not yet taken
+        self.out_bytes = 0
+        self._pending = bytearray()  # the stream from the first byte of the next record on
+        self._checked = -1  # stream offset of the last header whose checksum held
+
+    @property
+    def complete(self) -> int:
+        return self.records
+
+    def feed(self, chunk) -> None:
+        pending = self._pending
+        pending += chunk
+        self.size += len(chunk)
+        base, end, at = self.size - len(pending), len(pending), 0
+        while end - at >= _HEADER:
+            if base + at != self._checked:
+                header = bytes(pending[at : at + _HEADER])
+                if not _header_holds(header):
+                    of = f"{self.compression} " if self.compression else ""
+                    raise DataError(
+                        self.name,
+                        f"corrupted {of}TFRecord file: the length header of record {self.records} "
+                        "fails its checksum",
+                        self.records,
+                    )
+                self._checked = base + at
+            stop = at + _FRAME_EXTRA + _LENGTH.unpack_from(pending, at)[0]
+            if stop > end:
+                break
+            data = bytes(pending[at + _HEADER : stop - 4])
+            if _crc32c is not None and _masked(_crc32c(data)) != _CRC.unpack_from(pending, stop - 4)[0]:
+                of = f"{self.compression} " if self.compression else ""
+                raise DataError(
+                    self.name,
+                    f"corrupted {of}TFRecord file: the data of record {self.records} fails its checksum",
+                    self.records,
+                )
+            self.out.append(data)
+            self.out_bytes += len(data)
+            self.records += 1
+            at = stop
+        if at:
+            del pending[:at]
+
+    def take(self) -> list[bytes]:
+        """Returns the records cut so far and forgets them."""
+        out, self.out, self.out_bytes = self.out, [], 0
+        return out
+
+    def finish(self) -> int:
+        rest = self._pending
+        if len(rest) >= _HEADER:  # a record whose data is cut short: _RecordWalk's state for it
+            self._last = bytes(rest[:_HEADER])
+            self._next = self.size - len(rest) + _FRAME_EXTRA + _LENGTH.unpack_from(rest)[0]
+            self.records += 1
+        elif rest:
+            self._partial = bytes(rest)
+        return super().finish()
+
+
+def _header_holds(header: bytes) -> bool:
+    """Returns whether a 12-byte TFRecord header's length matches its checksum."""
+    if _crc32c is None:
+        return _is_record_header(header)
+    return _masked(_crc32c(header[:8])) == _CRC.unpack_from(header, 8)[0]
+
+
+def stream_records(uri: str, *, batch: int = STREAM_BATCH) -> Iterator[list[bytes]]:
+    """Yields the records of one bucket object, in order, in lists of up to `batch`; memory stays flat.
+
+    The object is streamed (`open_read`, 1 MiB a request), GZIP/ZLIB inflated as it comes (told
+    apart by its first bytes, `compression_of`), its frames cut and checked (`_RecordSplit`). An
+    object that changed since the latest window listed it, one cut short or damaged, or one that
+    is gone is a DataError naming it; an object read whole adds its count to `DataWindow.records`.
+    """
+    from include.storage.objects import open_read, opened_stat
+
+    uri = BucketURI(uri)
+    name = str(uri)
+    try:
+        handle = open_read(uri, block_size=READ_BUFFER)
+    except FileNotFoundError:
+        raise DataError(name, "cannot read the object: it is gone (removed since it was listed?)") from None
+    with handle:
+        token = opened_stat(uri, handle).token
+        listed = _LISTED.get(name)
+        if listed is not None and listed != token:
+            raise DataError(
+                name,
+                f"the object changed since the data window was listed (version {listed}, now {token}): "
+                "list the window again",
+            )
+        chunk = handle.read(READ_BUFFER)
+        compression = compression_of(chunk[:_SNIFF_BYTES], name)
+        split = _RecordSplit(name, compression)
+        inflate = _Inflater(name, compression, split) if compression else None
+        while chunk:
+            slices = range(0, len(chunk), _INFLATE_SLICE) if inflate else (0,)
+            for at in slices:
+                if inflate:
+                    inflate.feed(memoryview(chunk)[at : at + _INFLATE_SLICE])
+                else:
+                    split.feed(chunk)
+                if len(split.out) >= batch or split.out_bytes >= _STREAM_BATCH_BYTES:
+                    yield from _batches(split.take(), batch)
+            chunk = handle.read(READ_BUFFER)
+        if inflate:
+            inflate.finish()
+        records = split.finish()
+        yield from _batches(split.take(), batch)
+    _COUNTED[(name, token)] = records
+
+
+def _batches(records: list[bytes], size: int) -> Iterator[list[bytes]]:
+    for start in range(0, len(records), size):
+        yield records[start : start + size]
