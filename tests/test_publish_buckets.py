@@ -172,3 +172,25 @@ def test_a_version_without_its_saved_model_pb_is_never_served_nor_labelled(expor
     (model,) = read_models_config(root).model_config_list.config
     assert VERSION + 1 not in dict(model.version_labels).values()
     assert list(model.model_version_policy.specific.versions) == [VERSION]
+
+
+def test_a_failpoint_holds_a_publish_mid_upload_where_the_test_chose(exported, bucket, tmp_path, monkeypatch):
+    """`publish.upload` holds the publish after its first object: the fault tests' barrier."""
+    monkeypatch.setenv("SAVEDMODEL_FAILPOINTS", str(tmp_path))
+    (tmp_path / "publish.upload.armed").touch()
+    root = BucketURI(bucket) / "serving"
+    target = root / "digits" / str(VERSION)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (publish_version(exported, root, "digits", VERSION), done.set()))
+    thread.start()
+    try:
+        while not (tmp_path / "publish.upload.reached").exists():
+            assert thread.is_alive()
+            threading.Event().wait(0.05)
+        held = [s.uri.relative_to(target) for s in objects.listing(target)]
+        assert len(held) == 1 and SAVED_MODEL_PB not in held  # held where the fault would land
+        assert not done.is_set()
+    finally:
+        (tmp_path / "publish.upload.release").touch()
+        thread.join()
+    assert done.is_set() and SAVED_MODEL_PB in [s.uri.name for s in objects.listing(target)]

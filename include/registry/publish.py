@@ -34,6 +34,7 @@ from pathlib import Path
 
 from include.durable import fsync_path, fsync_tree, locked
 from include.errors import IncompleteModelError, RunParamsError, StorageError, VersionConflictError
+from include.failpoints import failpoint
 from include.registry.policy import apply_retention, auto_label
 from include.registry.serving_config import write_models_config
 from include.registry.store import (
@@ -200,7 +201,10 @@ def _upload_in_order(export_path: Path, target: BucketURI, *, replace: bool) -> 
         objects.delete(target / SAVED_MODEL_PB)  # TF Serving stops loading the old content first
     names = sorted(p.relative_to(export_path).as_posix() for p in export_path.rglob("*") if p.is_file())
     stale = [s.uri for s in objects.listing(target) if s.uri.relative_to(target) not in names]
-    stats = [objects.upload_file(export_path / n, target / n) for n in names if n != SAVED_MODEL_PB]
+    stats = []
+    for name in (n for n in names if n != SAVED_MODEL_PB):
+        stats.append(objects.upload_file(export_path / name, target / name))
+        failpoint("publish.upload")
     for uri in stale:
         objects.delete(uri)
     stats.append(objects.upload_file(export_path / SAVED_MODEL_PB, target / SAVED_MODEL_PB))

@@ -23,6 +23,7 @@ import numpy as np
 
 from include.config import PipelineConfig
 from include.errors import ConfigError, DataError, ModelBuilderError, NoDataError, QualityGateError
+from include.failpoints import failpoint
 from include.summary import metrics_headline
 from include.train.data import diagnose, held_out_sample, input_dataset, write_sample
 from include.train.model import new_network, state_updates
@@ -380,6 +381,7 @@ def _fit(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
         if done and (step % training.log_every_steps == 0 or step == training.steps):
             elapsed = time.perf_counter() - started
             log.info("step %d loss=%.4f (%.0f examples/s)", step, recent[-1][0], seen / max(elapsed, 1e-9))
+            failpoint("train.loop")
         if done < wanted:
             break  # the epochs are done
     seconds = time.perf_counter() - started
