@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from include.errors import StorageError
 from include.savedmodel.files import SAVED_MODEL_PB
 from include.storage.location import BucketURI
 
@@ -131,6 +132,8 @@ def push(record: RunRecord, names: Iterable[str], *, marker: str) -> Transfer | 
     for name in names:
         source = record.home / name.rstrip("/")
         if name.endswith("/"):
+            if not any(path.is_file() for path in source.rglob("*")):  # never a marker over nothing
+                raise StorageError(f"cannot push {name} to {remote}: {source} holds no file")
             objects.delete_tree(remote / name, first=LAST)
             stats += objects.upload_tree(source, remote / name, last=LAST)
         else:
