@@ -14,11 +14,20 @@ import pytest
 
 from tests.multihost.services import MultiHostCluster, multihost_cluster
 
+#: What the fault tests need of every host: failpoints in the host's own /tmp (include/failpoints.py),
+#: and a killed worker's task noticed after 30 s without a heartbeat instead of 300 (a live task's
+#: supervisor heartbeats every 5 s).
+FAILPOINTS_DIR = "/tmp/failpoints"
+CLUSTER_ENV = {
+    "SAVEDMODEL_FAILPOINTS": FAILPOINTS_DIR,
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+}
+
 
 @pytest.fixture(scope="package")
 def multihost(tmp_path_factory) -> Iterator[MultiHostCluster]:
     """Yields the running multi-host cluster; at teardown asserts nothing of it is left."""
     if os.geteuid() != 0:
         pytest.skip("multi-host tests make network and mount namespaces: they need root (CI runs as root)")
-    with multihost_cluster(tmp_path_factory.mktemp("multihost-logs")) as cluster:
+    with multihost_cluster(tmp_path_factory.mktemp("multihost-logs"), extra_env=CLUSTER_ENV) as cluster:
         yield cluster

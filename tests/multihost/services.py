@@ -345,13 +345,18 @@ class AirflowCluster:
         self.cli("pools", "set", "training", "1", "Caps concurrent train tasks (see README: operations)")
         for name in COMPONENTS:
             self._spawn(name, self.airflow_host, ["airflow", name])
-        for name, (host, worker) in self.workers.items():
-            command = ["airflow", "celery", "worker", "--queues", ",".join(worker.queues)]
-            command += ["--celery-hostname", f"{name}@%h"]  # %h: the host's name
-            if worker.concurrency is not None:
-                command += ["--concurrency", str(worker.concurrency)]
-            self._spawn(name, host, command)
+        for name in self.workers:
+            self.start_worker(name)
         self.wait_healthy(timeout)
+
+    def start_worker(self, name: str) -> None:
+        """Starts (or starts again, after a kill) the Celery worker `name` on its host."""
+        host, worker = self.workers[name]
+        command = ["airflow", "celery", "worker", "--queues", ",".join(worker.queues)]
+        command += ["--celery-hostname", f"{name}@%h"]  # %h: the host's name
+        if worker.concurrency is not None:
+            command += ["--concurrency", str(worker.concurrency)]
+        self._spawn(name, host, command)
 
     def health(self) -> dict:
         """Returns the api-server's health document (raises if it does not answer)."""
