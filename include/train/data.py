@@ -8,7 +8,7 @@ a run reads, and how they are compressed, is include/train/window.py's job.
 
 Files in a bucket (gs://, s3://: TensorFlow 2.21 opens no s3:// and its gs:// client talks to no
 emulator) are streamed through fsspec instead of `TFRecordDataset`: `window.stream_records` reads
-each object in 1 MiB requests, inflates it, cuts and checks its frames, and hands lists of up to
+each object in 4 MiB requests, inflates it, cuts and checks its frames, and hands lists of up to
 1024 records to `tf.data.Dataset.from_generator` (the Python work is per list, not per record).
 Everything after the per-file reader is the same, so the same data gives the same examples in
 the same order, and the same held-out split, from a bucket as from a local copy.
