@@ -207,7 +207,7 @@ def _connection_of(uri: BucketURI) -> str | None:
     """Returns the Airflow connection bound to `uri`'s bucket in this process (None: default chain)."""
     from include.storage import connections
 
-    return connections._bound.get((uri.scheme, uri.bucket))  # private: connections.py has no reader yet
+    return connections.connection_of(uri)
 
 
 def check_one_file_system(paths: list[Path], what: str) -> Path:

@@ -51,9 +51,14 @@ def use_connection(where: str, conn_id: str | None) -> None:
         )
 
 
+def connection_of(uri: BucketURI) -> str | None:
+    """Returns the Airflow connection bound to `uri`'s bucket (None: the default chain opens it)."""
+    return _bound.get((uri.scheme, uri.bucket))
+
+
 def storage_options(uri: BucketURI) -> dict:
     """Returns the fsspec options that open `uri`'s bucket (from its connection, else the default chain)."""
-    conn_id = _bound.get((uri.scheme, uri.bucket))
+    conn_id = connection_of(uri)
     if conn_id is None:
         return {}
     return _options(uri.scheme, conn_id)
