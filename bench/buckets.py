@@ -1,6 +1,7 @@
 """Training input from a bucket: examples/s through `input_dataset` vs local disk, memory of streaming.
 
-Usage: python -m bench.buckets [--large-examples 600000] [--repeats 3]
+Usage: python -m bench.buckets [--large-examples 600000] [--repeats 3]; `make bench` runs it as its
+`buckets` section.
 
 Starts fake-gcs-server and moto's S3 server on loopback (tests/buckets.py), uploads the example
 data and one large generated file (scripts/generate_scale_data.py: 600,000 examples, about 200
@@ -8,6 +9,8 @@ MB, in one object) to a bucket on each, and measures:
 
 - examples/s of one pass of the train split of the example data through `input_dataset`, from
   local disk and from each emulator, side by side in this process (the order rotates per repeat);
+- the whole train step (`train_model`) on the example data from local disk and from each bucket,
+  and one publish of the same export to local disk and to each bucket (a new version each time);
 - for the large file, in a fresh process per location: the peak RSS (VmHWM) after the imports,
   after streaming every record (`stream_records`, bucket only), and after a held-out pass of
   `input_dataset` over it (the whole pipeline), with the MB/s of each.
@@ -164,6 +167,8 @@ def bench_buckets(tmp: Path, data: Path, size=None, *, large_examples: int = 600
             path = pipeline_yaml(tmp / scheme / "p.yaml", bucket / "digits", conn)
             configs[scheme] = load_pipeline_config(path)
             large_configs[scheme] = pipeline_yaml(tmp / f"large-{scheme}" / "p.yaml", bucket / "large", conn)
+        buckets = {scheme: BucketURI(str(configs[scheme].data.location)).parent for scheme in CONNECTIONS}
+        rows += train_and_publish(tmp, configs, buckets, size)
         print(f"input_dataset, train split of the example data, {repeats} repeats", flush=True)
         for name, samples in input_throughput(configs, repeats).items():
             rows.append(_row(f"input_dataset examples/s, example data, {name}", samples, "examples/s"))
@@ -190,6 +195,50 @@ def bench_buckets(tmp: Path, data: Path, size=None, *, large_examples: int = 600
                     f"{note}; {found['input_records'] / found['input_seconds']:,.0f} examples/s",
                 )
             )
+    return rows
+
+
+def train_and_publish(tmp: Path, configs: dict, buckets: dict, size=None) -> list[dict]:
+    """Times the whole train step on local vs bucket data, and one publish to local disk vs each bucket.
+
+    `configs`: {"local" | scheme: PipelineConfig} of the same data; `buckets`: {scheme: bucket URI}.
+    The same export is published each time, as a new version (fresh, nothing to compare against).
+    """
+    from bench.run import ratio
+    from include.registry.publish import publish_version
+    from include.savedmodel.export import export_savedmodel
+    from include.train.training import train_model
+
+    repeats = getattr(size, "repeats", 3)
+    steps = getattr(size, "train_steps", None) or 500
+    rows: list[dict] = []
+    print(f"train_model, {steps} steps, local vs bucket data, {repeats} repeats", flush=True)
+    speeds: dict[str, list[float]] = {name: [] for name in configs}
+    trained = None
+    for i in range(repeats):
+        for name, config in configs.items():
+            result = train_model(config, AS_OF, tmp / f"train-{name}-{i}", steps=steps)
+            speeds[name].append(result.metrics["examples_per_second"])
+            trained = trained or (config, result)
+    train_rows = {n: _row(f"train step examples/s, {n} data", v, "examples/s") for n, v in speeds.items()}
+    rows += train_rows.values()
+    for scheme in buckets:
+        ratio(f"train from {scheme} / from local disk", train_rows[scheme], train_rows["local"])
+    config, result = trained
+    export = tmp / "publish-export" / "1"
+    export_savedmodel(config, result.checkpoint, export)
+    roots = {"local": tmp / "publish-local", **{s: b / "serving" for s, b in buckets.items()}}
+    print(f"publish_version of one export, local disk vs buckets, {repeats} repeats", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in roots}
+    for i in range(repeats):
+        for name, root in roots.items():
+            started = time.perf_counter()
+            publish_version(export, root, "bench", 20260101000000 + i, keep_versions=repeats + 1)
+            times[name].append(time.perf_counter() - started)
+    publish_rows = {n: _row(f"publish one version, {n}", v, "s") for n, v in times.items()}
+    rows += publish_rows.values()
+    for scheme in buckets:
+        ratio(f"publish to {scheme} / to local disk", publish_rows[scheme], publish_rows["local"])
     return rows
 
 

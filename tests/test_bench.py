@@ -28,6 +28,7 @@ GROUPS = (
     ("bench.run", ("orchestration",)),
     ("bench.run", ("backfill",)),
     ("bench.run", ("parse", "training", "export", "history", "registry")),
+    ("bench.run", ("buckets",)),
     ("bench.scale", ("rss", "throughput")),
 )
 
@@ -75,6 +76,15 @@ FIGURES = {
         "publish 20 / 1 versions",
     ],
     "registry": ["model page, 20 versions, first look", "model page, 20 versions", "after a publish"],
+    "buckets": [
+        *(f"train step examples/s, {n} data" for n in ("local", "gs", "s3")),
+        *(f"train from {s} / from local disk" for s in ("gs", "s3")),
+        *(f"publish one version, {n}" for n in ("local", "gs", "s3")),
+        *(f"publish to {s} / to local disk" for s in ("gs", "s3")),
+        *(f"input_dataset examples/s, example data, {n}" for n in ("local", "gs", "s3")),
+        *(f"stream_records peak RSS, {s}" for s in ("gs", "s3")),
+        *(f"input_dataset held-out pass peak RSS, {n}" for n in ("local", "gs", "s3")),
+    ],
     "rss": [
         "peak RSS of the train step, 1,000 examples",
         "peak RSS of the train step, 4,000 examples",
