@@ -264,7 +264,7 @@ def test_two_publishers_and_a_label_move_racing_from_three_hosts_lose_nothing(mu
     before = {int(v) for v in manifest["versions"]}
     source = str(manifest["labels"]["canary"])
     rollback = min(before)
-    news = [version_of("2026-10-25"), version_of("2026-10-26")]
+    news = [version_of("2099-01-01"), version_of("2099-01-02")]  # newer than any: canary moves too
     conn = multihost.gcs.connection
     racers = [
         ("worker-default", ["publish", source, str(news[0])]),
