@@ -5,14 +5,16 @@ The stack of tests/e2e/test_celery.py (PostgreSQL and Redis from Debian's packag
 `training`-queue Celery worker), started once for the module. Compose's `restart: always` is
 played by a thread that starts every Airflow component that exits again, with the same command
 and environment (`LocalAirflow.restart_exited`). Each test triggers one run of its own DAG (own
-model name and roots, so each passes alone), waits until `train` is in its training loop (a
-`step` line in its task log; 20,000 steps take 15-20 s), injects one fault and then requires:
+model name and roots, so each passes alone), holds `train` in its training loop at the failpoint
+`train.loop` (include/failpoints.py: armed by the test, reached by the task, released by the test
+once the fault is in), injects one fault and then requires:
 the run `success`, every task instance `success` (retried where needed), exactly one version
 published with one manifest entry, and no staging or temp dirs (`tests.helpers.LEFTOVER_PATTERNS`)
 under the serving root or the run's work dir.
 
-Marked `soak` (8 to 10 minutes on 2 shared cores): `make soak` runs it, `make test` does not;
-one test alone: `pytest -m soak tests/e2e/test_celery_faults.py -k worker`.
+In `make test` (4 to 8 minutes on 2 shared cores); one test alone:
+`pytest tests/e2e/test_celery_faults.py -k worker`. The multi-host faults (a worker killed or cut
+off mid-upload to a bucket) are in tests/multihost/test_pipeline.py.
 
 The faults, each checked to have happened:
 
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 import secrets
 import threading
 import time
@@ -67,16 +68,14 @@ from tests.e2e.native_services import NativeServer, postgres_service, processes_
 from tests.helpers import assert_complete, leftovers, make_raw, write_pipeline
 from tools.local_airflow import SETTINGS_FILE, CeleryWorker, LocalAirflow, free_port, read_env_file
 
-pytestmark = [pytest.mark.e2e, pytest.mark.soak]
+pytestmark = pytest.mark.e2e
 
 SETTINGS = read_env_file(SETTINGS_FILE)
 FAULTS = ("worker_kill", "scheduler_kill", "postgres_restart", "redis_restart")
 TASKS = ("train", "validate_signatures", "export_savedmodel", "wait_for_version", "publish_version")
 LOGICAL_DATE = "2026-11-01T00:00:00Z"
 VERSION = "20261101000000"
-TRAIN_STEPS = 20_000
-#: A line train logs every 1,000 steps: it is in its training loop.
-TRAINING_STEP = re.compile(rf"step \d+/{TRAIN_STEPS}")
+TRAIN_STEPS = 2_000
 HEARTBEAT_TIMEOUT_S = 30
 #: How long PostgreSQL and Redis stay down when restarted (a container restart takes seconds too).
 DOWN_S = 5
@@ -105,13 +104,19 @@ def pipelines(tmp_path_factory, example_data) -> dict[str, PipelineConfig]:
         name = f"fault_{fault}"
         raw = make_raw(store / name, example_data, name=name, schedule=None, retry_delay_minutes=0)
         raw["model"]["name"] = name
-        raw["training"].update(steps=TRAIN_STEPS, log_every_steps=1000)
+        raw["training"].update(steps=TRAIN_STEPS, log_every_steps=200)
         configs[fault] = load_pipeline_config(write_pipeline(folder, raw))
     return configs
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, pipelines) -> Iterator[Stack]:
+def failpoints(tmp_path_factory) -> Path:
+    """The failpoints dir of every task of the stack (SAVEDMODEL_FAILPOINTS)."""
+    return tmp_path_factory.mktemp("failpoints")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, pipelines, failpoints) -> Iterator[Stack]:
     """Yields the Celery stack with `restart: always`; on exit asserts nothing it started is left running."""
     home = tmp_path_factory.mktemp("celery-faults-home")
     training_queue = next(iter(pipelines.values())).operations.training_queue
@@ -128,6 +133,7 @@ def stack(tmp_path_factory, pipelines) -> Iterator[Stack]:
             "AIRFLOW__CELERY__BROKER_URL": broker.url,
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
             "SAVEDMODEL_PIPELINES_DIR": str(folder),
+            "SAVEDMODEL_FAILPOINTS": str(failpoints),
         }
         airflow = LocalAirflow(home, port=free_port(), fast=True, extra_env=settings, workers=workers)
         try:
@@ -170,14 +176,15 @@ def restart_always(airflow: LocalAirflow, interval: float = 1.0) -> Iterator[lis
 # --- the tests ------------------------------------------------------------------------------------
 
 
-def test_training_worker_killed_mid_train(stack, pipelines):
+def test_training_worker_killed_mid_train(stack, pipelines, failpoints):
     """SIGKILL of the training worker and its task mid-train: train is retried, one version is published."""
     config, started = pipelines["worker_kill"], time.monotonic()
-    run_id = trigger(stack, config)
-    ti = wait_for_training(stack, config, run_id)
+    run_id = trigger(stack, config, failpoints)
+    ti = wait_for_training(stack, config, run_id, failpoints)
     old = stack.airflow.processes["worker-training"].pid
 
     killed = stack.airflow.kill("worker-training")
+    release(failpoints)
 
     assert {old, ti["pid"]} <= killed, (killed, ti["pid"])
     assert wait_until(lambda: not any(is_running(pid) for pid in killed), 10), killed
@@ -190,15 +197,16 @@ def test_training_worker_killed_mid_train(stack, pipelines):
     report("worker", stack, started, killed=len(killed), tries=assert_published_once(stack, config, run_id))
 
 
-def test_scheduler_killed_mid_run(stack, pipelines):
+def test_scheduler_killed_mid_run(stack, pipelines, failpoints):
     """SIGKILL of the scheduler mid-run, started again: the run completes, one version is published."""
     config, started = pipelines["scheduler_kill"], time.monotonic()
-    run_id = trigger(stack, config)
-    wait_for_training(stack, config, run_id)
+    run_id = trigger(stack, config, failpoints)
+    wait_for_training(stack, config, run_id, failpoints)
     old = stack.airflow.processes["scheduler"].pid
 
     fault_at = now()
     killed = stack.airflow.kill("scheduler")
+    release(failpoints)
 
     assert old in killed and wait_until(lambda: not any(is_running(pid) for pid in killed), 10)
     assert wait_until(lambda: is_running(stack.airflow.processes["scheduler"].pid), 30)
@@ -208,15 +216,16 @@ def test_scheduler_killed_mid_run(stack, pipelines):
     report("scheduler", stack, started, tries=tries)
 
 
-def test_postgres_restarted_mid_run(stack, pipelines):
+def test_postgres_restarted_mid_run(stack, pipelines, failpoints):
     """PostgreSQL fast shutdown and start mid-run: the run completes, nothing is published twice."""
     config, started = pipelines["postgres_restart"], time.monotonic()
-    run_id = trigger(stack, config)
-    wait_for_training(stack, config, run_id)
+    run_id = trigger(stack, config, failpoints)
+    wait_for_training(stack, config, run_id, failpoints)
     old, shutdowns = stack.db.pid, count_in_log(stack.db, "received fast shutdown request")
 
     fault_at = now()
     new = stack.db.restart(down_for=DOWN_S)
+    release(failpoints)
 
     assert new != old and not is_running(old)
     assert count_in_log(stack.db, "received fast shutdown request") == shutdowns + 1
@@ -226,15 +235,16 @@ def test_postgres_restarted_mid_run(stack, pipelines):
     report("postgres", stack, started, tries=tries)
 
 
-def test_redis_restarted_mid_run(stack, pipelines):
+def test_redis_restarted_mid_run(stack, pipelines, failpoints):
     """Redis restarted empty mid-run: no task is lost, every task ends success (retried at most)."""
     config, started = pipelines["redis_restart"], time.monotonic()
-    run_id = trigger(stack, config)
-    wait_for_training(stack, config, run_id)
+    run_id = trigger(stack, config, failpoints)
+    wait_for_training(stack, config, run_id, failpoints)
     old, starts = stack.broker.pid, count_in_log(stack.broker, "Ready to accept connections")
 
     fault_at = now()
     new = stack.broker.restart(down_for=DOWN_S)
+    release(failpoints)
 
     assert new != old and not is_running(old)
     assert count_in_log(stack.broker, "Ready to accept connections") == starts + 1
@@ -247,8 +257,11 @@ def test_redis_restarted_mid_run(stack, pipelines):
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def trigger(stack: Stack, config: PipelineConfig) -> str:
-    """Unpauses the pipeline's DAG and triggers one run dated LOGICAL_DATE; returns its run id."""
+def trigger(stack: Stack, config: PipelineConfig, failpoints: Path) -> str:
+    """Arms `train.loop`, unpauses the pipeline's DAG, triggers one run dated LOGICAL_DATE; returns its id."""
+    for old in failpoints.glob("train.loop.*"):
+        old.unlink()
+    (failpoints / "train.loop.armed").touch()
     stack.api.wait_for_dag(config.dag_id)
     stack.api.unpause(config.dag_id)
     return stack.api.trigger(config.dag_id, logical_date=LOGICAL_DATE)
@@ -265,9 +278,16 @@ def task_log(stack: Stack, config: PipelineConfig, run_id: str, task_id: str, at
     return run / f"task_id={task_id}" / f"attempt={attempt}.log"
 
 
-def wait_for_training(stack: Stack, config: PipelineConfig, run_id: str, timeout: float = 240) -> dict:
-    """Waits until train's first try runs its training loop; returns that task instance."""
-    log = task_log(stack, config, run_id, "train", 1)
+def release(failpoints: Path) -> None:
+    """Lets a task held at `train.loop` go on (a killed one is gone; its retry passes the point)."""
+    (failpoints / "train.loop.release").touch()
+
+
+def wait_for_training(
+    stack: Stack, config: PipelineConfig, run_id: str, failpoints: Path, timeout: float = 240
+) -> dict:
+    """Waits until train's first try is held in its training loop (failpoint reached); returns it."""
+    reached = failpoints / "train.loop.reached"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -277,8 +297,7 @@ def wait_for_training(stack: Stack, config: PipelineConfig, run_id: str, timeout
             if err.status == 404:
                 continue
             raise
-        in_loop = log.is_file() and TRAINING_STEP.search(log.read_text(errors="replace"))
-        if ti["state"] == "running" and in_loop:
+        if ti["state"] == "running" and reached.is_file() and reached.read_text().strip():
             return ti
         assert ti["state"] not in {*FINISHED, "up_for_retry"}, f"train ended before the fault: {ti}"
     raise TimeoutError(f"{config.dag_id}: train not in its training loop after {timeout:.0f}s")
