@@ -32,6 +32,7 @@ from include.savedmodel.files import SAVED_MODEL_PB, content_digest, missing_par
 from include.storage import objects
 from include.storage.connections import use_connection
 from include.storage.location import BucketURI
+from plugins.savedmodel_tasks import PRELOADED
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import make_raw, write_pipeline
 from tests.multihost.conftest import FAILPOINTS_DIR
@@ -162,6 +163,41 @@ def test_the_published_version_fetched_fresh_loads_and_answers(multihost, backfi
     scores = loaded.signatures["predict_images"](images=tf.constant(np.zeros((2, 64), np.float32)))["scores"]
     assert scores.shape == (2, 10)
     np.testing.assert_allclose(scores.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_what_a_run_across_hosts_costs_beside_the_bare_script(multihost, pipeline, backfill_runs):
+    """One run on the cluster vs the bare script on the training host, same bucket data and steps.
+
+    Prints and writes test-artifacts/multihost-timings.json (docs/performance.md quotes it): the
+    run's trigger-to-success time, each task's duration, the time outside tasks, the bare script's.
+    """
+    config = multihost.pipelines_dir / f"{DAG_ID}.yaml"
+    started = time.monotonic()
+    bare_script = [sys.executable, "bench/bare_tutorial.py", str(config), "/tmp/bare-export"]
+    multihost.run("worker-training", bare_script, timeout=600)
+    bare = time.monotonic() - started
+    started = time.monotonic()
+    run_id = multihost.api.trigger(DAG_ID, logical_date="2026-11-01T00:00:00Z")  # the bare script's date
+    run = multihost.api.wait_for_run(DAG_ID, run_id, timeout=600)
+    cluster = time.monotonic() - started
+    assert run["state"] == "success", multihost.api.failure_report(DAG_ID, run_id)
+    tasks = {ti["task_id"]: ti["duration"] or 0.0 for ti in multihost.api.task_instances(DAG_ID, run_id)}
+    preloaded = multihost.run(
+        "worker-training", ["sh", "-c", f"grep -rl '{PRELOADED}' /tmp/airflow/logs | wc -l"]
+    ).stdout.strip()
+    figures = {
+        "bare_script_s": round(bare, 2),
+        "cluster_run_s": round(cluster, 2),
+        "cluster_over_bare": round(cluster / bare, 2),
+        "tasks_s": {k: round(v, 2) for k, v in tasks.items()},
+        "outside_tasks_s": round(cluster - sum(tasks.values()), 2),
+        "train_logs_with_tensorflow_preloaded": int(preloaded),
+    }
+    print(json.dumps(figures, indent=2))
+    out = Path(__file__).resolve().parents[2] / "test-artifacts" / "multihost-timings.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    assert int(preloaded) >= 1  # the training worker's tasks inherit TensorFlow, never import it
 
 
 def arm(multihost: MultiHostCluster, host: str, point: str) -> None:
