@@ -334,6 +334,23 @@ def delete_tree(prefix: BucketURI, *, first: Iterable[str] = ()) -> int:
     return len(rest) + sum(1 for s in found if s.uri in early)
 
 
+#: Seconds a lease lives without a renewal (its holder renews every third of it); a crashed
+#: holder's lease blocks the model dir's writers this long. `SAVEDMODEL_LEASE_TTL` overrides it.
+LEASE_TTL = 60.0
+
+
+def lease_ttl() -> float:
+    """Returns the lease TTL: SAVEDMODEL_LEASE_TTL seconds if set (> 0), else LEASE_TTL."""
+    value = os.environ.get("SAVEDMODEL_LEASE_TTL")
+    try:
+        ttl = float(value) if value else LEASE_TTL
+    except ValueError:
+        raise StorageError(f"SAVEDMODEL_LEASE_TTL: expected seconds (a number > 0), got {value!r}") from None
+    if not ttl > 0:
+        raise StorageError(f"SAVEDMODEL_LEASE_TTL: expected seconds (a number > 0), got {value!r}")
+    return ttl
+
+
 class Lease:
     """An exclusive, expiring lock held as an object: `<prefix>/.lock`, written conditionally.
 
@@ -343,9 +360,9 @@ class Lease:
     raises before it commits anything. Clocks of writers may differ by much less than `ttl`.
     """
 
-    def __init__(self, lock: BucketURI, *, ttl: float = 60.0, wait: float = 600.0) -> None:
+    def __init__(self, lock: BucketURI, *, ttl: float | None = None, wait: float = 600.0) -> None:
         self.lock = lock
-        self.ttl = ttl
+        self.ttl = ttl if ttl is not None else lease_ttl()
         self.wait = wait
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._token: str | None = None
@@ -418,7 +435,7 @@ def _holder(data: bytes) -> dict:
 
 
 @contextlib.contextmanager
-def leased(lock: BucketURI, *, ttl: float = 60.0, wait: float = 600.0) -> Iterator[Lease]:
+def leased(lock: BucketURI, *, ttl: float | None = None, wait: float = 600.0) -> Iterator[Lease]:
     """Holds the lease `lock` for the block; yields it (call `check()` before committing)."""
     lease = Lease(lock, ttl=ttl, wait=wait)
     lease.acquire()
