@@ -194,3 +194,43 @@ def test_a_failpoint_holds_a_publish_mid_upload_where_the_test_chose(exported, b
         (tmp_path / "publish.upload.release").touch()
         thread.join()
     assert done.is_set() and SAVED_MODEL_PB in [s.uri.name for s in objects.listing(target)]
+
+
+def test_a_stale_writer_cannot_overwrite_an_entry_or_the_history_committed_after_it_read(exported, bucket):
+    """Entries and the history are replaced only as read: a writer that lost its lease changes nothing."""
+    from include.durable import locked
+    from include.errors import RegistryError
+    from include.registry import store
+
+    root = BucketURI(bucket) / "serving"
+    model_dir = root / "digits"
+    publish_version(exported, root, "digits", VERSION)
+    stale = store.ManifestUpdate(model_dir)
+    stale_entry = stale.entry(VERSION)  # read, with its token
+    with locked(model_dir), store.manifest_update(model_dir) as live:  # the lease's next holder
+        live.put_entry(VERSION, {**live.entry(VERSION), "note": "live"})
+        live.record_event({"event": "note", "version": VERSION}, by="live", reason="after the stale read")
+    stale.put_entry(VERSION, {**stale_entry, "note": "stale"})
+    stale.record_event({"event": "note", "version": VERSION}, by="stale", reason="lost its lease")
+    with pytest.raises(RegistryError, match="changed by another writer"):
+        stale.commit()
+    manifest = read_manifest(model_dir)
+    assert manifest["versions"][str(VERSION)]["note"] == "live"
+    assert [e["by"] for e in manifest["history"] if e["event"] == "note"] == ["live"]
+
+
+def test_a_stale_writer_cannot_cut_the_history_another_writer_committed(exported, bucket):
+    from include.durable import locked
+    from include.errors import RegistryError
+    from include.registry import store
+
+    root = BucketURI(bucket) / "serving"
+    model_dir = root / "digits"
+    publish_version(exported, root, "digits", VERSION)
+    stale = store.ManifestUpdate(model_dir)  # opens the head and the history
+    with locked(model_dir), store.manifest_update(model_dir) as live:
+        live.record_event({"event": "note", "version": VERSION}, by="live", reason="committed")
+    stale.record_event({"event": "note", "version": VERSION}, by="stale", reason="lost its lease")
+    with pytest.raises(RegistryError, match="changed by another writer"):
+        stale.commit()
+    assert [e["by"] for e in read_manifest(model_dir)["history"] if e["event"] == "note"] == ["live"]

@@ -416,10 +416,14 @@ class ManifestUpdate:
         self._events: list[dict] = []
         self._doomed: set[int] = set()  # version dirs to remove once the change is committed
         self._newest_stale = False
+        self._tokens: dict[str, str | None] = {}  # in a bucket: entries' tokens as read, by file name
         # In a bucket: the head object's token as read, so that its replacement is conditional.
         self._head_token = _head_token(self.model_dir)
         self.head = self._open()
         self._written_head = _dumps_head(self.head)
+        if is_remote(self.model_dir):  # the history as this change found it (its uncommitted tail cut)
+            found = objects.stat(uri_of(self.model_dir / HISTORY_FILE))
+            self._tokens[HISTORY_FILE] = found.token if found else None
 
     @property
     def model(self) -> str:
@@ -434,7 +438,16 @@ class ManifestUpdate:
     def entry(self, version: int) -> dict | None:
         """Returns a version's entry as this change has it (None if it has none)."""
         if version not in self._entries:
-            self._entries[version] = read_entry(self.model_dir, version)
+            if is_remote(self.model_dir):  # with its token: the entry is replaced only as read
+                path = self.model_dir / VERSIONS_DIR / f"{int(version)}.json"
+                found = objects.read(uri_of(path))
+                self._tokens[path.name] = found[1] if found else None
+                entry = _parse_json(found[0], path, self.model_dir) if found else None
+                if entry is not None:
+                    _refuse_problems(path, self.model_dir, entry_problems(entry, int(version)))
+                self._entries[version] = entry
+            else:
+                self._entries[version] = read_entry(self.model_dir, version)
         return self._entries[version]
 
     def is_published(self, version: int | None) -> bool:
@@ -494,13 +507,15 @@ class ManifestUpdate:
         """Writes the changed entries, appends the history lines, then replaces the head."""
         self.newest()
         staging = _staging_dir(self.model_dir)
-        if self._changed:
+        if is_remote(self.model_dir):
+            self._commit_remote_records()
+        elif self._changed:
             versions_dir = _make_dir(self.model_dir / VERSIONS_DIR)
             for version in sorted(self._changed):
                 text = _dumps_entry(self._entries[version])
                 write_text_atomic(versions_dir / f"{version}.json", text, tmp_dir=staging, sync_dir=False)
             fsync_path(versions_dir)
-        if self._events:
+        if self._events and not is_remote(self.model_dir):
             lines = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in self._events)
             self.head["history_bytes"] = append_bytes(self.model_dir / HISTORY_FILE, lines.encode())
         text = _dumps_head(self.head)
@@ -520,6 +535,43 @@ class ManifestUpdate:
                 os.rename(version_path(self.model_dir, version), doomed)  # TF Serving sees it vanish at once
             shutil.rmtree(doomed, ignore_errors=True)
         self._doomed.clear()
+
+    def _commit_remote_records(self) -> None:
+        """Writes the changed entries and the history into a bucket, each conditionally.
+
+        Every object is replaced only if it still is what this change read (or is still absent):
+        a writer that lost its lease cannot overwrite what the lease's new holder committed. The
+        history has no append: its committed bytes (the head's `history_bytes`) plus the new lines
+        replace it.
+        """
+        for version in sorted(self._changed):
+            path = self.model_dir / VERSIONS_DIR / f"{version}.json"
+            if path.name not in self._tokens:
+                found = objects.stat(uri_of(path))
+                self._tokens[path.name] = found.token if found else None
+            data = _dumps_entry(self._entries[version]).encode()
+            self._tokens[path.name] = self._write_if_unchanged(path, data, self._tokens[path.name])
+        if self._events:
+            path = self.model_dir / HISTORY_FILE
+            lines = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in self._events)
+            found = objects.read(uri_of(path))
+            committed = found[0][: self.head["history_bytes"]] if found else b""
+            # Conditional on the history this change opened, not the one just read: bytes another
+            # writer put there since would otherwise be dropped without a word.
+            self._write_if_unchanged(path, committed + lines.encode(), self._tokens[HISTORY_FILE])
+            self.head["history_bytes"] = len(committed) + len(lines.encode())
+
+    def _write_if_unchanged(self, path: Path, data: bytes, token: str | None) -> str:
+        """Writes one registry object if it still has `token` (None: if it is still absent)."""
+        try:
+            if token is None:
+                return objects.write(uri_of(path), data, if_absent=True)
+            return objects.write(uri_of(path), data, if_token=token)
+        except objects.PreconditionFailed:
+            raise RegistryError(
+                f"{path} was changed by another writer during this change (its lease expired?): "
+                "the head was not written, so nothing was committed; retry"
+            ) from None
 
     def _write_head(self, text: str, staging: Path) -> None:
         """Replaces the head, which commits the change.
@@ -667,6 +719,11 @@ def _read_json(path: Path, model_dir: Path) -> dict | None:
         return None
     except OSError as err:
         raise ManifestError(path, f"cannot be read ({err.strerror or err})", model_dir) from None
+    return _parse_json(data, path, model_dir)
+
+
+def _parse_json(data: bytes, path: Path, model_dir: Path) -> dict:
+    """Returns the JSON object in a registry file's bytes; ManifestError naming the file if it is none."""
     if not data.strip():
         raise ManifestError(path, f"is empty ({len(data)} bytes), expected a JSON object", model_dir)
     try:
