@@ -234,3 +234,24 @@ def test_a_stale_writer_cannot_cut_the_history_another_writer_committed(exported
     with pytest.raises(RegistryError, match="changed by another writer"):
         stale.commit()
     assert [e["by"] for e in read_manifest(model_dir)["history"] if e["event"] == "note"] == ["live"]
+
+
+def test_the_models_pages_read_a_registry_in_a_bucket(exported, bucket):
+    from include.registry.page.data import ModelRef, model_page, models_overview, version_page
+    from include.registry.page.html import render_model, render_version
+
+    root = BucketURI(bucket) / "serving"
+    publish_version(exported, root, "digits", VERSION, record={"run_id": "r1"})
+    publish_version(exported, root, "digits", VERSION + 1, record={"run_id": "r2"})
+    ref = ModelRef("digits", "digits_softmax", root, root / "digits", "required")
+    (row,) = models_overview([ref])
+    assert row["newest_version"] == VERSION + 1 and row["versions_on_disk"] == 2
+    assert row["labels"] == {"stable": VERSION, "canary": VERSION + 1} and row["missing_labels"] == {}
+    page = model_page(ref)
+    assert [v["version"] for v in page["versions"]] == [VERSION + 1, VERSION]
+    assert str(VERSION) in render_model(page, base="/registry", ui="/", user="alice")
+    detail = version_page(ref, VERSION)
+    assert detail["entry"]["run_id"] == "r1" and detail["status"] == "published"
+    assert detail["serving"]["served"] and f'base_path: "{root / "digits"}"' in detail["serving"]["block"]
+    html = render_version(detail, base="/registry", ui="/", user="alice", may_request=False)
+    assert detail["entry"]["content_digest"] in html
