@@ -15,6 +15,7 @@ from include.config import PipelineConfig
 from include.config.claims import model_asset_name, model_asset_uri
 from include.run.options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
 from include.versions import MAX_VERSION, model_dir, runs_dir
+from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
 from plugins.savedmodel_operators import SavedModelExportOperator
 from plugins.savedmodel_sensors import SavedModelVersionSensor
 from plugins.savedmodel_tasks import publish_version, train, validate_signatures

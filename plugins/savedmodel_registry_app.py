@@ -52,6 +52,7 @@ from include.registry.page.html import (
     render_version,
 )
 from include.registry.store import LABELS, has_version_dir, read_version_entry
+from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from include.savedmodel.files import missing_parts_at
+from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
 
 
 def export_problems(version_dir: str, conn_id: str | None = None) -> list[str]:

