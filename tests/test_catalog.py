@@ -165,3 +165,36 @@ def record_publish(directory: Path, dag_id: str, source: Path, version: int = 20
     }
     with locked(directory), store.manifest_update(directory) as update:
         update.put_entry(version, entry)
+
+
+def test_pipelines_in_buckets_clash_by_prefix_and_read_no_bucket_while_parsing(tmp_path, monkeypatch):
+    """Bucket roots: a model dir inside another's is refused, the Asset is the bucket URI, and
+    the keeper rule asks no registry (parsing DAGs makes no network call): the older file keeps it."""
+    from include.storage import objects
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a bucket was read while parsing")
+
+    for name in ("read", "read_bytes", "stat", "listing", "children"):
+        monkeypatch.setattr(objects, name, no_network)
+    old = pipeline(
+        tmp_path,
+        "a.yaml",
+        OLD,
+        storage={"export_root": "gs://acme-ml/runs", "serving_root": "gs://acme-ml/models"},
+    )
+    clash = {"export_root": "gs://acme-ml/other-runs", "serving_root": "gs://acme-ml/models/digits/nested"}
+    new = pipeline(tmp_path, "b.yaml", NEW, name="colors", model=model_named("colors"), storage=clash)
+    apart = {"export_root": "gs://acme-ml-2/runs", "serving_root": "s3://acme-ml/models"}
+    pipeline(tmp_path, "c.yaml", NEW, name="shapes", model=model_named("shapes"), storage=apart)
+    configs, errors = load_all_pipelines(tmp_path / "pipelines")
+    assert sorted(c.name for c in configs) == ["digits_softmax", "shapes"]
+    ((error,),) = [errors]
+    assert error.path == str(new.resolve())
+    assert "the model dir gs://acme-ml/models/digits/nested/colors lies inside the model dir of" in str(error)
+    assert "it is the older file" in error.problems[-1]
+    kept = next(c for c in configs if c.name == "digits_softmax")
+    from include.config.claims import model_asset_uri
+
+    assert model_asset_uri(kept) == "gs://acme-ml/models/digits"
+    assert old.resolve() == kept.source_path

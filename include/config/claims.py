@@ -25,10 +25,11 @@ import datetime as dt
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from include.config.schema import PipelineConfig
 from include.errors import ConfigError, ManifestError
+from include.storage.location import is_bucket
 from include.versions import model_dir, runs_dir
 
 # What the registry says of a pipeline, best first: its model dir's newest version was published
@@ -56,8 +57,9 @@ def model_asset_name(config: PipelineConfig) -> str:
 
 
 def model_asset_uri(config: PipelineConfig) -> str:
-    """Returns the URI of the pipeline's model Asset: its model dir."""
-    return f"file://{model_dir(config.storage.serving_root, config.model.name)}"
+    """Returns the URI of the pipeline's model Asset: its model dir (a file:// URI, or the bucket's)."""
+    found = model_dir(config.storage.serving_root, config.model.name)
+    return str(found) if is_bucket(found) else f"file://{found}"
 
 
 def refuse_clashes(
@@ -123,6 +125,10 @@ def _relation(path: Path, other: Path) -> str | None:
     """Returns how `path` overlaps `other` ('is', 'lies inside', 'holds'), or None where it does not."""
     if path == other:
         return "is"
+    if is_bucket(path) or is_bucket(other):  # a bucket prefix overlaps only one of the same bucket
+        if not (is_bucket(path) and is_bucket(other)):
+            return None
+        path, other = PurePosixPath(path.replace("://", "/", 1)), PurePosixPath(other.replace("://", "/", 1))
     if path.is_relative_to(other):
         return "lies inside"
     if other.is_relative_to(path):
@@ -137,6 +143,8 @@ def _registry_rank(config: PipelineConfig) -> int:
     from include.registry.store import read_entry, read_head
 
     directory = model_dir(config.storage.serving_root, config.model.name)
+    if is_bucket(directory):  # parsing DAGs makes no network calls: the file times decide
+        return _NOT_PUBLISHED
     try:
         newest = read_head(directory)["newest"]
         entry = read_entry(directory, newest[-1]) if newest else None
