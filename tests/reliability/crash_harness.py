@@ -200,11 +200,15 @@ class Bucket:
     rerun_lease_left: list[float] = field(default_factory=list)  # lease time left as a rerun starts
     rerun_seconds: list[float] = field(default_factory=list)
     settle_seconds: float = 0.0  # waited before kill trials for killed holders' leases to expire
+    check_seconds: float = 0.0  # spent reading the bucket for the invariants
 
     def check(self, after_rerun_of: int | None = None) -> list[str]:
+        started = time.monotonic()
         # Read after the calibration run made the export (every export of the checkpoint is alike).
         expected = export_sizes(self.export_dir)
-        return check_bucket(self.model_dir, expected, after_rerun_of=after_rerun_of)
+        found = check_bucket(self.model_dir, expected, after_rerun_of=after_rerun_of)
+        self.check_seconds += time.monotonic() - started
+        return found
 
     def settle(self) -> None:
         self.settle_seconds += wait_out_leases(*locks_of(self.model_dir))
@@ -218,6 +222,7 @@ class Bucket:
             f"{prefix}rerun_seconds_max": round(max(reruns), 3),
             f"{prefix}rerun_seconds_mean": round(sum(reruns) / len(reruns), 3),
             f"{prefix}settle_seconds": round(self.settle_seconds, 3),
+            f"{prefix}check_seconds": round(self.check_seconds, 3),
         }
 
 

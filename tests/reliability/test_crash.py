@@ -2,7 +2,7 @@
 
 `CRASH_TRIALS` sets the number of trials (50 in `make test`, 500 in `make soak`). Results go to
 `test-artifacts/crash-results.json`. The same trials publish to a bucket on each emulator
-(fake-gcs-server, moto's S3): `CRASH_TRIALS_BUCKET` of them (20 by default), results in
+(fake-gcs-server, moto's S3): `CRASH_TRIALS_BUCKET` of them (10 by default, 200 in `make soak`), results in
 `test-artifacts/crash-results-buckets.json`, one object per scheme.
 """
 
@@ -22,7 +22,7 @@ from tests.buckets import GCS_CONN, S3_CONN
 from tests.helpers import assert_complete
 
 TRIALS = int(os.environ.get("CRASH_TRIALS", "50"))
-BUCKET_TRIALS = int(os.environ.get("CRASH_TRIALS_BUCKET", "20"))
+BUCKET_TRIALS = int(os.environ.get("CRASH_TRIALS_BUCKET", "10"))
 
 _LOAD_ALL = """
 import json, sys
