@@ -73,7 +73,7 @@ test: venv system-packages lint
 # killed or restarted mid-run (tests/e2e/test_celery_faults.py), and the multi-host cluster's worker
 # killed or cut off mid-upload to a bucket (tests/multihost/).
 soak: venv system-packages
-	HYPOTHESIS_PROFILE=explore CRASH_TRIALS=500 $(BIN)/python -m pytest tests/reliability -q
+	HYPOTHESIS_PROFILE=explore CRASH_TRIALS=500 CRASH_TRIALS_BUCKET=200 $(BIN)/python -m pytest tests/reliability -q
 	@cat test-artifacts/crash-results.json
 	$(BIN)/python -m pytest -q tests/e2e/test_celery_faults.py tests/multihost
 

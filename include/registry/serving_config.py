@@ -176,7 +176,13 @@ def read_models_config(serving_root: Path) -> ModelServerConfig | None:
 
     path = as_path(serving_root) / MODELS_CONFIG_FILE
     try:
-        text = path.read_text()
+        if is_remote(path):  # one GET: a file object of an object replaced meanwhile reads torn
+            found = objects.read_bytes(uri_of(path))
+            if found is None:
+                return None
+            text = found.decode()
+        else:
+            text = path.read_text()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:

@@ -613,18 +613,22 @@ class ManifestUpdate:
     def _cut_uncommitted_history(self, head: dict) -> None:
         """Drops history bytes past the head's `history_bytes`: lines of a writer that crashed."""
         path = self.model_dir / HISTORY_FILE
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        if is_remote(path):
+            found = objects.stat(uri_of(path))
+            size = found.size if found else 0
+        else:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
         committed = head["history_bytes"]
         if size < committed:  # lost bytes: keep the whole lines that are left
             log.warning("%s is shorter (%d bytes) than its head records (%d)", path, size, committed)
-            committed = head["history_bytes"] = path.read_bytes().rfind(b"\n") + 1 if size else 0
+            committed = head["history_bytes"] = _read_whole(path).rfind(b"\n") + 1 if size else 0
         if size != committed:
             log.warning("dropping %d uncommitted bytes at the end of %s", size - committed, path)
             if is_remote(path):
-                objects.write(uri_of(path), path.read_bytes()[:committed])
+                objects.write(uri_of(path), _read_whole(path)[:committed])
             else:
                 os.truncate(path, committed)
                 fsync_path(path)
@@ -714,12 +718,26 @@ def _read_json(path: Path, model_dir: Path) -> dict | None:
     Raises ManifestError naming the file when it is empty, truncated, not JSON or not an object.
     """
     try:
-        data = path.read_bytes()
+        data = _read_whole(path)
     except FileNotFoundError:
         return None
     except OSError as err:
         raise ManifestError(path, f"cannot be read ({err.strerror or err})", model_dir) from None
     return _parse_json(data, path, model_dir)
+
+
+def _read_whole(path: Path) -> bytes:
+    """Returns a file's bytes; FileNotFoundError if there is none.
+
+    A bucket object is read in one GET, never through a file object: one opened, then replaced
+    by another writer, reads torn (GCS: the new bytes cut at the old size) or fails (S3).
+    """
+    if not is_remote(path):
+        return path.read_bytes()
+    found = objects.read_bytes(uri_of(path))
+    if found is None:
+        raise FileNotFoundError(str(path))
+    return found
 
 
 def _parse_json(data: bytes, path: Path, model_dir: Path) -> dict:

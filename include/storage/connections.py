@@ -85,6 +85,10 @@ def _filesystem(scheme: str, options_json: str):
     return fsspec.filesystem(scheme, use_listings_cache=False, **json.loads(options_json))
 
 
+# gcsfs and s3fs instances refuse to work in a forked child ("not fork-safe"): a child makes its own.
+os.register_at_fork(after_in_child=_filesystem.cache_clear)
+
+
 @dataclass(frozen=True)
 class ConnectionFields:
     """What this module reads of an Airflow connection (Airflow's Connection has the same names)."""

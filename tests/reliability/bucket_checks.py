@@ -19,7 +19,6 @@ lease's TTL (`short_leases`) so that a rerun takes it over within about a second
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -32,36 +31,18 @@ from include.storage import objects
 from include.storage.location import BucketURI
 from include.versions import is_version_name
 
-#: The harness's lease TTL in seconds (60 in include/storage/objects.py): `CRASH_LEASE_TTL`.
+#: The harness's lease TTL in seconds (60 by default, include/storage/objects.py): `CRASH_LEASE_TTL`.
 LEASE_TTL = float(os.environ.get("CRASH_LEASE_TTL", "1.0"))
 
 
 def short_leases(ttl: float = LEASE_TTL) -> None:
     """Makes every lease this process (and its forks) takes expire `ttl` s after its last renewal.
 
-    include/durable.py `locked` calls `objects.leased(lock)` with the default TTL of 60 s and
-    nothing configures it; a killed holder's lease would hold every rerun up for a minute.
+    Through SAVEDMODEL_LEASE_TTL (include/storage/objects.py), as an operator would set it: with
+    the default 60 s a killed holder's lease would hold every rerun up for a minute. (A forked
+    child opens its own gcsfs/s3fs instances: include/storage/connections.py drops them at fork.)
     """
-    leased = getattr(objects.leased, "with_default_ttl", objects.leased)
-
-    @functools.wraps(leased)
-    def short(lock, *, ttl=ttl, wait=600.0):
-        return leased(lock, ttl=ttl, wait=wait)
-
-    short.with_default_ttl = leased
-    objects.leased = short
-
-
-def fresh_filesystems() -> None:
-    """Drops the filesystems a forked child inherited: fsspec's refuse to work after a fork.
-
-    include/storage/connections.py caches one gcsfs/s3fs instance per bucket options
-    (`functools.lru_cache`); an instance made before the fork raises "This class is not
-    fork-safe" in the child. fsspec's own instance cache clears itself on fork, this one does not.
-    """
-    from include.storage import connections
-
-    connections._filesystem.cache_clear()
+    os.environ["SAVEDMODEL_LEASE_TTL"] = str(ttl)
 
 
 def export_sizes(export_dir: Path) -> dict[str, int]:

@@ -43,7 +43,6 @@ from tests.reliability.bucket_checks import (
     LEASE_TTL,
     check_bucket,
     export_sizes,
-    fresh_filesystems,
     lease_left,
     locks_of,
     short_leases,
@@ -271,16 +270,6 @@ def crash_trials(
     return killed, violations, [clean, *delays]
 
 
-def in_fresh_filesystems(work: Callable[[], None]) -> Callable[[], None]:
-    """Returns `work` run after dropping the bucket filesystems the fork inherited (see bucket_checks)."""
-
-    def run() -> None:
-        fresh_filesystems()
-        work()
-
-    return run
-
-
 def main() -> int:
     config_path, checkpoint, work, trials, seed = sys.argv[1:6]
     serving, connection = [*sys.argv[6:8], None, None][:2]
@@ -290,7 +279,6 @@ def main() -> int:
     work, trials, rng = Path(work), int(trials), random.Random(int(seed))  # noqa: S311 - not crypto
     name = config.model.name
     roots: tuple = (None, None)
-    wrap: Callable[[Callable[[], None]], Callable[[], None]] = lambda w: w  # noqa: E731
     if serving:
         use_connection(serving, connection)  # bound before forking: every child inherits it
         short_leases()
@@ -300,11 +288,10 @@ def main() -> int:
         import include.registry.publish  # noqa: F401
 
         roots = (BucketURI(serving) / "serving", BucketURI(serving) / "serving-retention")
-        wrap = in_fresh_filesystems
     exported = work / "exports" / "1"  # the calibration run's export
     buckets = [Bucket(root / name, exported) if root else None for root in roots]
     killed, violations, timings = crash_trials(
-        lambda v: wrap(lambda: export_and_publish(config, checkpoint, work, v, roots[0])),
+        lambda v: lambda: export_and_publish(config, checkpoint, work, v, roots[0]),
         work / "serving" / name,
         trials,
         2,
@@ -312,7 +299,7 @@ def main() -> int:
         buckets[0],
     )
     publish_killed, publish_violations, publish_timings = crash_trials(
-        lambda v: wrap(lambda: publish_with_retention(exported, work, name, v, roots[1])),
+        lambda v: lambda: publish_with_retention(exported, work, name, v, roots[1]),
         work / "serving-retention" / name,
         trials,
         1001,
