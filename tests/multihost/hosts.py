@@ -65,11 +65,13 @@ SUBNET_BASE = "10.231"
 #: Every process started on a host carries these (how `leftovers` and stale cleanup find them).
 RUN_VAR, HOST_VAR = "MULTIHOST_RUN", "MULTIHOST_HOST"
 #: Covered by a fresh tmpfs on every host: (path, mode).
+#: /tmp first: a checkout under /tmp (a CI clone) is bound back over the host's fresh /tmp before
+#: its build/ and data/ are covered.
 PRIVATE_DIRS = (
-    (PROJECT_ROOT / "build", "0755"),
-    (PROJECT_ROOT / "data", "0755"),
     (Path("/tmp"), "1777"),
     (Path("/dev/shm"), "1777"),
+    (PROJECT_ROOT / "build", "0755"),
+    (PROJECT_ROOT / "data", "0755"),
 )
 _NETNS_NAME = re.compile(rf"^{PREFIX}-([0-9a-f]{{4}})-(.+)$")
 _LINK_NAME = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})(br|v\d+)$")
@@ -77,12 +79,19 @@ _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 # The anchor: a host's mount and UTS namespaces live as long as this `sleep` does.
 _ANCHOR_SCRIPT = r"""
-hostname "$1"; hosts=$2; shift 2
+hostname "$1"; hosts=$2; project=$3; shift 3
 # Not keeping the bind mounts of other namespaces (other hosts, other runs) alive in this view.
 if mountpoint -q /run/netns; then umount -l /run/netns; fi
 mount --bind "$hosts" /etc/hosts
+keep=""
+case "$project" in /tmp/*)  # the checkout lies under /tmp: keep it through the fresh /tmp
+    keep=$(mktemp -d /run/smh-project.XXXXXX); mount --bind "$project" "$keep";;
+esac
 for spec in "$@"; do
     mount -t tmpfs -o "mode=${spec%%:*}" smh-private "${spec#*:}"
+    if [ "${spec#*:}" = /tmp ] && [ -n "$keep" ]; then
+        mkdir -p "$project"; mount --bind "$keep" "$project"; umount "$keep"; rmdir "$keep"
+    fi
 done
 echo ready
 exec sleep infinity
@@ -242,6 +251,7 @@ class Host:
         specs = [f"{mode}:{path}" for path, mode in PRIVATE_DIRS]
         command = ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--propagation=private"]
         command += ["sh", "-eu", "-c", _ANCHOR_SCRIPT, "anchor", self.name, str(self.network.hosts_file)]
+        command += [str(PROJECT_ROOT)]
         with open(self.log_path("anchor"), "ab") as log:
             self.anchor = subprocess.Popen(
                 [*command, *specs],
