@@ -29,14 +29,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from include.errors import StorageError
 from include.savedmodel.files import SAVED_MODEL_PB
 from include.storage.location import BucketURI
-
-if TYPE_CHECKING:
-    from include.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,19 @@ log = logging.getLogger(__name__)
 MIRROR_ENV = "SAVEDMODEL_LOCAL_RUNS"
 #: Uploaded after every other file of a tree, and deleted before any (TF Serving's and the sensor's cue).
 LAST = (SAVED_MODEL_PB,)
+
+
+class RunCopy(Protocol):
+    """What pull and push need of a run (include/run/record.py's RunRecord has it; this module
+    does not import that one, which imports this)."""
+
+    @property
+    def remote(self) -> BucketURI | None: ...
+
+    @property
+    def home(self) -> Path: ...
+
+    local_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -78,13 +88,13 @@ def fresh_mirror(work_dir: BucketURI) -> Path:
     return local
 
 
-def discard(record: RunRecord | None) -> None:
+def discard(record: RunCopy | None) -> None:
     """Removes a task's local copy of a bucket work dir (no-op for local work dirs)."""
     if record is not None and record.remote is not None and record.local_dir:
         shutil.rmtree(record.local_dir, ignore_errors=True)
 
 
-def pull(record: RunRecord, *names: str) -> Transfer | None:
+def pull(record: RunCopy, *names: str) -> Transfer | None:
     """Downloads `names` (relative to the work dir; a trailing `/` names a tree) into the task's copy.
 
     What the bucket lacks is skipped (the step that reads it says what is missing). A tree's local
@@ -115,7 +125,7 @@ def pull(record: RunRecord, *names: str) -> Transfer | None:
     return done
 
 
-def push(record: RunRecord, names: Iterable[str], *, marker: str) -> Transfer | None:
+def push(record: RunCopy, names: Iterable[str], *, marker: str) -> Transfer | None:
     """Uploads `names` (files, or trees ending in `/`) from the task's copy, then `marker` last.
 
     The marker (the step's JSON) is deleted from the bucket before anything else is written, so
