@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,34 @@ def airflow_env(
     return env
 
 
+def wait_healthy(
+    processes: dict[str, subprocess.Popen],
+    log: Callable[[str], Path],
+    health: Callable[[], dict],
+    workers_ready: Callable[[], bool],
+    timeout: float,
+) -> None:
+    """Waits until the health document says every component is healthy and `workers_ready()`.
+
+    Raises RuntimeError naming the log of a component that exited meanwhile, TimeoutError with
+    the last answer (or error) once `timeout` s passed.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {process.returncode}; see {log(name)}")
+        try:
+            last = health()
+            if all(part.get("status") == "healthy" for part in last.values()) and workers_ready():
+                return
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            last = err
+        time.sleep(1)
+    raise TimeoutError(f"Airflow not healthy after {timeout:.0f}s: {last}")
+
+
 @dataclass
 class LocalAirflow:
     """A running (or startable) set of Airflow components sharing one home and one port."""
@@ -212,22 +241,7 @@ class LocalAirflow:
 
     def wait_healthy(self, timeout: float) -> None:
         """Waits until the DB, scheduler, triggerer and dag-processor are healthy, and workers ready."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"airflow {name} exited with {process.returncode}; see {self.log(name)}"
-                    )
-            try:
-                last = self.health()
-                if all(part.get("status") == "healthy" for part in last.values()) and self._workers_ready():
-                    return
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                last = err
-            time.sleep(1)
-        raise TimeoutError(f"Airflow not healthy after {timeout:.0f}s: {last}")
+        wait_healthy(self.processes, self.log, self.health, self._workers_ready, timeout)
 
     def _workers_ready(self) -> bool:
         """Whether every Celery worker has logged that it is ready to take tasks."""

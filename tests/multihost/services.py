@@ -50,6 +50,7 @@ from tools.local_airflow import (
     CeleryWorker,
     airflow_env,
     read_env_file,
+    wait_healthy,
 )
 
 GCS_PORT, S3_PORT, POSTGRES_PORT, REDIS_PORT, API_PORT = 4443, 5000, 5432, 6379, 8080
@@ -366,22 +367,7 @@ class AirflowCluster:
 
     def wait_healthy(self, timeout: float) -> None:
         """Waits until DB, scheduler, triggerer and dag-processor are healthy and every worker is ready."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"airflow {name} exited with {process.returncode}; see {self.log(name)}"
-                    )
-            try:
-                last = self.health()
-                if all(part.get("status") == "healthy" for part in last.values()) and self.workers_ready():
-                    return
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                last = err
-            time.sleep(1)
-        raise TimeoutError(f"Airflow not healthy after {timeout:.0f}s: {last}")
+        wait_healthy(self.processes, self.log, self.health, self.workers_ready, timeout)
 
     def workers_ready(self) -> bool:
         """Whether every Celery worker has logged that it is ready (`<name>@<host name> ready.`)."""
