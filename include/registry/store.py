@@ -17,6 +17,8 @@ ignores them):
     .staging/                      what a crash can leave behind: copies on their way in, versions
                                    on their way out, temp files; emptied by the next publisher
     .configs/<sha256>.yaml         the pipeline configs the versions were built from, written once
+    .statistics/<sha256>.json      each version's data statistics and check report, written once
+    .blocked/<time>-<run>.json     the reports of the last runs the checks blocked (none published)
     <version>/                     the version dirs themselves, as TF Serving loads them
 
 and each serving root holds its model dirs and TF Serving's `models.config`
@@ -52,10 +54,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import string
 import uuid
@@ -77,6 +81,12 @@ MANIFEST_FILE = "manifest.json"
 RECORDS_DIR = ".manifest"
 VERSIONS_DIR = f"{RECORDS_DIR}/versions"
 HISTORY_FILE = f"{RECORDS_DIR}/history.jsonl"
+#: Each version's data statistics and check report, content-addressed like the configs.
+STATISTICS_DIR = ".statistics"
+#: The reports of runs the data checks or the quality gate blocked: nothing was published.
+BLOCKED_DIR = ".blocked"
+#: Blocked reports the page and `blocked_runs` show; older ones are deleted by `record_blocked`.
+KEEP_BLOCKED = 50
 #: Where writers of a model dir put what is not in place yet (staging copies, temp files) or on
 #: its way out (versions being deleted): one small dir to empty after a crash, never a listing of
 #: the model dir with its thousands of versions.
@@ -399,6 +409,93 @@ def archive_config(model_dir: str | os.PathLike[str], sha256: str, data: bytes) 
             _make_dir(target.parent)
             write_text_atomic(target, data, tmp_dir=_staging_dir(model_dir))
     return target
+
+
+def archive_statistics(model_dir: str | os.PathLike[str], statistics: dict) -> dict:
+    """Returns the entry's reference to a version's statistics, written once under the model dir's lock.
+
+    Content-addressed (`.statistics/<sha256>.json`), so a rerun of the same data writes nothing
+    and entries never share a file that changes.
+    """
+    data = json.dumps(statistics, sort_keys=True, separators=(",", ":")).encode()
+    sha256 = hashlib.sha256(data).hexdigest()
+    model_dir = as_path(model_dir)
+    target = model_dir / STATISTICS_DIR / f"{sha256}.json"
+    if not target.is_file():
+        with locked(model_dir):
+            if not target.is_file():
+                _make_dir(target.parent)
+                write_text_atomic(target, data, tmp_dir=_staging_dir(model_dir))
+    return {"sha256": sha256, "path": f"{STATISTICS_DIR}/{sha256}.json"}
+
+
+def read_statistics(model_dir: str | os.PathLike[str], entry: dict | None) -> dict | None:
+    """Returns the statistics a version's entry references (None when it has none or they are gone).
+
+    A file whose bytes are not the digest its entry names (hand-edited, torn) raises ManifestError.
+    """
+    reference = (entry or {}).get("statistics")
+    if not isinstance(reference, dict) or not isinstance(reference.get("sha256"), str):
+        return None
+    model_dir = as_path(model_dir)
+    path = model_dir / STATISTICS_DIR / f"{reference['sha256']}.json"
+    try:
+        data = _read_whole(path)
+    except FileNotFoundError:
+        return None
+    if hashlib.sha256(data).hexdigest() != reference["sha256"]:
+        raise ManifestError(path, "its content is not the sha256 its name and entry give", model_dir)
+    return _parse_json(data, path, model_dir)
+
+
+def record_blocked(model_dir: str | os.PathLike[str], report: dict) -> Path:
+    """Returns where a blocked run's report was written (`.blocked/<time>-<run>.json`), atomically.
+
+    `report` names the run (`run_id`) and holds what the checks found; the oldest reports beyond
+    KEEP_BLOCKED are deleted. A rerun of the same run's step replaces its own report.
+    """
+    model_dir = as_path(model_dir)
+    run = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(report.get("run_id") or "run"))[:120]
+    step = re.sub(r"[^a-z_]+", "_", str(report.get("step") or "step"))
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    with locked(model_dir):
+        directory = _make_dir(model_dir / BLOCKED_DIR)
+        for old in _blocked_files(model_dir):
+            if old.name.split("-", 1)[-1] == f"{run}-{step}.json":
+                old.unlink()
+        target = directory / f"{stamp}-{run}-{step}.json"
+        write_text_atomic(
+            target, json.dumps({**report, "blocked_at": now_iso()}, indent=1), tmp_dir=_staging_dir(model_dir)
+        )
+        for old in _blocked_files(model_dir)[:-KEEP_BLOCKED]:
+            old.unlink()
+    return target
+
+
+def blocked_runs(model_dir: str | os.PathLike[str], limit: int = 20) -> list[dict]:
+    """Returns the newest `limit` blocked runs' reports of a model dir, newest first.
+
+    A report that cannot be read as JSON is skipped with a warning (it is informational).
+    """
+    model_dir = as_path(model_dir)
+    reports = []
+    for path in reversed(_blocked_files(model_dir)[-limit:] if limit else []):
+        try:
+            reports.append(json.loads(_read_whole(path)))
+        except (OSError, ValueError) as err:
+            log.warning("skipping blocked report %s: %s", path, err)
+    return reports
+
+
+def _blocked_files(model_dir: Path) -> list[Path]:
+    """Returns the blocked reports of a model dir, oldest first (their names start with the time)."""
+    directory = model_dir / BLOCKED_DIR
+    if not is_remote(directory) and not directory.is_dir():
+        return []
+    try:
+        return sorted((p for p in directory.iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
+    except FileNotFoundError:
+        return []
 
 
 class ManifestUpdate:
