@@ -65,6 +65,20 @@ class DataError(PipelineError):
         super().__init__(f"bad training data in {where}: {problem}")
 
 
+class DataCheckError(PipelineError):
+    """The data checks blocked a run before training: its data broke an expectation or drifted.
+
+    Carries the report (include/validate/data_checks.py) and the failing checks in words.
+    """
+
+    def __init__(self, report: dict, failed: Sequence[str]) -> None:
+        self.report, self.failed = report, list(failed)
+        lines = "\n".join(f"  - {line}" for line in self.failed)
+        super().__init__(
+            f"data checks blocked the run ({len(self.failed)} of {report['checked']} failed):\n{lines}"
+        )
+
+
 class ContractMismatchError(PipelineError):
     """The model's signatures differ from the signature contract declared in the YAML."""
 
@@ -77,8 +91,9 @@ class ContractMismatchError(PipelineError):
 class QualityGateError(PipelineError):
     """A metric is outside the bound set in the YAML; carries metric, value and bound."""
 
-    def __init__(self, metric: str, value: float, bound: str) -> None:
+    def __init__(self, metric: str, value: float, bound: str, report: list[dict] | None = None) -> None:
         self.metric, self.value, self.bound = metric, value, bound
+        self.report = report or []  # every check of the gate (include/validate/gate.py), when known
         super().__init__(f"quality gate failed: {metric}={value:.6f}, expected {bound}")
 
 

@@ -26,3 +26,26 @@ def data_read(data: dict) -> str:
     """Returns what train read, e.g. `31 files (2 GZIP), 1,797 records` (from its data lineage)."""
     compressed = ", ".join(f"{count} {kind}" for kind, count in data.get("compressed_files", {}).items())
     return f"{data['files']} files{f' ({compressed})' if compressed else ''}, {data['records']:,} records"
+
+
+def describe_check(row: dict) -> str:
+    """Returns one check report row in words.
+
+    E.g. `feature sex: oov_fraction 0.53 in dt=2026-10-30 (expected <= 0.05, declared; values 'X' x8)`.
+    """
+    where = f" in {row['partition']}" if row.get("partition") else ""
+    detail = f"; {row['detail']}" if row.get("detail") else ""
+    value = row["value"]
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{row['subject']}: {row['statistic']} {shown}{where} (expected {row['threshold']}, {row['source']}{detail})"
+
+
+def checks_headline(report: dict | None) -> str:
+    """Returns the data checks' verdict in a few words, e.g. `data checks passed (54 against version 3)`."""
+    if not report:
+        return "no data checks"
+    against = f" against version {report['baseline_version']}" if report.get("baseline_version") else ""
+    words = f"data checks {report['verdict']} ({report['checked']} checks{against})"
+    if report.get("forced_reason"):
+        words += f", forced past {len(report.get('failed', []))}: {report['forced_reason']!r}"
+    return words

@@ -14,7 +14,8 @@ import sys
 
 from airflow.sdk import get_current_context, task
 
-from include.summary import data_read, metrics_headline, summary_line
+from include.errors import DataCheckError, QualityGateError
+from include.summary import checks_headline, data_read, describe_check, metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
                 pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
             )
             result = train_run(record)
+        except DataCheckError as err:
+            log.error(summary_line("train", f"blocked by the data checks: {'; '.join(err.failed)}"))
+            raise
         finally:
             workdir.discard(record)
     data, metrics = result["data"], result["metrics"]
@@ -64,7 +68,8 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
         summary_line(
             "train",
             f"{len(data['partitions'])} partitions, {data_read(data)}, {data['train_examples']} "
-            f"train / {data['eval_examples']} held-out examples, {metrics_headline(metrics)}",
+            f"train / {data['eval_examples']} held-out examples, {checks_headline(result.get('data_checks'))}, "
+            f"{metrics_headline(metrics)}",
         )
     )
     return {"record": str(record.path), "version": record.version, "export_dir": str(record.export_dir)}
@@ -82,13 +87,20 @@ def validate_signatures(record: str) -> dict:
         run = load_run(record)
         try:
             verdict = validate_run(run)
+        except QualityGateError as err:
+            failed = [describe_check(row) for row in err.report if row["verdict"] == "fail"] or [str(err)]
+            log.error(
+                summary_line("validate_signatures", f"blocked by the quality gate: {'; '.join(failed)}")
+            )
+            raise
         finally:
             workdir.discard(run)
     log.info(
         summary_line(
             "validate_signatures",
             f"{len(verdict['signatures'])} signatures match the contract "
-            f"({', '.join(verdict['signatures'])}), quality gate {verdict['verdict']}",
+            f"({', '.join(verdict['signatures'])}), quality gate {verdict['verdict']} "
+            f"({len(verdict.get('checks', []))} checks)",
         )
     )
     return {"verdict": verdict["verdict"], "signature_fingerprint": verdict["signature_fingerprint"]}

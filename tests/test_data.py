@@ -365,7 +365,7 @@ def test_an_empty_train_split_is_no_data(tmp_path, epochs):
     """A window whose examples are all held out fails with NoDataError, by epochs and by steps (no hang)."""
     config = small_window_config(tmp_path, one_split_data(tmp_path, held=True))
     steps = None if epochs else 20
-    with pytest.raises(NoDataError, match="the train split is empty"):
+    with pytest.raises(NoDataError, match=r"the train split (of .* )?is empty"):
         train_model(config, SMALL_WINDOW_DATE, tmp_path / "work", steps=steps)
 
 

@@ -254,6 +254,45 @@ def _default_tensor(method: str, kind: str, name: str) -> str | None:
 FeatureDType = Literal["float32", "int64", "string"]
 
 
+_Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Expectation(_Section):
+    """What a feature's (or the label's) values must look like in every partition of a run's window.
+
+    Declared bounds always apply. Where a bound is not declared, it is inferred from the baseline
+    version's statistics (`data_checks`); `drift` overrides data_checks' default threshold.
+    """
+
+    min: Annotated[float | None, Field(description="Lowest value allowed (numbers).")] = None
+    max: Annotated[float | None, Field(description="Highest value allowed (numbers).")] = None
+    values: Annotated[
+        Annotated[tuple[str, ...], Field(min_length=1, max_length=10_000), _AsTuple] | None,
+        Field(description="The values a string feature may take; any other fails the partition."),
+    ] = None
+    max_missing: Annotated[
+        _Fraction | None, Field(description="Most of a partition's examples that may lack the feature.")
+    ] = None
+    max_oov: Annotated[
+        _Fraction | None,
+        Field(description="Most of a partition's values that may lie outside the feature's vocabulary."),
+    ] = None
+    drift: Annotated[
+        _Fraction | None,
+        Field(
+            description="Largest drift from the baseline: Jensen-Shannon divergence (numbers) or "
+            "L-infinity distance (strings, classes); 1 = never blocks; null = data_checks' default."
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Expectation:
+        """Returns self when min is not above max."""
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _refuse([(("min",), f"expected at most max ({self.max}), got {self.min}")], self)
+        return self
+
+
 class FeatureSpec(_Section):
     """One input feature of the model, as every tf.Example (training data and requests) carries it."""
 
@@ -271,6 +310,9 @@ class FeatureSpec(_Section):
         Annotated[tuple[Annotated[str, Field(max_length=1000)], ...], Field(min_length=1), _AsTuple] | None,
         Field(description="A string feature's values, one-hot encoded for the built-in builders."),
     ] = None
+    expect: Annotated[
+        Expectation, Field(description="What its values must look like (data checks, before training).")
+    ] = Expectation()
 
     @property
     def width(self) -> int:
@@ -297,9 +339,36 @@ class FeatureSpec(_Section):
                 )
             elif len(set(self.vocabulary)) != len(self.vocabulary):
                 problems.append((("vocabulary",), "expected each value once, got duplicates"))
+        problems.extend((("expect", *loc), text) for loc, text in _expectation_problems(self.expect, self))
         if problems:
             raise _refuse(problems, self)
         return self
+
+
+def _expectation_problems(expect: Expectation, feature: FeatureSpec) -> list[tuple[tuple[str, ...], str]]:
+    """Returns the expectations that do not fit the feature's dtype (bounds of strings, OOV without vocabulary)."""
+    problems = []
+    if feature.dtype == "string":
+        for key in ("min", "max"):
+            if getattr(expect, key) is not None:
+                problems.append(((key,), "expected only on a number feature, got a string feature"))
+        wrong = [v for v in expect.values or () if not isinstance(v, str)]
+        if wrong:
+            problems.append((("values",), f"expected strings, got {wrong[0]!r}"))
+    elif expect.values is not None:
+        problems.append(
+            (("values",), f"expected only on a string feature (use min and max for {feature.dtype})")
+        )
+    if expect.max_oov is not None and feature.vocabulary is None:
+        problems.append((("max_oov",), "expected only on a string feature with a vocabulary"))
+    if expect.max_missing is not None and feature.default is None:
+        problems.append(
+            (
+                ("max_missing",),
+                "expected only on a feature with a default (without one a missing value fails)",
+            )
+        )
+    return problems
 
 
 class LabelConfig(_Section):
@@ -315,6 +384,61 @@ class LabelConfig(_Section):
             "model.class_names; float: a regression target."
         ),
     ] = "class_index"
+    drift: Annotated[
+        _Fraction | None,
+        Field(
+            description="Largest drift of the label's distribution from the baseline: L-infinity distance "
+            "(classes) or Jensen-Shannon divergence (float); 1 = never blocks; null = data_checks' default."
+        ),
+    ] = None
+
+
+class DataChecksConfig(_Section):
+    """The checks of a run's data before training: expectations, inferred bounds and drift from the baseline.
+
+    The baseline is the version served now (`stable`, else the newest), as for the quality gate;
+    a version older than it (a backfill) is checked against declared expectations only.
+    """
+
+    enabled: Annotated[bool, Field(description="false = no data check (statistics are still recorded).")] = (
+        True
+    )
+    infer: Annotated[
+        bool, Field(description="Infer the bounds not declared from the baseline version's statistics.")
+    ] = True
+    numeric_drift: Annotated[
+        _Fraction | None,
+        Field(description="Default largest Jensen-Shannon divergence of a number feature; null = no check."),
+    ] = 0.25
+    categorical_drift: Annotated[
+        _Fraction | None,
+        Field(
+            description="Default largest L-infinity distance of a string feature or the classes; null = no check."
+        ),
+    ] = 0.3
+    range_margin: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=100,
+            description="Inferred [min, max]: the baseline's, widened by this fraction of its range on each side.",
+        ),
+    ] = 1.0
+    missing_slack: Annotated[
+        _Fraction, Field(description="Inferred max_missing: the baseline's missing fraction plus this.")
+    ] = 0.1
+    oov_slack: Annotated[
+        _Fraction, Field(description="Inferred max_oov: the baseline's out-of-vocabulary fraction plus this.")
+    ] = 0.05
+    min_drift_examples: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1_000_000,
+            description="Drift compares the partitions the baseline did not see with the baseline's "
+            "window; when they hold fewer examples than this, the newest earlier partitions are added.",
+        ),
+    ] = 30
 
 
 class DataConfig(_Section):
@@ -431,6 +555,57 @@ class TrainingConfig(_Section):
         return self
 
 
+class SliceSpec(_Section):
+    """Held-out metrics by the value of one feature (or bucket of a number, or the label), each gated."""
+
+    by: Annotated[
+        str,
+        Field(
+            pattern=_FEATURE_NAME,
+            description="A declared feature of one value per example, or `label`, whose values cut the slices.",
+        ),
+    ]
+    boundaries: Annotated[
+        Annotated[tuple[float, ...], Field(min_length=1, max_length=100), _AsTuple] | None,
+        Field(
+            description="Cut points of a number feature (or a float label), ascending: the slices are the buckets."
+        ),
+    ] = None
+    min_examples: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1_000_000,
+            description="A slice the baseline had with at least this many held-out examples may not have fewer.",
+        ),
+    ] = 1
+    min_accuracy: Annotated[
+        float | None, Field(ge=0, le=1, description="Floor on each slice's accuracy.")
+    ] = None
+    max_loss: Annotated[float | None, Field(ge=0, description="Ceiling on each slice's held-out loss.")] = (
+        None
+    )
+    max_accuracy_drop: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="Most a slice's accuracy may drop below the baseline's slice."),
+    ] = None
+    max_loss_increase: Annotated[
+        float | None,
+        Field(
+            ge=0, le=100, description="Most a slice's loss may rise above the baseline's slice (0.1 = 10%)."
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _ascending(self) -> SliceSpec:
+        """Returns self when the boundaries ascend."""
+        if self.boundaries is not None and list(self.boundaries) != sorted(set(self.boundaries)):
+            raise _refuse(
+                [(("boundaries",), f"expected ascending values, got {list(self.boundaries)}")], self
+            )
+        return self
+
+
 class QualityConfig(_Section):
     """The quality gate: absolute thresholds and no regression against the served version."""
 
@@ -450,6 +625,11 @@ class QualityConfig(_Section):
     allow_breaking_signature_change: Annotated[
         bool, Field(description="Publish even if a signature, input or output that clients use changed.")
     ] = False
+    slices: Annotated[
+        tuple[SliceSpec, ...],
+        Field(max_length=20, description="Held-out metrics by slice, recorded and gated."),
+        _AsTuple,
+    ] = ()
 
 
 class ServingConfig(_Section):
@@ -559,6 +739,7 @@ class PipelineConfig(_Section):
     retries: Annotated[int, Field(ge=0, le=20)] = 2
     retry_delay_minutes: Annotated[int, Field(ge=0, le=1440)] = 2
     quality: QualityConfig = QualityConfig()
+    data_checks: DataChecksConfig = DataChecksConfig()
     operations: OperationsConfig = OperationsConfig()
     serving: ServingConfig = ServingConfig()
     # The file it was read from: not a YAML key, so not in the schema; model_copy keeps it.
@@ -617,7 +798,7 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
         """Returns self when features, label, head, quality gate and signatures agree with each other."""
-        problems = [*self._label_problems(), *self._feature_problems()]
+        problems = [*self._label_problems(), *self._feature_problems(), *self._slice_problems()]
         for key, spec in self.signatures.items():
             problems.extend((("signatures", key, *loc), text) for loc, text in self._signature_problems(spec))
         if problems:
@@ -652,6 +833,37 @@ class PipelineConfig(_Section):
                 problems.append((("features", name, "vocabulary"), why))
         if self.label.key == self.data.id_key:
             problems.append((("label", "key"), f"expected a key other than data.id_key {self.data.id_key!r}"))
+        return problems
+
+    def _slice_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Returns slices by unknown or multi-valued features, missing or stray boundaries, wrong metrics."""
+        problems = []
+        regression = self.model.head == "regression"
+        for index, spec in enumerate(self.quality.slices):
+            at = ("quality", "slices", str(index))
+            if spec.by == "label":
+                dtype = "float32" if regression else "int64"
+            elif spec.by in self.features:
+                feature = self.features[spec.by]
+                if feature.width != 1:
+                    problems.append(
+                        ((*at, "by"), f"expected a feature of one value, got shape {list(feature.shape)}")
+                    )
+                dtype = feature.dtype
+            else:
+                problems.append(((*at, "by"), f"expected `label` or a declared feature, got {spec.by!r}"))
+                continue
+            if dtype == "float32" and spec.boundaries is None:
+                problems.append(((*at, "boundaries"), f"required to slice by the numbers of {spec.by!r}"))
+            if dtype == "string" and spec.boundaries is not None:
+                problems.append(
+                    ((*at, "boundaries"), f"expected only for numbers; {spec.by!r} holds strings")
+                )
+            if regression and (spec.min_accuracy is not None or spec.max_accuracy_drop is not None):
+                problems.append(((*at,), "expected no accuracy bound for head 'regression' (no accuracy)"))
+        names = [spec.by for spec in self.quality.slices]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append((("quality", "slices"), f"expected each `by` once, got {name!r} twice"))
         return problems
 
     def _signature_problems(self, spec: SignatureSpec) -> list[tuple[tuple[str, ...], str]]:

@@ -54,8 +54,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os

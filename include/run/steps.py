@@ -11,6 +11,7 @@ file another task left on a local disk.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from include.config import PROJECT_ROOT
+from include.errors import DataCheckError, PipelineError, QualityGateError
 from include.registry import store
 from include.registry.policy import baseline
 from include.registry.publish import PublishResult, publish_version
@@ -30,23 +32,59 @@ from include.savedmodel.export import export_savedmodel, source_file
 from include.savedmodel.verify import Verification, verify_export
 from include.storage.location import BucketURI, is_bucket
 from include.train.data import read_sample
-from include.train.training import CHECKPOINT_DIR, EVAL_SAMPLE_FILE, train_model
+from include.train.training import CHECKPOINT_DIR, EVAL_SAMPLE_FILE, STATISTICS_FILE, train_model
 from include.validate.checkpoint import validate_checkpoint
+from include.validate.data_checks import check_data
 from include.versions import model_dir
 
 log = logging.getLogger(__name__)
 
 
 def train_run(record: RunRecord) -> dict:
-    """Returns the train step's result (checkpoint, metrics, data lineage, hyperparameters)."""
-    preflight(record.config)  # before minutes of training: could this run publish at all?
+    """Returns the train step's result (checkpoint, metrics, data lineage, hyperparameters, data checks).
+
+    The window's statistics are checked against the expectations and the baseline before any
+    training step (include/validate/data_checks.py); a blocked run's report is recorded in the
+    registry (`store.record_blocked`) before DataCheckError fails the task.
+    """
+    config = record.config
+    preflight(config)  # before minutes of training: could this run publish at all?
     options = record.options
+    served = _baseline_of(record)
+    base = model_dir(config.storage.serving_root, config.model.name)
+    served_statistics = store.read_statistics(base, served) if served else None
+    log.info(
+        "data checks against %s",
+        f"version {served['version']}"
+        if served_statistics
+        else "declared expectations only (no baseline statistics)",
+    )
+    force_reason = options.force_reason if options.force_publish else None
+
+    def checked(statistics: dict) -> dict:
+        try:
+            return check_data(
+                config,
+                statistics,
+                {"version": served["version"], "statistics": served_statistics}
+                if served_statistics
+                else None,
+                force_reason=force_reason,
+            )
+        except DataCheckError as err:
+            record_blocked(
+                record, "train", str(err).splitlines()[0], err.report["rows"], err.report["baseline_version"]
+            )
+            raise
+
     result = train_model(
-        record.config,
+        config,
         options.as_of,
         record.home,
         steps=options.steps,
         learning_rate=options.learning_rate,
+        baseline_statistics=served_statistics,
+        check_data=checked,
     ).to_dict()
     result["checkpoint"] = record.recorded(result["checkpoint"])
     record.write_step("train", result)
@@ -62,29 +100,67 @@ def _pull_trained(record: RunRecord) -> dict:
     return trained
 
 
-def validate_run(record: RunRecord) -> dict:
-    """Returns the verdict on the trained checkpoint: contract, compatibility, smoke run, quality gate.
+def _baseline_of(record: RunRecord) -> dict | None:
+    """Returns the entry of the version a run is compared with: `stable`, else the newest; None if none.
 
-    The baseline is the version served now (`stable`, else the newest); a version older than it
-    (a backfill) cannot displace it, so only the absolute thresholds apply to it.
+    A version older than it (a backfill) cannot displace it, so none: only the absolute
+    thresholds and declared expectations apply to a backfill.
     """
-    config, options = record.config, record.options
-    trained = _pull_trained(record)
+    config = record.config
     served = baseline(read_manifest(model_dir(config.storage.serving_root, config.model.name)))
     if served and int(served["version"]) > record.version:
         log.info(
             "version %s is older than the baseline %s: no regression check", record.version, served["version"]
         )
-        served = None
+        return None
+    return served
+
+
+def record_blocked(record: RunRecord, step: str, error: str, rows: list[dict], baseline_version) -> None:
+    """Records a blocked run's report in the registry (the Models page shows it); never fails the task itself."""
+    config = record.config
+    report = {
+        "run_id": record.run.run_id,
+        "dag_id": record.run.dag_id,
+        "logical_date": record.run.logical_date,
+        "version": record.version,
+        "step": step,
+        "baseline_version": baseline_version,
+        "error": error,
+        "report": rows,
+    }
+    try:
+        store.record_blocked(model_dir(config.storage.serving_root, config.model.name), report)
+    except (OSError, PipelineError) as err:  # the task fails with the checks' error either way
+        log.warning("could not record the blocked run's report in the registry: %s", err)
+
+
+def validate_run(record: RunRecord) -> dict:
+    """Returns the verdict on the trained checkpoint: contract, compatibility, smoke run, quality gate.
+
+    The baseline is the version served now (`stable`, else the newest); a version older than it
+    (a backfill) cannot displace it, so only the absolute thresholds apply to it. A failed gate's
+    report (every metric and slice check) is recorded in the registry as a blocked run's.
+    """
+    config, options = record.config, record.options
+    trained = _pull_trained(record)
+    served = _baseline_of(record)
     log.info("baseline: %s", f"version {served['version']}" if served else "none")
-    verdict = validate_checkpoint(
-        config,
-        str(record.local(trained["checkpoint"])),
-        trained["metrics"],
-        baseline=served,
-        force_reason=options.force_reason if options.force_publish else None,
-        allow_breaking_change=options.allow_breaking_change,
-    )
+    try:
+        verdict = validate_checkpoint(
+            config,
+            str(record.local(trained["checkpoint"])),
+            trained["metrics"],
+            baseline=served,
+            force_reason=options.force_reason if options.force_publish else None,
+            allow_breaking_change=options.allow_breaking_change,
+            slices=trained.get("slices") or {},
+        )
+    except QualityGateError as err:
+        record_blocked(
+            record, "validate_signatures", str(err), err.report, served.get("version") if served else None
+        )
+        raise
     record.write_step("reference_outputs", verdict.pop("reference_outputs"))
     record.write_step("validation", verdict)
     workdir.push(record, ["reference_outputs.json"], marker="validation.json")
@@ -123,12 +199,14 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
     validation = record.read_step("validation")
     checkpoint_dir = record.local(trained["checkpoint"]).parent
     if record.remote is not None:
-        workdir.pull(record, (checkpoint_dir / EVAL_SAMPLE_FILE).relative_to(record.home).as_posix())
+        for name in (EVAL_SAMPLE_FILE, STATISTICS_FILE):
+            workdir.pull(record, (checkpoint_dir / name).relative_to(record.home).as_posix())
     if is_bucket(export_path):
         export_path = _pull_export(record, BucketURI(str(export_path)))
     sample = read_sample(checkpoint_dir / EVAL_SAMPLE_FILE)
     verification = verify_export(export_path, config, sample, record.read_step("reference_outputs"))
     base = model_dir(config.storage.serving_root, config.model.name)
+    statistics = checkpoint_dir / STATISTICS_FILE
     lineage = {
         **lineage_of(record),
         "data": trained["data"],
@@ -139,7 +217,15 @@ def publish_run(record: RunRecord, export_path: str | os.PathLike[str]) -> tuple
         "quality_gate": {
             "verdict": validation["verdict"],
             "baseline_version": validation["baseline_version"],
+            "checks": validation.get("checks", []),
         },
+        "data_checks": trained.get("data_checks"),
+        "slices": trained.get("slices") or {},
+        "statistics": (
+            store.archive_statistics(base, json.loads(statistics.read_text()))
+            if statistics.is_file()
+            else None
+        ),
         "verification": verification.to_dict(),
         "config": {
             "sha256": record.config_sha256,

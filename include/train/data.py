@@ -127,6 +127,91 @@ def input_dataset(
     return batches.with_options(options)
 
 
+def window_pass(
+    config: PipelineConfig,
+    files: tuple[str, ...] | list[str],
+    partition_of: list[int],
+    partitions: int,
+    edges: dict[str, list[float]],
+    *,
+    batch_size: int,
+    statistics: bool = True,
+):
+    """Returns a tf.data pipeline of one pass over every record of `files`: statistics and the held-out rows.
+
+    Each element is `{"stats": batch_statistics(...), "held_out": per-partition held-out counts,
+    "features": ..., "label": ...}` where features and label are the batch's held-out examples.
+    `partition_of[i]` is the partition index of `files[i]`. Without `statistics`, elements hold only
+    the held-out features and label, and float values are asserted finite. Else they are not asserted finite
+    here (the statistics count NaN and infinity, and the data checks refuse them, naming the
+    partition); labels are checked as in `input_dataset`.
+    """
+    import tensorflow as tf
+
+    from include.train.statistics import batch_statistics
+
+    training = config.training
+    autotune = tf.data.AUTOTUNE
+    names = tf.data.Dataset.from_tensor_slices(
+        (list(files), _compressions(files), tf.constant(partition_of, tf.int32))
+    )
+    streamed = _in_bucket(files)
+
+    def blocks_of(name, compression, partition):
+        blocks = _file_blocks(name, compression, streamed=streamed)
+        return blocks.map(lambda block: (block, tf.fill(tf.shape(block), partition)))
+
+    blocks = names.interleave(
+        blocks_of,
+        cycle_length=min(len(files), 8),
+        block_length=1,
+        num_parallel_calls=autotune,
+        deterministic=training.deterministic,
+    )
+    spec = parse_spec(config, with_label=True, with_id=True)
+    optional = {
+        name: tf.io.RaggedFeature(tf.as_dtype(feature.dtype), row_splits_dtype=tf.int64)
+        for name, feature in config.features.items()
+        if feature.default is not None
+    }
+
+    checked_parse = _checked_parser(config)
+
+    def parse_held_out(serialized, partition):
+        features, label, ids = checked_parse(serialized)
+        keep = held_out(ids, config.data.eval_percent)
+        return {
+            "features": {name: tf.boolean_mask(value, keep) for name, value in features.items()},
+            "label": tf.boolean_mask(label, keep),
+            "parsed": tf.size(keep),
+        }
+
+    def parse(serialized, partition):
+        parsed = tf.io.parse_example(serialized, spec)
+        present = {}
+        if optional:
+            ragged = tf.io.parse_example(serialized, optional)
+            present = {name: value.row_lengths() > 0 for name, value in ragged.items()}
+        label = _checked_label(parsed[config.label.key], config)
+        features = {name: parsed[name] for name in config.features}
+        stats = batch_statistics(config, features, present, label, partition, partitions, edges)
+        keep = held_out(parsed[config.data.id_key], config.data.eval_percent)
+        held = tf.math.unsorted_segment_sum(tf.cast(keep, tf.int64), partition, partitions)
+        return {
+            "stats": stats,
+            "held_out": held,
+            "features": {name: tf.boolean_mask(value, keep) for name, value in features.items()},
+            "label": tf.boolean_mask(label, keep),
+        }
+
+    batches = blocks.rebatch(batch_size).map(
+        parse, num_parallel_calls=autotune, deterministic=training.deterministic
+    )
+    options = tf.data.Options()
+    options.deterministic = training.deterministic
+    return batches.with_options(options)
+
+
 def _permuted(seed: int):
     """Returns a function shuffling the examples of the `index`-th parsed batch, (index, batch) -> batch.
 

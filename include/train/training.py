@@ -11,13 +11,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
 import os
 import re
 import shutil
 import time
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -25,8 +27,9 @@ from include.config import PipelineConfig
 from include.errors import ConfigError, DataError, ModelBuilderError, NoDataError, QualityGateError
 from include.failpoints import failpoint
 from include.summary import metrics_headline
-from include.train.data import diagnose, held_out_sample, input_dataset, write_sample
+from include.train.data import diagnose, held_out_sample, input_dataset, window_pass, write_sample
 from include.train.model import new_network, state_updates
+from include.train.statistics import WindowStatistics, bin_edges
 from include.train.window import data_window
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PREFIX = "model.ckpt"
 METRICS_FILE = "metrics.json"
+#: The window's statistics and the data checks' report, beside the checkpoint (they travel with it).
+STATISTICS_FILE = "statistics.json"
 EVAL_SAMPLE_FILE = "eval_sample.json"
 EVAL_SAMPLE_SIZE = 32
 EVAL_BATCH_SIZE = 4096
@@ -53,6 +58,8 @@ class TrainResult:
     metrics: dict
     data: dict
     hyperparameters: dict
+    data_checks: dict | None = None  # what `check_data` returned: verdict, baseline, failed rows
+    slices: dict = dataclasses.field(default_factory=dict)  # {slice: {key: held-out metrics}}
 
     def to_dict(self) -> dict:
         """Returns the result as a plain dict."""
@@ -67,6 +74,9 @@ class _TrainGraph:
     network: object
     train_iterator: object
     eval_iterator: object
+    stats_iterator: object
+    stats: dict  # the per-batch statistics, per-partition held-out counts
+    slice_sums: dict  # per slice: keys and sums of the eval batch
     max_steps: object  # placeholder: the most train steps the next run takes
     train_run: dict  # steps run, and each step's loss, correct predictions and example count
     learning_rate: object
@@ -80,8 +90,16 @@ def train_model(
     *,
     steps: int | None = None,
     learning_rate: float | None = None,
+    baseline_statistics: dict | None = None,
+    check_data: Callable[[dict], dict] | None = None,
 ) -> TrainResult:
     """Returns the result of training `config`'s model on the data as of `as_of` into `work_dir`.
+
+    Before training, one pass over the whole window computes its statistics
+    (include/train/statistics.py; with the baseline's quantile edges from `baseline_statistics`,
+    for drift) and keeps the held-out rows in a local cache that the evaluation after training
+    reads. `check_data(statistics)` runs then: it raises to stop the run before any training
+    step, or returns its report (recorded in the result and beside the checkpoint).
 
     The checkpoint is written to a temporary directory and renamed into place, so a crash never
     leaves a half-written checkpoint where validate/export will look for it. Bad data raises
@@ -114,9 +132,14 @@ def train_model(
     # An earlier attempt killed while saving left its own temp dir (another pid): remove them all.
     for stale in work_dir.glob(f".{CHECKPOINT_DIR}-tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in work_dir.glob(".held-out-cache-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = work_dir / f".{CHECKPOINT_DIR}-tmp-{os.getpid()}"
+    cache_dir = work_dir / f".held-out-cache-{os.getpid()}"
+    cache_dir.mkdir()
 
-    built = _build_training_graph(config, window.files)
+    edges = bin_edges(baseline_statistics, config)
+    built = _build_training_graph(config, window, edges, cache_dir / "held-out")
     refused = (
         tf.errors.InvalidArgumentError,
         tf.errors.DataLossError,
@@ -126,10 +149,22 @@ def train_model(
     try:
         with v1.Session(graph=built.graph, config=session_config(training.deterministic)) as sess:
             sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
+            statistics = report = None
+            if config.data_checks.statistics:
+                statistics = _window_statistics(sess, built, config, window, edges)
+                _check_splits(statistics["examples"], statistics["held_out"], window)
+                if any(
+                    stats["nonfinite"] for stats in [*statistics["features"].values(), statistics["label"]]
+                ):
+                    raise tf.errors.InvalidArgumentError(None, None, "NaN or infinite values in the window")
+                report = check_data(statistics) if check_data is not None else None
             trained = _fit(sess, built, config)
-            counts = _evaluate(sess, built, config)
-            _check_splits(counts, window)
-            metrics = {**counts.pop("metrics"), **trained}
+            evaluated = _evaluate(sess, built, config)
+            held = evaluated["metrics"]["eval_examples"]
+            if statistics is None:  # the records were counted as the held-out pass read them
+                _check_splits(evaluated["parsed"], held, window)
+            counts = {"eval_examples": held, "train_examples": (window.records or 0) - held}
+            metrics = {**evaluated["metrics"], **trained}
             tmp_dir.mkdir(parents=True)
             saver = v1.train.Saver(var_list=built.network.variables())
             saver.save(sess, str(tmp_dir / CHECKPOINT_PREFIX), write_meta_graph=False)
@@ -141,7 +176,12 @@ def train_model(
         log.error("the input pipeline refused a batch (%s); finding the record", reason.splitlines()[0])
         diagnose(config, window.files)
         raise DataError(", ".join(window.partitions), f"TensorFlow refused the data: {reason}") from None
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
+    if statistics is not None:
+        statistics["report"] = (report or {}).get("rows", [])
+        (tmp_dir / STATISTICS_FILE).write_text(json.dumps(statistics, sort_keys=True))
     write_sample(tmp_dir / EVAL_SAMPLE_FILE, held_out_sample(config, window.files, EVAL_SAMPLE_SIZE))
     (tmp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     final_dir = work_dir / CHECKPOINT_DIR
@@ -153,27 +193,87 @@ def train_model(
         metrics=metrics,
         data={**window.summary(), **counts},
         hyperparameters=training.model_dump(),
+        data_checks={key: value for key, value in (report or {}).items() if key != "rows"} or None,
+        slices=evaluated["slices"],
     )
 
 
-def _check_splits(counts: dict, window) -> None:
+def window_statistics(
+    config: PipelineConfig, as_of: dt.date, baseline_statistics: dict | None = None
+) -> dict:
+    """Returns the statistics of the window a run dated `as_of` reads, without training (tools, tests, bench).
+
+    The same pass as train_model's, so the same figures; with `baseline_statistics`, the drift bins
+    on its quantile edges too.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    window = data_window(config.data, as_of)
+    edges = bin_edges(baseline_statistics, config)
+    graph = tf.Graph()
+    with graph.as_default():
+        passed = window_pass(
+            config,
+            window.files,
+            _partition_of(window),
+            len(window.partitions),
+            edges,
+            batch_size=EVAL_BATCH_SIZE,
+        )
+        iterator = v1.data.make_initializable_iterator(passed)
+        element = iterator.get_next()
+        fetch = {"stats": element["stats"], "held_out": element["held_out"]}
+    statistics = WindowStatistics(config, window.partitions, edges)
+    with v1.Session(graph=graph, config=session_config(config.training.deterministic)) as sess:
+        sess.run(iterator.initializer)
+        while True:
+            try:
+                batch = sess.run(fetch)
+            except tf.errors.OutOfRangeError:
+                break
+            statistics.add(batch["stats"], batch["held_out"])
+    return statistics.to_dict()
+
+
+def _partition_of(window) -> list[int]:
+    """Returns the index in `window.partitions` of each of its files' partition (its parent dir or prefix)."""
+    return [window.partitions.index(PurePosixPath(str(file)).parent.name) for file in window.files]
+
+
+def _window_statistics(sess, built: _TrainGraph, config: PipelineConfig, window, edges: dict) -> dict:
+    """Returns the statistics of one pass over the window (which also fills the held-out cache)."""
+    import tensorflow as tf
+
+    sess.run(built.stats_iterator.initializer)
+    statistics = WindowStatistics(config, window.partitions, edges)
+    while True:
+        try:
+            batch = sess.run(built.stats)
+        except tf.errors.OutOfRangeError:
+            break
+        statistics.add(batch["stats"], batch["held_out"])
+    return statistics.to_dict()
+
+
+def _check_splits(examples: int | None, held_out: int, window) -> None:
     """Raises NoDataError when the train or the held-out split of the window has no example.
 
     And DataError when TensorFlow read another number of records than the window's files hold
     (a file replaced while training): the lineage counts what was read.
     """
-    read = counts["train_examples"] + counts["eval_examples"]
-    if read != window.records:
+    if examples != window.records:
         raise DataError(
             ", ".join(window.partitions),
-            f"TensorFlow read {read} records, the {len(window.files)} files listed hold {window.records} "
+            f"TensorFlow read {examples} records, the {len(window.files)} files listed hold {window.records} "
             "(a file changed while training?)",
         )
-    if counts["eval_examples"] == 0 or counts["train_examples"] == 0:
-        empty = "held-out" if counts["eval_examples"] == 0 else "train"
+    train = examples - held_out
+    if held_out == 0 or train == 0:
+        empty = "held-out" if held_out == 0 else "train"
         raise NoDataError(
             f"the {empty} split of {window.partitions[0]} .. {window.partitions[-1]} is empty "
-            f"({counts['train_examples']} train, {counts['eval_examples']} held-out examples)"
+            f"({train} train, {held_out} held-out examples)"
         )
 
 
@@ -189,12 +289,18 @@ def session_config(deterministic: bool):
     return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=0)
 
 
-def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _TrainGraph:
-    """Returns a graph with the train input, the model, the train loop and the eval pass."""
+def _build_training_graph(config: PipelineConfig, window, edges: dict, cache: Path) -> _TrainGraph:
+    """Returns a graph with the window's statistics pass, the train input, the model, the train loop and the eval pass.
+
+    The statistics pass is cached in `cache` as it runs: the eval pass after training reads its
+    held-out rows from there instead of reading and parsing the window again.
+    """
     import tensorflow as tf
 
     v1 = tf.compat.v1
     training = config.training
+    files = window.files
+    partition_of = _partition_of(window)
     network = new_network(config)
     graph = tf.Graph()
     with graph.as_default():
@@ -237,7 +343,25 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
         train_run = _reusing_train_loop(
             config, train_iterator, train_step, max_steps, optimizer=optimizer, made=made
         )
-        held_out = input_dataset(config, files, "eval", batch_size=EVAL_BATCH_SIZE, count=True)
+        with_statistics = config.data_checks.statistics
+        passed = window_pass(
+            config,
+            files,
+            partition_of,
+            len(window.partitions),
+            edges,
+            batch_size=EVAL_BATCH_SIZE,
+            statistics=with_statistics,
+        )
+        stats_iterator = stats = None
+        if with_statistics:  # one pass before training; the held-out pass reads its cache
+            passed = passed.cache(str(cache))
+            stats_iterator = v1.data.make_initializable_iterator(passed)
+            element = stats_iterator.get_next()
+            stats = {"stats": element["stats"], "held_out": element["held_out"]}
+        held_out = passed.map(
+            lambda element: (element["features"], element["label"], element.get("parsed", 0))
+        ).prefetch(2)
         eval_iterator = v1.data.make_initializable_iterator(held_out)
         eval_features, eval_labels, parsed = eval_iterator.get_next()
         eval_loss, eval_correct = _loss_and_correct(
@@ -247,15 +371,19 @@ def _build_training_graph(config: PipelineConfig, files: tuple[str, ...]) -> _Tr
             "loss": tf.reduce_sum(eval_loss),
             "correct": tf.reduce_sum(eval_correct),
             "count": tf.size(eval_labels),
-            "parsed": parsed,
+            "parsed": parsed,  # records of both splits (counted here only without the statistics pass)
         }
         if config.model.head == "regression":
             eval_sums["abs_error"] = tf.reduce_sum(tf.sqrt(eval_loss))
+        slice_sums = _slice_sums(config, eval_features, eval_labels, eval_loss, eval_correct)
     return _TrainGraph(
         graph=graph,
         network=network,
         train_iterator=train_iterator,
         eval_iterator=eval_iterator,
+        stats_iterator=stats_iterator,
+        stats=stats,
+        slice_sums=slice_sums,
         max_steps=max_steps,
         train_run=train_run,
         learning_rate=learning_rate,
@@ -401,30 +529,98 @@ def _fit(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
 
 
 def _evaluate(sess, built: _TrainGraph, config: PipelineConfig) -> dict:
-    """Returns the held-out metrics of one streaming pass, and the example counts of both splits."""
+    """Returns the held-out metrics of one pass over the cached held-out rows, overall and by slice."""
     import tensorflow as tf
 
     sess.run(built.eval_iterator.initializer)
     totals = dict.fromkeys(built.eval_sums, 0.0)
+    slices: dict[str, dict[str, dict[str, float]]] = {name: {} for name in built.slice_sums}
     while True:
         try:
-            sums = sess.run(built.eval_sums)
+            sums, by_slice = sess.run([built.eval_sums, built.slice_sums])
         except tf.errors.OutOfRangeError:
             break
         for key, value in sums.items():
             totals[key] += float(value)
+        for name, found in by_slice.items():
+            for index, key in enumerate(found["keys"]):
+                kept = slices[name].setdefault(key.decode("utf-8", "backslashreplace"), {})
+                for sum_name, values in found.items():
+                    if sum_name != "keys":
+                        kept[sum_name] = kept.get(sum_name, 0.0) + float(values[index])
     count = int(totals["count"])
-    metrics: dict = {"eval_examples": count}
-    if count and config.model.head == "regression":
-        mse = totals["loss"] / count
-        metrics.update(eval_loss=round(mse, 6), eval_rmse=round(mse**0.5, 6))
-        metrics["eval_mae"] = round(totals["abs_error"] / count, 6)
-    elif count:
-        metrics.update(
-            eval_accuracy=round(totals["correct"] / count, 6), eval_loss=round(totals["loss"] / count, 6)
-        )
     return {
-        "metrics": metrics,
-        "eval_examples": count,
-        "train_examples": int(totals["parsed"]) - count,
+        "metrics": {"eval_examples": count, **_metrics_of(totals, config)},
+        "parsed": int(totals["parsed"]),
+        "slices": {
+            name: {
+                key: {"examples": int(sums["count"]), **_metrics_of(sums, config)}
+                for key, sums in sorted(found.items())
+            }
+            for name, found in slices.items()
+        },
     }
+
+
+def _metrics_of(totals: dict, config: PipelineConfig) -> dict:
+    """Returns the held-out metrics of summed losses and counts (none for no example)."""
+    count = int(totals["count"])
+    if not count:
+        return {}
+    if config.model.head == "regression":
+        mse = totals["loss"] / count
+        return {
+            "eval_loss": round(mse, 6),
+            "eval_rmse": round(mse**0.5, 6),
+            "eval_mae": round(totals["abs_error"] / count, 6),
+        }
+    return {
+        "eval_accuracy": round(totals["correct"] / count, 6),
+        "eval_loss": round(totals["loss"] / count, 6),
+    }
+
+
+def slice_keys(config: PipelineConfig, spec) -> list[str] | None:
+    """Returns the names of a bucketed slice's keys (`< 40`, `40 .. 60`, `>= 60`), None for slices by value."""
+    if spec.boundaries is None:
+        return None
+    edges = [f"{b:g}" for b in spec.boundaries]
+    inner = [f"{low} .. {high}" for low, high in itertools.pairwise(edges)]
+    return [f"< {edges[0]}", *inner, f">= {edges[-1]}"]
+
+
+def _slice_sums(config: PipelineConfig, features: dict, labels, loss, correct) -> dict:
+    """Returns, per declared slice, the graph tensors of an eval batch's keys and their summed losses."""
+    import tensorflow as tf
+
+    sums = {}
+    for spec in config.quality.slices:
+        if spec.by == "label":
+            value = labels
+            if config.model.class_names and spec.boundaries is None:
+                value = tf.gather(tf.constant(list(config.model.class_names)), labels)
+        else:
+            value = tf.reshape(features[spec.by], [-1])
+        names = slice_keys(config, spec)
+        if names is not None:
+            bucket = tf.searchsorted(
+                tf.constant(spec.boundaries, tf.float64), tf.cast(value, tf.float64), side="right"
+            )
+            key = tf.gather(tf.constant(names), bucket)
+        elif value.dtype == tf.string:
+            key = value
+        else:
+            key = tf.strings.as_string(value)
+        keys, index = tf.unique(key)
+        per_key = {
+            "count": tf.ones_like(loss),
+            "loss": loss,
+            "correct": correct,
+        }
+        if config.model.head == "regression":
+            per_key["abs_error"] = tf.sqrt(loss)
+        sums[spec.by] = {
+            "keys": keys,
+            **{name: tf.math.unsorted_segment_sum(v, index, tf.size(keys)) for name, v in per_key.items()},
+        }
+    return sums

@@ -33,6 +33,7 @@ def validate_checkpoint(
     baseline: dict | None = None,
     force_reason: str | None = None,
     allow_breaking_change: bool = False,
+    slices: dict | None = None,
 ) -> dict:
     """Returns the verdict of rebuilding, contract-checking, smoke-running and gating a checkpoint.
 
@@ -77,13 +78,17 @@ def validate_checkpoint(
 
     verdict = "passed"
     try:
-        check_quality(config, metrics, baseline)
+        checks = check_quality(config, metrics, baseline, slices)
     except QualityGateError as err:
         if not force_reason:
             raise
         log.warning("quality gate failed but force_publish overrides it (%s): %s", force_reason, err)
         verdict = "forced"
+        checks = [
+            {**row, "verdict": "forced" if row["verdict"] == "fail" else row["verdict"]} for row in err.report
+        ]
     return {
+        "checks": checks,
         "signatures": described,
         "signature_fingerprint": signature_fingerprint(described),
         "verdict": verdict,
