@@ -400,6 +400,13 @@ class DataChecksConfig(_Section):
     a version older than it (a backfill) is checked against declared expectations only.
     """
 
+    statistics: Annotated[
+        bool,
+        Field(
+            description="false = no statistics pass before training, so no data check: the held-out rows "
+            "are read and parsed again after training instead."
+        ),
+    ] = True
     enabled: Annotated[bool, Field(description="false = no data check (statistics are still recorded).")] = (
         True
     )
@@ -409,13 +416,13 @@ class DataChecksConfig(_Section):
     numeric_drift: Annotated[
         _Fraction | None,
         Field(description="Default largest Jensen-Shannon divergence of a number feature; null = no check."),
-    ] = 0.25
+    ] = 0.2
     categorical_drift: Annotated[
         _Fraction | None,
         Field(
             description="Default largest L-infinity distance of a string feature or the classes; null = no check."
         ),
-    ] = 0.3
+    ] = 0.25
     range_margin: Annotated[
         float,
         Field(
@@ -438,7 +445,7 @@ class DataChecksConfig(_Section):
             description="Drift compares the partitions the baseline did not see with the baseline's "
             "window; when they hold fewer examples than this, the newest earlier partitions are added.",
         ),
-    ] = 30
+    ] = 50
 
 
 class DataConfig(_Section):

@@ -116,10 +116,12 @@ def batch_statistics(
 
 def _numeric(tf, value, partition, partitions: int, default, edges) -> dict:
     """Returns per-partition sums, extremes and counts of a [n, width] number tensor, and batch quantile points."""
+    dtype = value.dtype
     value = tf.cast(value, tf.float64)
     finite = tf.math.is_finite(value)
     clean = tf.where(finite, value, tf.zeros_like(value))
-    target = float(default) if default is not None else 0.0
+    # The default as the feature's own dtype holds it (91.26 in float32 is not 91.26 in float64).
+    target = tf.cast(tf.constant(default if default is not None else 0, dtype), tf.float64)
     row = {
         "sum": tf.reduce_sum(clean, axis=1),
         "sum_squares": tf.reduce_sum(clean * clean, axis=1),
