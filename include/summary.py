@@ -43,7 +43,9 @@ def describe_check(row: dict) -> str:
 def checks_headline(report: dict | None) -> str:
     """Returns the data checks' verdict in a few words, e.g. `data checks passed (54 against version 3)`."""
     if not report:
-        return "no data checks"
+        return "no data checks (data_checks.statistics is off)"
+    if not report.get("checked"):
+        return "no data check applies yet (none declared, no baseline statistics)"
     against = f" against version {report['baseline_version']}" if report.get("baseline_version") else ""
     words = f"data checks {report['verdict']} ({report['checked']} checks{against})"
     if report.get("forced_reason"):

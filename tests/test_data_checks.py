@@ -355,3 +355,33 @@ def test_a_slice_that_became_empty_blocks_the_gate(examples, sliced, tmp_path):
     assert f"version {BASELINE} had {before.slices['sex']['F']['examples']}" in raised.value.bound
     failed = [row for row in raised.value.report if row["verdict"] == "fail"]
     assert [(row["subject"], row["statistic"]) for row in failed] == [("slice sex=F", "examples")]
+
+
+@pytest.mark.parametrize("example", ["diabetes_keras", "digits_softmax"])
+def test_the_examples_day_to_day_changes_pass(examples, example):
+    """28 daily retrains of each example, each checked against the day before's window: none is blocked.
+
+    The examples' partitions are samples of one data set, so what the checks see is sampling
+    noise; every drift stays below its threshold with room (bench/data_checks.py prints the margins).
+    """
+    from include.train.training import window_statistics
+
+    config = example_config(example, examples[example])
+    before = None
+    largest: dict[str, float] = {}
+    for day in range(2, EXAMPLE_DAYS + 1):
+        statistics = window_statistics(config, EXAMPLE_FIRST_DAY + dt.timedelta(days=day), before)
+        if before is not None:
+            report = check_data(config, statistics, {"version": day - 1, "statistics": before})
+            assert report["verdict"] == "passed", report["failed"]
+            for row in report["rows"]:
+                if row["kind"] == "drift":
+                    key = (row["subject"], row["statistic"])
+                    largest[key] = max(largest.get(key, 0.0), row["value"])
+        before = statistics
+    limits = {
+        "js_divergence": config.data_checks.numeric_drift,
+        "linf_distance": config.data_checks.categorical_drift,
+    }
+    assert len(largest) == len(config.features) + 1  # each feature and the label was compared
+    assert all(value < 0.8 * limits[statistic] for (_, statistic), value in largest.items()), largest
