@@ -261,10 +261,8 @@ class WindowStatistics:
         """Adds one feature's (or the label's) statistics of the batch to each partition's."""
         examples = self._batch_examples
         if name in self._numbers:
-            for index, numbers in enumerate(self._numbers[name]):
-                rows = int(examples[index])
-                if not rows:
-                    continue
+            for index in np.flatnonzero(examples):  # a batch holds a few partitions of many
+                numbers, rows = self._numbers[name][index], int(examples[index])
                 numbers.values += rows * width
                 numbers.missing += int(stats["missing"][index]) if "missing" in stats else 0
                 numbers.defaults += int(stats["defaults"][index])
@@ -286,7 +284,8 @@ class WindowStatistics:
             return
         partitions = self._values[name]
         if "classes" in stats:
-            for index, row in enumerate(stats["classes"]):
+            for index in np.flatnonzero(examples):
+                row = stats["classes"][index]
                 for klass in np.flatnonzero(row):
                     partitions[index].counts[int(klass)] += int(row[klass])
                 partitions[index].values += int(row.sum())
@@ -301,9 +300,9 @@ class WindowStatistics:
                 key = OTHER_VALUES
             counter[key] += int(count)
             partitions[index].values += int(count)
-        for index, numbers in enumerate(partitions):
-            numbers.missing += int(stats["missing"][index]) if "missing" in stats else 0
-            numbers.defaults += int(stats["defaults"][index])
+        for index in np.flatnonzero(examples):
+            partitions[index].missing += int(stats["missing"][index]) if "missing" in stats else 0
+            partitions[index].defaults += int(stats["defaults"][index])
 
     @property
     def total_examples(self) -> int:
