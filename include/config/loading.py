@@ -94,6 +94,7 @@ _EXPECTED = {
     "string_unicode": "a string without lone surrogates",
     "string_too_short": "a string of length >= {min_length}",
     "string_too_long": "a string of length <= {max_length}",
+    "too_short": "at least {min_length} item(s)",
     "too_long": "at most {max_length} items",
     "dict_type": "a mapping",
     "model_type": "a mapping",

@@ -711,6 +711,125 @@ class OperationsConfig(_Section):
     sensor_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
 
 
+NotificationEvent = Literal["run_failed", "gate_blocked", "approval_waiting", "label_moved"]
+_EMAIL_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _email_problem(value: str) -> str | None:
+    """Returns why `value` is no email address (None if it is one)."""
+    if len(value) <= 254 and _EMAIL_ADDRESS.match(value):
+        return None
+    return f"expected an email address like ml-team@example.com, got {_describe(value)}"
+
+
+class EmailNotifications(_Section):
+    """Email over SMTP: who gets the pipeline's events, through which Airflow connection."""
+
+    to: Annotated[
+        tuple[str, ...],
+        Field(min_length=1, max_length=50, description="Addresses that get every event."),
+        _AsTuple,
+    ]
+    approvers: Annotated[
+        Annotated[tuple[str, ...], Field(min_length=1, max_length=50), _AsTuple] | None,
+        Field(description="Addresses that get approval_waiting (with the link to approve); null = `to`."),
+    ] = None
+    connection: Annotated[
+        _ConnectionId,
+        Field(description="Airflow SMTP connection: host, port, login, password, TLS, from_email in extra."),
+    ] = "smtp_default"
+    from_email: Annotated[
+        str | None, Field(description="The sender; null = the connection's extra from_email.")
+    ] = None
+
+    @field_validator("to", "approvers")
+    @classmethod
+    def _addresses(cls, addresses: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Returns the addresses when each is an email address."""
+        for address in addresses or ():
+            if problem := _email_problem(address):
+                raise ValueError(problem)
+        return addresses
+
+    @field_validator("from_email")
+    @classmethod
+    def _sender(cls, address: str | None) -> str | None:
+        """Returns the sender when it is an email address."""
+        if address is not None and (problem := _email_problem(address)):
+            raise ValueError(problem)
+        return address
+
+
+class WebhookNotifications(_Section):
+    """A webhook: the pipeline's events POSTed as JSON, signed with the connection's secret."""
+
+    url: Annotated[
+        str,
+        Field(max_length=2048, description="http(s) URL the events are POSTed to (no credentials in it)."),
+    ]
+    connection: Annotated[
+        _ConnectionId,
+        Field(description="Airflow connection whose password is the secret the requests are signed with."),
+    ]
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        """Returns the URL when it is http(s) with a host, no credentials, no fragment and no spaces."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(c.isspace() for c in url)
+        ):
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {_describe(url)}")
+        if "@" in parts.netloc:
+            raise ValueError("expected no user or password in the URL: put the secret in the connection")
+        if parts.fragment:
+            raise ValueError(f"expected a URL without a #fragment, got {_describe(url)}")
+        return url
+
+
+class NotificationsConfig(_Section):
+    """Who hears of the pipeline's events, by email and signed webhooks (none by default)."""
+
+    events: Annotated[
+        tuple[NotificationEvent, ...],
+        Field(
+            max_length=4,
+            description="Events to send: run_failed (after the last try), gate_blocked (with the report), "
+            "approval_waiting (with the link), label_moved.",
+        ),
+        _AsTuple,
+    ] = ("run_failed", "gate_blocked", "approval_waiting", "label_moved")
+    email: Annotated[EmailNotifications | None, Field(description="Email over SMTP; null = none.")] = None
+    webhooks: Annotated[
+        tuple[WebhookNotifications, ...], Field(max_length=10, description="Signed JSON webhooks."), _AsTuple
+    ] = ()
+    attempts: Annotated[int, Field(ge=1, le=5, description="Tries per receiver (down or slow).")] = 3
+    timeout_seconds: Annotated[
+        float, Field(gt=0, le=30, description="Most seconds one try may take; then it counts as failed.")
+    ] = 5.0
+
+    @field_validator("events")
+    @classmethod
+    def _each_once(cls, events: tuple[str, ...]) -> tuple[str, ...]:
+        """Returns the events when none is named twice."""
+        if len(set(events)) != len(events):
+            raise ValueError(f"expected each event once, got {list(events)}")
+        return events
+
+
 class PipelineConfig(_Section):
     """One pipeline, as declared by one YAML file."""
 
@@ -749,6 +868,7 @@ class PipelineConfig(_Section):
     data_checks: DataChecksConfig = DataChecksConfig()
     operations: OperationsConfig = OperationsConfig()
     serving: ServingConfig = ServingConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     # The file it was read from: not a YAML key, so not in the schema; model_copy keeps it.
     _source_path: Path | None = PrivateAttr(default=None)
 
