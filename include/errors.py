@@ -174,3 +174,15 @@ class PreflightError(PipelineError):
     def __init__(self, path: str, problem: str) -> None:
         self.path, self.problem = str(path), problem
         super().__init__(f"storage preflight failed, nothing was trained: {self.path} {problem}")
+
+
+class SignatureError(PipelineError):
+    """A webhook request's signature is missing, malformed, stale or wrong (include/notify/signing.py)."""
+
+
+class DeliveryError(PipelineError):
+    """One try to deliver a notification failed; `permanent` when another try cannot help (HTTP 4xx)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
