@@ -30,6 +30,7 @@ from airflow.sdk import DAG, Param
 from include.config import load_all_pipelines
 from include.registry.store import LABELS
 from include.versions import MAX_VERSION
+from plugins.savedmodel_notifiers import PipelineNotifier
 from plugins.savedmodel_promotion import approve_stable, move_label, route_request
 
 _configs, _ = load_all_pipelines()
@@ -42,7 +43,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["savedmodel", "registry"],
-    default_args={"owner": "ml-platform", "retries": 1},
+    # A failed request (an unknown version, one TensorFlow cannot load) sends run_failed to the
+    # receivers of the pipeline it named (plugins/savedmodel_notifiers.py).
+    default_args={"owner": "ml-platform", "retries": 1, "on_failure_callback": [PipelineNotifier()]},
     params={
         "pipeline": Param(
             _configs[0].name if _configs else None,

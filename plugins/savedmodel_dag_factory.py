@@ -16,6 +16,7 @@ from include.config.claims import model_asset_name, model_asset_uri
 from include.run.options import MAX_LEARNING_RATE, MAX_REASON_LENGTH, MAX_STEPS
 from include.versions import MAX_VERSION, model_dir, runs_dir
 from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
+from plugins.savedmodel_notifiers import failure_notifiers
 from plugins.savedmodel_operators import SavedModelExportOperator
 from plugins.savedmodel_sensors import SavedModelVersionSensor
 from plugins.savedmodel_tasks import publish_version, train, validate_signatures
@@ -107,6 +108,9 @@ def build_pipeline_dag(config: PipelineConfig, doc_md: str | None = None) -> DAG
             "retry_exponential_backoff": ops.retry_backoff_multiplier,
             "max_retry_delay": dt.timedelta(minutes=ops.max_retry_delay_minutes),
             "execution_timeout": dt.timedelta(minutes=ops.task_timeout_minutes),
+            # After the last try only: run_failed, or gate_blocked with the report (none without
+            # `notifications:` receivers; plugins/savedmodel_notifiers.py).
+            "on_failure_callback": failure_notifiers(config),
         },
     ) as dag:
         # With CeleryExecutor, `training_queue` sends train tasks to their own workers (a big-memory

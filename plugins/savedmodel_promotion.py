@@ -9,6 +9,8 @@ an ApprovalOperator that waits under the UI's Required actions; anything else go
 `move_label`. The approval records its decision in the model's history as it is made (approved,
 rejected, or timed out); approve → `move_label` runs and records the move; reject or timeout →
 the operator skips `move_label` and nothing else changes. TensorFlow is never imported here.
+Notifications (plugins/savedmodel_notifiers.py): approval_waiting when `approve_stable` starts
+waiting, label_moved after `move_label`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import TriggerRule, get_current_context, task
 
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
+from plugins.savedmodel_notifiers import approval_notifier, notify_label_moved
 
 APPROVAL_TASK_ID = "approve_stable"
 ROUTE_TASK_ID = "route_request"
@@ -98,6 +101,8 @@ def approve_stable() -> LabelMoveApproval:
         body=_BODY.replace("{{ timeout }}", _describe(APPROVAL_TIMEOUT)),
         defaults="Reject",
         response_timeout=APPROVAL_TIMEOUT,
+        # approval_waiting, to the pipeline's approvers with the link, as the request starts to wait
+        notifiers=[approval_notifier()],
     )
 
 
@@ -158,4 +163,17 @@ def move_label() -> dict:
             by=by,
             reason=params["reason"],
         )
+    moved = {
+        "label": params["label"],
+        "previous": previous_holder(manifest, params["label"], params["version"]),
+    }
+    notify_label_moved(context, config, params["version"], [moved], by=by, reason=params["reason"])
     return {"model": config.model.name, "labels": manifest["labels"]}
+
+
+def previous_holder(manifest: dict, label: str, version: int) -> int | None:
+    """Returns the version `label` pointed at before its last move to `version` (None if unknown)."""
+    for event in reversed(manifest.get("history", [])):
+        if event.get("event") == "label" and event.get("label") == label and event.get("version") == version:
+            return event.get("previous")
+    return None

@@ -112,11 +112,13 @@ def publish_version(record: str, version_dir: str) -> dict:
     from include.run import workdir
     from include.run.record import load_run
     from include.run.steps import publish_run
+    from plugins.savedmodel_notifiers import current_labels, has_receivers, notify_label_moved
 
     _log_tensorflow_preload()
     context = get_current_context()
     with fail_fast_on_permanent_errors():
         run = load_run(record)
+        before = current_labels(run.config) if has_receivers(run.config) else {}  # label_moved's "previous"
         try:
             verification, result = publish_run(run, version_dir)
             metrics = run.read_step("train")["metrics"]
@@ -129,6 +131,10 @@ def publish_version(record: str, version_dir: str) -> dict:
             f"held-out rows, {verification.warmup_records} warmup requests); version {result.version} "
             f"{result.status}, labels: {', '.join(result.labels) or 'none'}",
         )
+    )
+    moved = [{"label": label, "previous": before.get(label)} for label in result.labels]
+    notify_label_moved(
+        context, run.config, result.version, moved, by="publish", reason="automatic on publish"
     )
     for asset in context["task"].outlets:
         context["outlet_events"][asset].extra = {
