@@ -29,7 +29,13 @@ from include.registry.page.data import (
 from include.registry.page.html import render_model, render_models, render_version
 from include.registry.page.index import ModelIndex, model_index
 from include.registry.serving_config import write_models_config
-from include.registry.store import manifest_update, read_manifest
+from include.registry.store import (
+    STATISTICS_DIR,
+    archive_statistics,
+    manifest_update,
+    read_manifest,
+    record_blocked,
+)
 from tests.helpers import make_raw, write_pipeline
 
 FIRST = 20261001000000
@@ -81,16 +87,20 @@ def entry(version: int, accuracy: float = 0.9, **extra) -> dict:
 
 
 def publish(
-    directory: Path, versions: list[int], labels: dict | None = None, events: list[dict] = ()
+    directory: Path,
+    versions: list[int],
+    labels: dict | None = None,
+    events: list[dict] = (),
+    fields: dict | None = None,
 ) -> None:
-    """Records published versions (with dirs), labels and history events through the manifest API."""
+    """Records published versions (with dirs, `fields` added to each entry), labels and history events."""
     directory.mkdir(parents=True, exist_ok=True)
     with locked(directory), manifest_update(directory) as update:
         update.set_serving({"version_policy": "latest", "num_latest": 2})
         for i, version in enumerate(versions):
             if not (directory / str(version)).exists():
                 shutil.copytree(_TINY[0], directory / str(version))
-            update.put_entry(version, entry(version, accuracy=0.8 + i / 1000))
+            update.put_entry(version, entry(version, accuracy=0.8 + i / 1000, **(fields or {})))
         for label, version in (labels or {}).items():
             update.labels[label] = version
         for event in events:
@@ -535,3 +545,199 @@ def test_a_label_move_onto_a_version_whose_dir_is_gone_is_refused(model):
         request_label_move(model, FIRST, "stable", "roll back", user=None)
     assert refused.value.status_code == 409
     assert f"version {FIRST} of digits is missing" in refused.value.detail
+
+
+# --- data checks: the report, slices, statistics, blocked runs ------------------------------------
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
+CHECKED = FIRST + 3_000_000
+
+
+def row(subject: str, statistic: str, value, threshold: str, verdict: str = "pass", **extra) -> dict:
+    """Returns a check report row (an expectation on the whole window unless `extra` says otherwise)."""
+    return {
+        "kind": "expectation", "subject": subject, "statistic": statistic, "partition": None,
+        "value": value, "threshold": threshold, "source": "declared", "verdict": verdict, **extra,
+    }  # fmt: skip
+
+
+def numeric(low: float, high: float, **extra) -> dict:
+    """Returns a numeric feature's statistics."""
+    return {
+        "kind": "numeric", "count": 100, "examples": 100, "missing": 2, "missing_fraction": 0.02,
+        "default_fraction": None, "nonfinite": 0, "min": low, "max": high, "mean": (low + high) / 2,
+        "std": 1.5, "quantiles": [low + (high - low) * i / 10 for i in range(11)], **extra,
+    }  # fmt: skip
+
+
+#: The data checks' whole report, as the statistics keep it: bmi's drift failed (and was forced).
+# fmt: off
+REPORT = [
+    row("feature bmi", "max", 40.0, "in [10, 60]"),
+    row("feature bmi", "js_divergence", 0.31, "<= 0.1", "fail", kind="drift", partition="2026-10-30",
+        source=f"inferred from version {FIRST}"),
+    row("feature sex", "top_value", HOSTILE, "in vocabulary"),
+]
+# fmt: on
+
+
+def statistics() -> dict:
+    """Returns a version's data statistics: bmi numeric, sex categorical with a hostile value, a label."""
+    sex = {
+        "kind": "categorical", "count": 100, "examples": 100, "missing": 0, "missing_fraction": 0.0,
+        "default_fraction": 0.0, "nonfinite": 0, "distinct": 8, "oov_fraction": 0.01,
+        "top_values": [["F", 52], ["M", 41], [HOSTILE, 2], ["x", 1], ["y", 1], ["z", 1], ["w", 1]],
+    }  # fmt: skip
+    by_day = {
+        "examples": 50,
+        "features": {"bmi": numeric(12.0, 40.0), "sex": {"kind": "categorical", "top_values": [["F", 30]]}},
+        "label": numeric(25.0, 340.0),
+    }
+    return {
+        "format": 1, "examples": 100, "partitions": ["2026-10-29", "2026-10-30"],
+        "features": {"bmi": numeric(10.0, 40.0), "sex": sex}, "label": numeric(25.0, 346.0),
+        "by_partition": {"2026-10-30": by_day, "2026-10-29": by_day}, "report": REPORT,
+    }  # fmt: skip
+
+
+def checked_fields(model_dir: Path) -> dict:
+    """Returns the entry fields of a version whose data checks were forced past bmi's drift."""
+    forced = {**REPORT[1], "verdict": "forced"}
+    reason = "new clinic <b>joined</b>"
+    data_checks = {"verdict": "forced", "baseline_version": FIRST, "checked": 3, "failed": [forced]}
+    slices = {
+        "F": {"examples": 52, "eval_loss": 0.5, "eval_mae": 3.25},
+        "M": {"examples": 41, "eval_loss": 0.2, "eval_accuracy": 0.9},
+    }
+    return {
+        "statistics": archive_statistics(model_dir, statistics()),
+        "data_checks": {**data_checks, "forced_reason": reason},
+        "quality_gate": {
+            "verdict": "passed",
+            "baseline_version": FIRST,
+            "checks": [
+                row("metric eval_loss", "eval_loss", 0.21, "<= 0.3", kind="metric", source="default"),
+                row("slice sex=F", "eval_loss", 0.5, "<= 0.4", "fail", kind="slice"),
+            ],
+        },
+        "slices": {"sex": slices},
+        "force_reason": reason,
+    }
+
+
+def blocked_report(run_id: str, error: str = "data checks failed: bmi max=99, expected in [10, 60]") -> dict:
+    """Returns a blocked run's report: one failing expectation, one passing, one with a hostile value."""
+    return {
+        "run_id": run_id, "dag_id": "digits_softmax", "logical_date": "2026-11-01T00:00:00+00:00",
+        "step": "train", "baseline_version": FIRST, "error": error,
+        "report": [row("feature bmi", "min", 11.0, "in [10, 60]"),
+                   row("feature bmi", "max", 99.0, "in [10, 60]", "fail"),
+                   row(f"feature sex {HOSTILE}", "oov_fraction", HOSTILE, "<= 0.05", "fail",
+                       detail=f"values {HOSTILE!r} x3")],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def checked(model) -> ModelRef:
+    """The model with a fourth version whose data checks were forced, and two blocked runs."""
+    publish(model.model_dir, [CHECKED], fields=checked_fields(model.model_dir))
+    record_blocked(model.model_dir, blocked_report("manual__2026-11-01T00:00:00+00:00"))
+    record_blocked(model.model_dir, blocked_report("manual__2026-11-02T00:00:00+00:00", error=HOSTILE))
+    return model
+
+
+def test_version_page_reports_every_check_failing_and_forced_first(checked):
+    """The report joins the statistics' rows, the entry's (forced wins) and the gate's; failures lead."""
+    page = version_page(checked, CHECKED)
+    assert page["verdict"] == "forced" and page["forced_reason"] == "new clinic <b>joined</b>"
+    verdicts = [(r["subject"], r["statistic"], r["verdict"]) for r in page["report"]]
+    assert verdicts == [
+        ("slice sex=F", "eval_loss", "fail"),
+        ("feature bmi", "js_divergence", "forced"),  # once: the entry's verdict over the statistics'
+        ("feature bmi", "max", "pass"),
+        ("feature sex", "top_value", "pass"),
+        ("metric eval_loss", "eval_loss", "pass"),
+    ]
+    assert page["data_checks"]["checked"] == 3 and page["quality_gate"]["baseline_version"] == FIRST
+
+
+def test_version_page_has_slices_and_a_statistics_row_per_feature(checked):
+    """Slices become rows with the union of their metrics; statistics one row per feature, label last."""
+    page = version_page(checked, CHECKED)
+    assert page["slices"]["metrics"] == ["eval_accuracy", "eval_loss", "eval_mae"]
+    assert [(r["key"], r["examples"], r["failing"]) for r in page["slices"]["rows"]] == [
+        ("F", 52, True), ("M", 41, False),
+    ]  # fmt: skip
+    stats = page["statistics"]
+    assert [f["name"] for f in stats["features"]] == ["bmi", "sex", "label"]
+    assert stats["features"][-1]["label"]
+    bmi, sex, _ = stats["features"]
+    assert bmi["failing"] and bmi["median"] == 25.0 and bmi["missing_fraction"] == 0.02
+    assert not sex["failing"] and len(sex["top_values"]) == 5 and sex["more_values"] == 2
+    assert [p["partition"] for p in stats["by_partition"]] == ["2026-10-29", "2026-10-30"]
+    assert stats["by_partition"][0]["features"][1]["top_values"] == [["F", 30]]
+    json.dumps(page)  # the JSON endpoint answers the same dict
+
+
+def test_version_page_html_shows_force_reason_report_slices_and_statistics_escaped(checked):
+    """The forced reason stands out, the report's first row is the failing one; user data is text."""
+    html = render_version(version_page(checked, CHECKED), may_request=False, **ROOTS)
+    assert 'id="forced"' in html and "2 checks failed" in html
+    assert "new clinic &lt;b&gt;joined&lt;/b&gt;" in html
+    checks = html.split('id="checks"')[1].split("</table>")[0]
+    order = [checks.index(f'class="row-{verdict}"') for verdict in ("fail", "forced", "pass")]
+    assert order == sorted(order)
+    assert "whole window" in checks and "2026-10-30" in checks and f"inferred from version {FIRST}" in checks
+    assert 'id="slices"' in html and 'id="statistics"' in html and 'id="statistics-by-partition"' in html
+    assert '<tr data-feature="bmi" class="row-fail"' in html and "+2 more" in html
+    assert HOSTILE not in html and "<b>" not in html
+    assert html.count(ESCAPED) == 2  # sex's top values and the report row's value
+
+
+def test_model_page_shows_verdicts_and_blocked_runs_newest_first(checked):
+    """Each version row has its checks verdict; blocked runs list newest first with their failing rows."""
+    page = model_page(checked)
+    assert [(r["version"], r["verdict"], r["data_checks"]) for r in page["versions"][:2]] == [
+        (CHECKED, "forced", "forced"), (FIRST + 2_000_000, "passed", None),
+    ]  # fmt: skip
+    newest, oldest = page["blocked"]
+    assert (newest["error"], oldest["run_id"]) == (HOSTILE, "manual__2026-11-01T00:00:00+00:00")
+    assert [r["statistic"] for r in oldest["failing"]] == ["max", "oov_fraction"]
+    assert oldest["blocked_at"] and len(oldest["report"]) == 3
+    json.dumps(page)
+
+    html = render_model(page, **ROOTS)
+    blocked = html.split('<section id="blocked">')[1].split("</section>")[0]
+    assert 'href="/dags/digits_softmax/runs/manual__2026-11-01T00%3A00%3A00%2B00%3A00"' in blocked
+    assert blocked.count('<tr class="blocked"') == 2 and blocked.count('class="row-fail"') == 4
+    assert "data checks failed: bmi max=99" in blocked and ">train<" in blocked
+    assert "values &#39;" + ESCAPED + "&#39; x3" in blocked  # a row's detail
+    assert HOSTILE not in html and blocked.count(ESCAPED) == 7  # an error; a subject, value, detail a run
+    assert 'class="verdict verdict-forced" title="data checks: forced; quality gate: passed">forced<' in html
+
+
+def test_old_versions_render_without_checks(model, tmp_path):
+    """Entries of before: the gate's verdict alone, or none (a dash); no report, slices or statistics."""
+    page = version_page(model, FIRST)
+    assert page["verdict"] == "passed" and page["report"] == [] and page["statistics"] is None
+    assert page["slices"] == {"metrics": [], "rows": []} and page["forced_reason"] is None
+    html = render_version(page, may_request=False, **ROOTS)
+    assert "published before the data checks" in html and "No statistics recorded" in html
+    assert 'id="slices"' not in html and 'id="forced"' not in html
+    bare = ref_for(tmp_path / "bare")
+    publish(bare.model_dir, [FIRST], fields={"quality_gate": None})
+    (summary,) = model_page(bare)["versions"]
+    assert summary["verdict"] is None and model_page(bare)["blocked"] == []
+    html = render_model(model_page(bare), **ROOTS)
+    assert 'title="data checks: —; quality gate: —">—</td>' in html and "No run was blocked." in html
+
+
+def test_statistics_whose_file_changed_are_named_not_shown(checked):
+    """A statistics file whose bytes no longer match its digest: the page names it and shows the rest."""
+    (stats,) = (checked.model_dir / STATISTICS_DIR).iterdir()
+    stats.write_text(stats.read_text().replace('"examples":100', '"examples":101', 1))
+    page = version_page(checked, CHECKED)
+    assert page["statistics"] is None and "is not the sha256" in page["statistics_problem"]
+    assert page["report"][0]["subject"] == "slice sex=F"  # the entry's rows still show
+    assert 'class="error"' in render_version(page, may_request=False, **ROOTS)

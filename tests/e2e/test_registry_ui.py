@@ -5,7 +5,9 @@ then: the Models list and the model page with its chart (screenshots in test-art
 page in the UI's navigation, refusals for an anonymous caller and for a Viewer, and promotions of
 the second version to `stable` that wait in the promote DAG's ApprovalOperator until a person
 answers on the UI's Required actions page: rejected (nothing changes), then approved (the label
-moves, models.config follows, the history names requester and approver).
+moves, models.config follows, the history names requester and approver). Last, a check report on
+the newer version and a blocked run's report on the model page (the screenshot of that report
+is in test-artifacts/ too).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from include.config import PROJECT_ROOT
-from include.registry.store import read_manifest
+from include.durable import locked
+from include.registry.store import manifest_update, read_manifest, record_blocked
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import make_raw, write_pipeline
+from tests.test_registry_ui import ESCAPED, HOSTILE, blocked_report, checked_fields
 from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port
 
 pytestmark = pytest.mark.e2e
@@ -255,3 +259,42 @@ def test_an_approved_promotion_moves_stable(registry, page):
     expect(page.locator("#history tr.outcome-approved")).to_contain_text("approved by admin")
     page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{NEWER}")
     expect(page.locator("#models-config")).to_contain_text(f'key: "stable" value: {NEWER}')
+
+
+def test_a_check_report_and_a_blocked_run_render(registry, page):
+    """A version's check report and a run the checks blocked show in the browser, user data as text."""
+    from playwright.sync_api import expect
+
+    model_dir = registry.serving / MODEL
+    fields = checked_fields(model_dir)  # archives the statistics, under the model dir's lock
+    with locked(model_dir), manifest_update(model_dir) as update:  # as if its data checks were forced
+        update.put_entry(NEWER, {**update.entry(NEWER), **fields})
+    run_id = read_manifest(model_dir)["versions"][str(OLDER)]["run_id"]
+    record_blocked(model_dir, {**blocked_report(run_id), "dag_id": MODEL})
+
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{OLDER}")  # as its run left it
+    expect(page.locator("#checks")).to_contain_text("metric eval_accuracy")
+    expect(page.locator("#statistics tbody tr").first).to_have_attribute("data-feature", "x")
+
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{NEWER}")
+    expect(page.locator("#forced")).to_contain_text("new clinic <b>joined</b>")
+    expect(page.locator("#checks tbody tr").first).to_have_class("row-fail")
+    expect(page.locator("#statistics tr[data-feature=sex] td.top-values")).to_contain_text(HOSTILE)
+    expect(page.locator("#slices tbody tr")).to_have_count(2)
+    assert page.locator("#checks img, #statistics img").count() == 0  # the hostile value is text
+
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
+    expect(page.locator(f"#versions tr[data-version='{NEWER}'] td.verdict")).to_have_text("forced")
+    blocked = page.locator("#blocked")
+    link = blocked.locator("tr.blocked a").first
+    expect(link).to_have_attribute("href", f"/dags/{MODEL}/runs/{quote(run_id, safe='')}")
+    expect(blocked.locator("tr.blocked-report tr.row-fail")).to_have_count(2)
+    expect(blocked).to_contain_text(HOSTILE)
+    assert blocked.locator("img").count() == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    blocked.screenshot(path=str(ARTIFACTS / "models-page-blocked.png"))
+
+    status, _, text = call(registry.airflow.url, "GET", f"/registry/api/models/{MODEL}",
+                           token=token_of(registry.airflow.url, VIEWER, VIEWER_PASSWORD))  # fmt: skip
+    assert status == 200 and json.loads(text)["blocked"][0]["run_id"] == run_id
+    assert ESCAPED not in text  # JSON carries the value as it is; escaping is the page's job

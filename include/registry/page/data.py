@@ -4,7 +4,9 @@ Plain dicts, the same for the HTML pages and their JSON endpoints (plugins/saved
 The registry is read through include/registry/store.py (the head, one entry) and the in-memory index of
 include/registry/page/index.py (every version of a model); `models.config` is parsed with TF Serving's
 own ModelServerConfig proto (include/registry/serving_config.py). A published version whose dir is
-gone shows as `missing`, and so do the labels that point at it.
+gone shows as `missing`, and so do the labels that point at it. A version's page adds what its data
+checks and quality gate found (include/registry/checks.py) and its data statistics; a model's page
+the reports of the runs those checks blocked.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from include.errors import RegistryError
+from include.errors import ManifestError, RegistryError
+from include.registry.checks import FAILING, check_rows, checks_verdict, failing_first, failing_subjects
 from include.registry.page.index import model_index
 from include.registry.serving_config import MODELS_CONFIG_FILE, model_config, read_models_config
 from include.registry.store import (
     LABELS,
+    blocked_runs,
     has_version_dir,
     read_head,
+    read_statistics,
     read_version_entry,
     shown_status,
     version_dirs,
@@ -35,6 +40,15 @@ MAX_PER_PAGE = 500
 HISTORY_SHOWN = 100
 #: The metrics the chart draws, in this order, when versions carry them.
 CHART_METRICS = ("eval_accuracy", "eval_loss")
+#: Reports of blocked runs shown on a model's page, newest first (the registry keeps a few more).
+BLOCKED_SHOWN = 20
+#: Most frequent values of a categorical feature shown in its statistics row.
+TOP_VALUES_SHOWN = 5
+#: The statistics of a feature that its row shows as they are recorded.
+FEATURE_STATISTICS = (
+    "kind", "count", "examples", "missing", "missing_fraction", "default_fraction", "nonfinite",
+    "min", "max", "mean", "std", "distinct", "oov_fraction",
+)  # fmt: skip
 
 
 class ModelNotFound(LookupError):
@@ -145,8 +159,17 @@ def model_page(ref: ModelRef, page: int = 1, per_page: int = PER_PAGE) -> dict:
         "per_page": per_page,
         "versions": rows,
         "history": index.history()[:HISTORY_SHOWN],
+        "blocked": [blocked_row(report) for report in blocked_runs(ref.model_dir, BLOCKED_SHOWN)],
         "series": chart_series(versions),
     }
+
+
+def blocked_row(report: dict) -> dict:
+    """Returns a blocked run's report with its failing rows (`failing`), failed before forced."""
+    if not isinstance(report, dict):
+        return {"error": f"unreadable report: {report!r}"[:200], "failing": []}
+    failing = [row for row in check_rows(report.get("report")) if row.get("verdict") in FAILING]
+    return {**report, "failing": failing_first(failing)}
 
 
 def chart_series(versions: list[dict]) -> dict[str, list[tuple[int, float]]]:
@@ -168,6 +191,11 @@ def version_page(ref: ModelRef, version: int) -> dict:
     labels = [label for label in LABELS if head["labels"].get(label) == version]
     on_disk = has_version_dir(ref.model_dir, version)
     serving = serving_entry(ref.serving_root, ref.name, version, head["newest"])
+    try:
+        statistics, statistics_problem = read_statistics(ref.model_dir, entry), None
+    except ManifestError as err:  # the page still shows the rest of the version
+        statistics, statistics_problem = None, str(err)
+    report = check_report(entry, statistics)
     return {
         **_ref_fields(ref),
         "version": version,
@@ -176,6 +204,106 @@ def version_page(ref: ModelRef, version: int) -> dict:
         "labels": labels,
         "current": {label: head["labels"].get(label) for label in LABELS},
         "serving": {**serving, "served": serving["served"] and on_disk},
+        "verdict": checks_verdict(entry),
+        "forced_reason": forced_reason(entry),
+        "data_checks": _dict_or_none(entry.get("data_checks")),
+        "quality_gate": _dict_or_none(entry.get("quality_gate")),
+        "report": report,
+        "slices": slice_table(entry.get("slices"), report),
+        "statistics": statistics_summary(statistics, report),
+        "statistics_problem": statistics_problem,
+    }
+
+
+def forced_reason(entry: dict) -> str | None:
+    """Returns why a version was published despite failing checks (None unless one was forced)."""
+    data_checks = _dict(entry.get("data_checks"))
+    if data_checks.get("verdict") != "forced" and _dict(entry.get("quality_gate")).get("verdict") != "forced":
+        return None
+    return data_checks.get("forced_reason") or entry.get("force_reason") or "no reason recorded"
+
+
+def check_report(entry: dict, statistics: dict | None) -> list[dict]:
+    """Returns every check row of a version, failing then forced rows first.
+
+    The data checks' whole report is kept with the statistics; the entry records their failed rows
+    (with the verdict the run gave them: `forced` when forced) and the quality gate's rows. A row
+    found twice (same kind, subject, statistic, partition) is shown once, as the entry has it.
+    """
+    rows: dict[tuple, dict] = {}
+    sources = (
+        _dict(statistics).get("report"),
+        _dict(entry.get("data_checks")).get("failed"),
+        _dict(entry.get("quality_gate")).get("checks"),
+    )
+    for source in sources:
+        for row in check_rows(source):
+            key = tuple(str(row.get(k)) for k in ("kind", "subject", "statistic", "partition"))
+            rows[key] = row
+    return failing_first(rows.values())
+
+
+def slice_table(slices: object, report: list[dict]) -> dict:
+    """Returns the per-slice metrics as rows (slice, key, examples, metrics) and the metric columns."""
+    failing = failing_subjects(report)
+    rows, metrics = [], []
+    for name, keys in _dict(slices).items():
+        for key, values in _dict(keys).items():
+            values = _dict(values)
+            shown = {k: v for k, v in values.items() if k != "examples"}
+            metrics += [k for k in shown if k not in metrics]
+            rows.append(
+                {
+                    "slice": name,
+                    "key": key,
+                    "examples": values.get("examples"),
+                    "metrics": shown,
+                    "failing": f"slice {name}={key}" in failing,
+                }
+            )
+    charted = [m for m in CHART_METRICS if m in metrics]
+    return {"metrics": charted + sorted(m for m in metrics if m not in charted), "rows": rows}
+
+
+def statistics_summary(statistics: dict | None, report: list[dict]) -> dict | None:
+    """Returns a version's data statistics as one row per feature (and per partition), or None."""
+    if not isinstance(statistics, dict):
+        return None
+    failing = failing_subjects(report)
+    label_failing = any(subject.startswith("label ") for subject in failing)
+
+    def rows(part: dict) -> list[dict]:
+        features = [
+            feature_row(name, stats, failing=f"feature {name}" in failing)
+            for name, stats in _dict(part.get("features")).items()
+        ]
+        label = part.get("label")
+        return features + ([feature_row("label", label, failing=label_failing, label=True)] if label else [])
+
+    return {
+        "examples": statistics.get("examples"),
+        "partitions": [str(p) for p in statistics.get("partitions") or []],
+        "features": rows(statistics),
+        "by_partition": [
+            {"partition": partition, "examples": _dict(part).get("examples"), "features": rows(_dict(part))}
+            for partition, part in sorted(_dict(statistics.get("by_partition")).items())
+        ],
+    }
+
+
+def feature_row(name: str, stats: object, *, failing: bool = False, label: bool = False) -> dict:
+    """Returns one feature's statistics row: counts, range, median, the most frequent values."""
+    stats = _dict(stats)
+    quantiles = stats.get("quantiles")
+    top = [t for t in stats.get("top_values") or [] if isinstance(t, list | tuple) and len(t) == 2]
+    return {
+        "name": name,
+        "label": label,
+        "failing": failing,
+        **{key: stats.get(key) for key in FEATURE_STATISTICS},
+        "median": quantiles[len(quantiles) // 2] if isinstance(quantiles, list) and quantiles else None,
+        "top_values": [list(t) for t in top[:TOP_VALUES_SHOWN]],
+        "more_values": max(0, len(top) - TOP_VALUES_SHOWN),
     }
 
 
@@ -212,6 +340,15 @@ def policy_serves(config, version: int, newest: list[int]) -> bool:
         return version in policy.specific.versions
     num_latest = max(1, policy.latest.num_versions) if choice == "latest" else 1
     return version in newest[-num_latest:]
+
+
+def _dict(value: object) -> dict:
+    """Returns `value` if it is a dict, else an empty one (a field of an older or odd entry)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _dict_or_none(value: object) -> dict | None:
+    return value if isinstance(value, dict) else None
 
 
 def _ref_fields(ref: ModelRef) -> dict:

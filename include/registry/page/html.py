@@ -29,7 +29,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(metric=format_metric, when=format_when, path=quote_path)
+    env.filters.update(
+        metric=format_metric, value=format_value, fraction=format_fraction, when=format_when, path=quote_path
+    )
     return env
 
 
@@ -80,6 +82,22 @@ def format_metric(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def format_value(value: object) -> str:
+    """Returns a check's or statistic's value for a cell: numbers as metrics, text as is, a dash if none."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return format_metric(value) if isinstance(value, int | float) else str(value)
+
+
+def format_fraction(value: object) -> str:
+    """Returns a fraction (0.0123) as a percentage (1.23%), 0 as 0, a dash if missing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    return "0" if value == 0 else f"{value * 100:.3g}%"
 
 
 def format_when(value: object) -> str:

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from include.registry.checks import checks_verdict
 from include.registry.store import (
     MISSING,
     SINGLE_FILE_FORMAT,
@@ -57,9 +58,15 @@ def version_summary(entry: dict) -> dict:
         "dag_id": entry.get("dag_id"),
         "run_id": entry.get("run_id"),
         "published_at": entry.get("published_at"),
-        "verdict": (entry.get("quality_gate") or {}).get("verdict"),
+        "verdict": checks_verdict(entry),  # the worse of the two below
+        "data_checks": _verdict(entry.get("data_checks")),
+        "quality_gate": _verdict(entry.get("quality_gate")),
         "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, int | float)},
     }
+
+
+def _verdict(check: object) -> str | None:
+    return check.get("verdict") if isinstance(check, dict) else None
 
 
 class ModelIndex:
