@@ -91,3 +91,22 @@ def test_versions_marks_a_version_dir_deleted_by_hand_missing(exported, serving_
     _, newest, oldest = capsys.readouterr().out.split("\n\n")[0].splitlines()
     assert newest.split()[0] == "20" and "missing" in newest.split() and "canary" in newest.split()
     assert oldest.split()[0] == "10" and "published" in oldest.split()
+
+
+def test_versions_table_shows_each_versions_checks_verdict():
+    """VERDICT is the worse of the data checks' and quality gate's verdicts; `-` when neither is recorded."""
+    checks = {
+        "5": {"data_checks": {"verdict": "blocked"}},
+        "4": {"data_checks": {"verdict": "forced", "failed": []}, "quality_gate": {"verdict": "passed"}},
+        "3": {"data_checks": {"verdict": "passed"}, "quality_gate": {"verdict": "forced", "checks": []}},
+        "2": {"quality_gate": {"verdict": "passed", "baseline_version": None}},  # before the data checks
+        "1": {"status": "published"},  # before the quality gate
+    }
+    manifest = {
+        "labels": {"stable": 2},
+        "versions": {v: {"status": "published", **e} for v, e in checks.items()},
+    }
+    header, *rows = versions_table(manifest).splitlines()
+    assert header.split()[8:10] == ["VERDICT", "STATUS"]
+    assert [row.split()[6] for row in rows] == ["blocked", "forced", "forced", "passed", "-"]
+    assert rows[3].split()[5:8] == ["stable", "passed", "published"]

@@ -9,7 +9,8 @@ exit status 1; `rebuild` rebuilds it from the version dirs on disk (include/regi
 A path that is not what the command expects (`rebuild`/`versions` given a version dir, a serving
 root, a file or a dir with no registry; `models-config` given a model dir, a version dir or a file)
 is refused with exit status 1, naming the path and what was expected, and nothing is written.
-In the versions table a published version whose dir is gone reads `missing`.
+In the versions table a published version whose dir is gone reads `missing`; VERDICT is the worse
+of its data checks' and quality gate's verdicts (`-` for a version published before either).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from include.config import find_pipeline
 from include.errors import ConfigError, ManifestError, RegistryError
+from include.registry.checks import checks_verdict
 from include.registry.rebuild import rebuild_registry
 from include.registry.serving_config import write_models_config
 from include.registry.store import (
@@ -32,6 +34,10 @@ from include.registry.store import (
 from include.storage.paths import as_path, lexists
 
 MODEL_HELP = "<serving_root>/<model>, or a pipeline name from include/pipelines"
+#: The versions table's columns.
+COLUMNS = (
+    "VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LOSS", "LABELS", "VERDICT", "STATUS", "PUBLISHED AT",
+)  # fmt: skip
 
 
 def _number(value) -> str:
@@ -40,14 +46,14 @@ def _number(value) -> str:
 
 
 def versions_table(manifest: dict, on_disk: set[int] | None = None) -> str:
-    """Returns the on-call view of a model: version, date, run type, held-out metrics, labels, status.
+    """Returns the on-call view of a model: version, date, run type, metrics, labels, verdict, status.
 
     With `on_disk` (the version dirs there), a published version without its dir reads `missing`.
     """
     labels_by_version: dict[int, list[str]] = {}
     for label, version in sorted(manifest["labels"].items()):
         labels_by_version.setdefault(version, []).append(label)
-    rows = [("VERSION", "LOGICAL DATE", "RUN TYPE", "ACCURACY", "LOSS", "LABELS", "STATUS", "PUBLISHED AT")]
+    rows = [COLUMNS]
     for key, entry in sorted(manifest["versions"].items(), key=lambda kv: int(kv[0]), reverse=True):
         metrics = entry.get("metrics") or {}
         rows.append(
@@ -58,6 +64,7 @@ def versions_table(manifest: dict, on_disk: set[int] | None = None) -> str:
                 _number(metrics.get("eval_accuracy")),  # classification only
                 _number(metrics.get("eval_loss")),  # cross-entropy, or the MSE of a regression
                 ",".join(labels_by_version.get(int(key), [])) or "-",
+                checks_verdict(entry) or "-",  # the report is on the version's page
                 shown_status(entry.get("status"), on_disk is None or int(key) in on_disk) or "-",
                 (entry.get("published_at") or "-")[:19],
             )
