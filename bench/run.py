@@ -7,8 +7,9 @@ Usage: python -m bench.run [--quick | --smoke] [--only SECTION...]
 
 `--smoke` runs every section at the smallest size that still runs its code (one repeat, 2
 pipelines to parse, 20 train steps, an MLP of 64-32-32-10 to export, 20 versions, 1 backfill
-date, the project's executor only): tests/test_bench.py runs it so that the bench keeps
-working; its figures measure nothing. Rows carry their section's name in the JSON.
+date, the project's executor only, 4,000 examples and 5 daily retrains for the data checks):
+tests/test_bench.py runs it so that the bench keeps working; its figures measure nothing. Rows
+carry their section's name in the JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Size:
     mlp_hidden: tuple[int, ...] = (3200, 3200)  # the export's large model
     versions: int = 10_000  # existing versions beside which poke, publish and the page are timed
     bucket_examples: int = 600_000  # examples in the one large object streamed from each bucket
+    statistics_examples: int = 1_000_000  # generated examples the statistics pass's overhead is timed on
+    retrain_days: int = 28  # daily retrains of each example pipeline whose data checks are counted
 
 
 FULL = Size(repeats=3)
@@ -63,6 +66,8 @@ SMOKE = Size(
     mlp_hidden=(32, 32),
     versions=20,
     bucket_examples=2_000,
+    statistics_examples=4_000,
+    retrain_days=5,
 )
 
 
@@ -641,6 +646,22 @@ def bench_buckets(tmp: Path, data: Path, size: Size) -> None:
         ROWS.extend(imported.ROWS[first:])
 
 
+def bench_data_checks(tmp: Path, data: Path, size: Size) -> None:
+    import bench.run as imported  # as in bench_buckets: bench.data_checks records into that copy's table
+    from bench.data_checks import bench_data_checks as measure
+
+    first = len(imported.ROWS)
+    measure(
+        tmp / "data-checks",
+        size,
+        examples=size.statistics_examples,
+        days=size.retrain_days,
+        keep_data=size is not SMOKE,  # the smoke's few examples in tmp; the 1 M set kept in build/
+    )
+    if imported.ROWS is not ROWS:
+        ROWS.extend(imported.ROWS[first:])
+
+
 SECTIONS = {
     "parse": bench_parse,
     "orchestration": bench_orchestration,
@@ -650,6 +671,7 @@ SECTIONS = {
     "history": bench_history,
     "registry": bench_registry,
     "buckets": bench_buckets,
+    "data_checks": bench_data_checks,
 }
 
 

@@ -29,6 +29,7 @@ GROUPS = (
     ("bench.run", ("backfill",)),
     ("bench.run", ("parse", "training", "export", "history", "registry")),
     ("bench.run", ("buckets",)),
+    ("bench.run", ("data_checks",)),
     ("bench.scale", ("rss", "throughput")),
 )
 
@@ -84,6 +85,34 @@ FIGURES = {
         *(f"input_dataset examples/s, example data, {n}" for n in ("local", "gs", "s3")),
         *(f"stream_records peak RSS, {s}" for s in ("gs", "s3")),
         *(f"input_dataset held-out pass peak RSS, {n}" for n in ("local", "gs", "s3")),
+    ],
+    "data_checks": [
+        *(
+            figure.format(case=case)
+            for case in ("20 steps of 50", "1 epoch, batch 50")
+            for figure in (
+                "train_model, {case}, statistics + checks on",
+                "train_model, {case}, statistics off",
+                "train_model statistics on / off ({case})",
+                "{case}, on: statistics pass",
+                "{case}, on: check_data",
+                "{case}, on: held-out pass (reads the cache)",
+                "{case}, off: held-out pass (parses)",
+                "peak RSS, {case}, statistics on",
+                "peak RSS, {case}, statistics off",
+            )
+        ),
+        "window_statistics alone, 4,000 examples",
+        *(
+            figure.format(pipeline=pipeline)
+            for pipeline in ("digits_softmax", "diabetes_keras")
+            for figure in (
+                "data checks, {pipeline}: daily retrains passed",
+                "{pipeline}: largest js_divergence",
+                "{pipeline}: largest linf_distance",
+                "{pipeline}: window_statistics of the example data",
+            )
+        ),
     ],
     "rss": [
         "peak RSS of the train step, 1,000 examples",
