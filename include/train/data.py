@@ -205,7 +205,9 @@ def window_pass(
         }
 
     batches = blocks.rebatch(batch_size).map(
-        parse, num_parallel_calls=autotune, deterministic=training.deterministic
+        parse if statistics else parse_held_out,
+        num_parallel_calls=autotune,
+        deterministic=training.deterministic,
     )
     options = tf.data.Options()
     options.deterministic = training.deterministic

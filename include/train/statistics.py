@@ -9,7 +9,8 @@ a batch. Per feature (the values of a multi-valued feature pooled, as TFDV does)
 - numbers: examples, values, missing (absent, so given the default), default fraction (values equal
   to the default, else to 0), NaN/infinity count, min, max, mean, standard deviation, and a
   quantile histogram (11 points: min, deciles, max) from `QUANTILE_POINTS` order statistics of
-  each batch, merged by weight (within about 1/`QUANTILE_POINTS` of the exact ranks);
+  an evenly strided sample of each batch's values (`SORTED_SAMPLE`), merged by weight (within
+  about 1/`QUANTILE_POINTS` of the exact ranks, plus the sample's own error);
 - strings: examples, missing, default fraction, the values with their frequencies (the
   `TOP_VALUES` most common kept per partition and window), distinct values seen, and the fraction
   outside the declared vocabulary;
@@ -33,8 +34,10 @@ import numpy as np
 
 from include.config import PipelineConfig
 
-#: Order statistics kept per batch and numeric feature, for the quantile histogram.
+#: Order statistics kept per batch and numeric feature, for the quantile histogram, taken from
+#: an evenly strided sample of about this many of the batch's values.
 QUANTILE_POINTS = 32
+SORTED_SAMPLE = 4096
 #: Weighted points kept per numeric feature once merged (compacted beyond twice this many).
 _KEPT_POINTS = 4096
 #: Values (and their counts) a categorical statistic keeps, most common first.
@@ -138,24 +141,29 @@ def _numeric(tf, value, partition, partitions: int, default, edges) -> dict:
     )
     flat = tf.boolean_mask(value, finite)
     count = tf.size(flat)
-    points = tf.minimum(count, QUANTILE_POINTS)
+    # The order statistics come from an evenly strided sample of the batch's values: sorting all
+    # of them (262,144 values of a batch of 4,096 64-wide examples) was half the pass.
+    sample = tf.sort(flat[:: tf.maximum(count // SORTED_SAMPLE, 1)])
+    points = tf.minimum(tf.size(sample), QUANTILE_POINTS)
     ranks = tf.cast(
         tf.round(
             tf.cast(tf.range(points), tf.float64)
-            * tf.cast(count - 1, tf.float64)
+            * tf.cast(tf.size(sample) - 1, tf.float64)
             / tf.cast(tf.maximum(points - 1, 1), tf.float64)
         ),
         tf.int32,
     )
-    stats["points"] = tf.gather(tf.sort(flat), ranks)
+    stats["points"] = tf.gather(sample, ranks)
     stats["points_of"] = tf.cast(count, tf.int64)
     if edges:
         bins = len(edges) + 1
-        width = tf.shape(value)[1]
-        rows = tf.boolean_mask(tf.repeat(partition, width), tf.reshape(finite, [-1]))
-        bucket = tf.searchsorted(tf.constant(edges, tf.float64), flat, side="right")
-        index = tf.cast(rows, tf.int64) * bins + tf.cast(bucket, tf.int64)
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(index), index, partitions * bins)
+        # Bucketize: i where edges[i-1] <= value < edges[i] (NaN and infinity only reach here in
+        # a window that train refuses anyway).
+        bucket = tf.raw_ops.Bucketize(input=value, boundaries=[float(edge) for edge in edges])
+        index = tf.cast(partition, tf.int64)[:, None] * bins + tf.cast(bucket, tf.int64)
+        counts = tf.math.unsorted_segment_sum(
+            tf.ones_like(tf.reshape(index, [-1])), tf.reshape(index, [-1]), partitions * bins
+        )
         stats["bins"] = tf.reshape(counts, [partitions, bins])
     return stats
 
