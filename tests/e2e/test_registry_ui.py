@@ -5,9 +5,10 @@ then: the Models list and the model page with its chart (screenshots in test-art
 page in the UI's navigation, refusals for an anonymous caller and for a Viewer, and promotions of
 the second version to `stable` that wait in the promote DAG's ApprovalOperator until a person
 answers on the UI's Required actions page: rejected (nothing changes), then approved (the label
-moves, models.config follows, the history names requester and approver). Last, a check report on
-the newer version and a blocked run's report on the model page (the screenshot of that report
-is in test-artifacts/ too).
+moves, models.config follows, the history names requester and approver). Then a partition of the
+pipeline's data is rewritten in other units and the next real run is blocked by the data checks
+before training, its report on the model page; last, a check report on the newer version and a
+hostile blocked report render as text (screenshots of both reports in test-artifacts/).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from include.config import PROJECT_ROOT
 from include.durable import locked
 from include.registry.store import manifest_update, read_manifest, record_blocked
 from tests.e2e.airflow_api import AirflowApi
-from tests.helpers import make_raw, write_pipeline
+from tests.helpers import copy_data, make_raw, write_pipeline
 from tests.test_registry_ui import ESCAPED, HOSTILE, blocked_report, checked_fields
 from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER, LocalAirflow, free_port
 
@@ -48,6 +49,7 @@ class Registry:
     airflow: LocalAirflow
     api: AirflowApi
     serving: Path
+    data: Path  # the pipeline's own copy of the example data
 
     def labels(self) -> dict:
         """Returns the model's labels as the registry records them."""
@@ -67,7 +69,9 @@ def registry(tmp_path_factory, example_data):
         tmp_path_factory.mktemp("registry-store"),
         tmp_path_factory.mktemp("registry-pipelines"),
     )
-    raw = make_raw(store, example_data, name=MODEL, schedule=None)
+    # A copy of the data: the last test changes a partition of it, as an upstream job would.
+    data = copy_data(example_data, store / "data")
+    raw = make_raw(store, data, name=MODEL, schedule=None)
     raw["model"]["name"] = MODEL
     raw["training"]["steps"] = 200
     assert raw["serving"]["promotion_approval"] == "required"  # the example's default
@@ -91,7 +95,7 @@ def registry(tmp_path_factory, example_data):
         assert all(r["state"] == "success" for r in runs), [
             api.failure_report(MODEL, r["dag_run_id"]) for r in runs
         ]
-        yield Registry(airflow, api, store / "serving")
+        yield Registry(airflow, api, store / "serving", data)
     finally:
         airflow.stop()
 
@@ -261,6 +265,57 @@ def test_an_approved_promotion_moves_stable(registry, page):
     expect(page.locator("#models-config")).to_contain_text(f'key: "stable" value: {NEWER}')
 
 
+def test_a_run_on_changed_data_is_blocked_before_training_and_shown(registry, page):
+    """A partition rewritten in other units (x100) stops the next real run in train, with its report.
+
+    The task fails on its first try (permanent), its summary line names the check, the registry
+    keeps the report, and the model page shows it (test-artifacts/models-page-blocked-run.png).
+    """
+    import tensorflow as tf
+    from playwright.sync_api import expect
+    from tensorflow.core.example import example_pb2
+
+    from include.registry.store import blocked_runs
+
+    newest = registry.data / "dt=2026-10-30" / "part-00000.tfrecord"
+    records = []
+    for raw in tf.compat.v1.io.tf_record_iterator(str(newest)):
+        example = example_pb2.Example.FromString(raw)
+        pixels = example.features.feature["x"].float_list.value
+        pixels[:] = [value * 100 for value in pixels]
+        records.append(example.SerializeToString())
+    with tf.io.TFRecordWriter(str(newest)) as writer:
+        for record in records:
+            writer.write(record)
+
+    run_id = registry.api.trigger(MODEL, logical_date="2026-11-03T00:00:00+00:00")
+    run = registry.api.wait_for_run(MODEL, run_id, timeout=600)
+    assert run["state"] == "failed", registry.api.failure_report(MODEL, run_id)
+    train = registry.api.task_instance(MODEL, run_id, "train")
+    assert train["state"] == "failed" and train["try_number"] == 1  # permanent: no retry
+    log = "".join(
+        path.read_text()
+        for path in (registry.airflow.home / "logs").rglob("attempt=1*.log")
+        if run_id in str(path) and "task_id=train" in str(path)
+    )
+    assert "savedmodel-summary: train: blocked by the data checks: feature x: max 100 in dt=2026-10-30" in log
+    assert f"inferred from version {NEWER}" in log
+    assert not (registry.serving / MODEL / "20261103000000").exists()
+
+    blocked = blocked_runs(registry.serving / MODEL)[0]
+    assert blocked["run_id"] == run_id and blocked["step"] == "train" and blocked["baseline_version"] == NEWER
+    failed = {(row["subject"], row["statistic"]) for row in blocked["report"] if row["verdict"] == "fail"}
+    assert {("feature x", "max"), ("feature x", "js_divergence")} <= failed
+
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
+    section = page.locator("#blocked")
+    first = section.locator("tr.blocked").first
+    expect(first).to_contain_text(run_id)
+    expect(section.locator("tr.blocked-report").first).to_contain_text("feature x")
+    ARTIFACTS.mkdir(exist_ok=True)
+    section.screenshot(path=str(ARTIFACTS / "models-page-blocked-run.png"))
+
+
 def test_a_check_report_and_a_blocked_run_render(registry, page):
     """A version's check report and a run the checks blocked show in the browser, user data as text."""
     from playwright.sync_api import expect
@@ -288,7 +343,7 @@ def test_a_check_report_and_a_blocked_run_render(registry, page):
     blocked = page.locator("#blocked")
     link = blocked.locator("tr.blocked a").first
     expect(link).to_have_attribute("href", f"/dags/{MODEL}/runs/{quote(run_id, safe='')}")
-    expect(blocked.locator("tr.blocked-report tr.row-fail")).to_have_count(2)
+    expect(blocked.locator("tr.blocked-report").first.locator("tr.row-fail")).to_have_count(2)
     expect(blocked).to_contain_text(HOSTILE)
     assert blocked.locator("img").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
