@@ -106,7 +106,9 @@ class PipelineNotifier(BaseNotifier):
             error = context.get("exception")
             blocked = blocked_details(error) if isinstance(error, BaseException) else None
             kind = "gate_blocked" if blocked and "gate_blocked" in subscribed else "run_failed"
-            details = {"task_id": ti.task_id, "try_number": ti.try_number, "error": first_line(error)}
+            # No exception: the scheduler failed a task whose process died; the DAG processor calls this.
+            said = first_line(error) or "no error reported: the task's process ended without one (killed?)"
+            details = {"task_id": ti.task_id, "try_number": ti.try_number, "error": said}
             if kind == "gate_blocked":
                 details = {"task_id": ti.task_id, **(blocked or {})}
         if kind not in subscribed:

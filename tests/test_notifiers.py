@@ -151,15 +151,17 @@ def test_a_blocked_run_sends_the_report_by_email_and_webhook(tmp_path, receiver,
 
 
 def test_other_failures_send_run_failed(tmp_path, receiver, connections):
-    """A failure no gate caused is run_failed with the task, try and error; so is a blocked run when
-    gate_blocked is not subscribed."""
+    """A failure no gate caused is run_failed with the task, try and error (or that none was reported:
+    a task the scheduler failed); so is a blocked run when gate_blocked is not subscribed."""
     config = pipeline(tmp_path, receiver.url)
     PipelineNotifier(pipeline=config)(context(task_id="train", exception=OSError("No space left on device")))
     (event,) = receiver.wait_for("run_failed")
     assert event["details"] == {"task_id": "train", "try_number": 1, "error": "No space left on device"}
+    PipelineNotifier(pipeline=config)(context(task_id="export_savedmodel", exception=None))
+    assert receiver.wait_for("run_failed", 2)[1]["details"]["error"].startswith("no error reported")
     only_failures = pipeline(tmp_path, receiver.url, events=["run_failed"])
     PipelineNotifier(pipeline=only_failures)(context(exception=gate_failure()))
-    assert receiver.wait_for("run_failed", 2)[1]["details"]["error"] == "quality gate failed"
+    assert receiver.wait_for("run_failed", 3)[2]["details"]["error"] == "quality gate failed"
 
 
 def test_approval_waiting_goes_to_the_approvers_with_the_link(

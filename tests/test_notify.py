@@ -343,3 +343,20 @@ def test_attempts_are_recorded_in_a_bucket(bucket):
     record_attempt(model, {"attempt": 1})
     record_attempt(model, {"attempt": 2})
     assert [a["attempt"] for a in read_deliveries(model)] == [1, 2]
+
+
+def test_the_runbooks_signature_check_agrees_with_the_signer():
+    """The few lines of Python the runbook gives receivers accept our signature and refuse a changed body."""
+    from include.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "runbook.md").read_text()
+    start = text.index("```python\nimport hashlib", text.index("### Notifications"))
+    code = text[start + len("```python\n") : text.index("```", start + 10)]
+    namespace: dict = {}
+    exec(compile(code, "runbook.md", "exec"), namespace)  # noqa: S102 - the docs' own example
+    verified = namespace["verified"]
+    body = b'{"event":"label_moved"}'
+    assert verified(body, signature_header(body, SECRET), SECRET)
+    assert not verified(body + b" ", signature_header(body, SECRET), SECRET)
+    assert not verified(body, signature_header(body, SECRET, int(time.time()) - 301), SECRET)
+    assert not verified(body, signature_header(body, "another"), SECRET)
