@@ -118,28 +118,39 @@ def batch_statistics(
 
 
 def _numeric(tf, value, partition, partitions: int, default, edges) -> dict:
-    """Returns per-partition sums, extremes and counts of a [n, width] number tensor, and batch quantile points."""
-    dtype = value.dtype
-    value = tf.cast(value, tf.float64)
-    finite = tf.math.is_finite(value)
-    clean = tf.where(finite, value, tf.zeros_like(value))
-    # The default as the feature's own dtype holds it (91.26 in float32 is not 91.26 in float64).
-    target = tf.cast(tf.constant(default if default is not None else 0, dtype), tf.float64)
-    row = {
-        "sum": tf.reduce_sum(clean, axis=1),
-        "sum_squares": tf.reduce_sum(clean * clean, axis=1),
-        "nonfinite": tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64), axis=1),
-        "defaults": tf.reduce_sum(tf.cast(tf.equal(value, target), tf.int64), axis=1),
+    """Returns per-partition sums, extremes and counts of a [n, width] number tensor, and batch quantile points.
+
+    Elementwise work is done in the feature's own dtype (float32 values are not widened), and sums
+    per example in float64. NaN and infinity are counted but not masked out of the other figures:
+    a window holding any is refused by train, so its other figures are never used.
+    """
+    if value.dtype == tf.int64:
+        value = tf.cast(value, tf.float64)  # int64 values past 2**24 do not fit float32
+    target = tf.constant(default if default is not None else 0, value.dtype)
+    wide = tf.float64
+
+    def per_example(values):
+        return tf.math.unsorted_segment_sum(tf.cast(values, wide), partition, partitions)
+
+    stats = {
+        "sum": per_example(tf.reduce_sum(value, axis=1)),
+        "sum_squares": per_example(tf.reduce_sum(value * value, axis=1)),
+        "nonfinite": tf.math.unsorted_segment_sum(
+            tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(value)), tf.int64), axis=1),
+            partition,
+            partitions,
+        ),
+        "defaults": tf.math.unsorted_segment_sum(
+            tf.reduce_sum(tf.cast(tf.equal(value, target), tf.int64), axis=1), partition, partitions
+        ),
+        "min": tf.cast(
+            tf.math.unsorted_segment_min(tf.reduce_min(value, axis=1), partition, partitions), wide
+        ),
+        "max": tf.cast(
+            tf.math.unsorted_segment_max(tf.reduce_max(value, axis=1), partition, partitions), wide
+        ),
     }
-    stats = {key: tf.math.unsorted_segment_sum(total, partition, partitions) for key, total in row.items()}
-    inf = tf.constant(np.inf, tf.float64)
-    stats["min"] = tf.math.unsorted_segment_min(
-        tf.reduce_min(tf.where(finite, value, inf + tf.zeros_like(value)), axis=1), partition, partitions
-    )
-    stats["max"] = tf.math.unsorted_segment_max(
-        tf.reduce_max(tf.where(finite, value, -inf + tf.zeros_like(value)), axis=1), partition, partitions
-    )
-    flat = tf.boolean_mask(value, finite)
+    flat = tf.reshape(value, [-1])
     count = tf.size(flat)
     # The order statistics come from an evenly strided sample of the batch's values: sorting all
     # of them (262,144 values of a batch of 4,096 64-wide examples) was half the pass.
@@ -153,7 +164,7 @@ def _numeric(tf, value, partition, partitions: int, default, edges) -> dict:
         ),
         tf.int32,
     )
-    stats["points"] = tf.gather(sample, ranks)
+    stats["points"] = tf.cast(tf.gather(sample, ranks), wide)
     stats["points_of"] = tf.cast(count, tf.int64)
     if edges:
         bins = len(edges) + 1
