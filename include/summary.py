@@ -37,7 +37,8 @@ def describe_check(row: dict) -> str:
     detail = f"; {row['detail']}" if row.get("detail") else ""
     value = row["value"]
     shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return f"{row['subject']}: {row['statistic']} {shown}{where} (expected {row['threshold']}, {row['source']}{detail})"
+    expected = f"expected {row['threshold']}, {row['source']}{detail}"
+    return f"{row['subject']}: {row['statistic']} {shown}{where} ({expected})"
 
 
 def checks_headline(report: dict | None) -> str:

@@ -68,7 +68,8 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
         summary_line(
             "train",
             f"{len(data['partitions'])} partitions, {data_read(data)}, {data['train_examples']} "
-            f"train / {data['eval_examples']} held-out examples, {checks_headline(result.get('data_checks'))}, "
+            f"train / {data['eval_examples']} held-out examples, "
+            f"{checks_headline(result.get('data_checks'))}, "
             f"{metrics_headline(metrics)}",
         )
     )

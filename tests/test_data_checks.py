@@ -2,11 +2,11 @@
 
 The baseline is the statistics of an example's window as of its 26th day (26 partitions); each
 case rewrites the four newest partitions of the window as of the 30th day (about 59 diabetes or
-240 digits examples, past `data_checks.min_drift_examples`) with one hostile change, computes the window's statistics with the real
-statistics pass (`window_statistics`, the same one `train_model` runs) and checks them with
-`check_data`. The slice cases train real models. What the checks say of the examples' own
-day-to-day changes (28 daily retrains each) is measured in bench/data_checks.py and asserted
-here: no false positive.
+240 digits examples, past `data_checks.min_drift_examples`) with one hostile change, computes
+the window's statistics with the real statistics pass (`window_statistics`, the same one
+`train_model` runs) and checks them with `check_data`. The slice cases train real models. What
+the checks say of the examples' own day-to-day changes (28 daily retrains each) is measured in
+bench/data_checks.py and asserted here: no false positive.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def without(key: str):
     return lambda values: {k: v for k, v in values.items() if k != key}
 
 
-#: case: (example, the change of the new partitions, extra config updates, the (subject, statistic) that blocks it)
+#: case: (example, the change of the new partitions, extra config, the (subject, statistic) that blocks it)
 CORPUS = {
     "a feature scaled x100": ("diabetes_keras", scaled("bmi", 100.0), {}, ("feature bmi", "max")),
     "a feature in other units (x0.01)": (
@@ -192,7 +192,7 @@ CORPUS = {
 
 
 def with_features(config, changes: dict):
-    """Returns `config` with feature expectations replaced as `{"features": {name: {"expect": {...}}}}` says."""
+    """Returns `config` with feature expectations replaced as `{"features": {name: {"expect": ...}}}` says."""
     features = dict(config.features)
     for name, change in changes.get("features", {}).items():
         expect = features[name].expect.model_copy(update=change["expect"])
@@ -269,7 +269,7 @@ def test_a_forced_run_records_its_failures_and_reason(examples, baselines, tmp_p
 
 
 def test_without_a_baseline_only_declared_expectations_apply(examples, baselines, tmp_path):
-    """A first version (or a backfill older than the baseline) is held to what the YAML declares, nothing inferred."""
+    """A first version (or a backfill older than the baseline) is held to what the YAML declares, no more."""
     example, change, _, _ = CORPUS["a feature scaled x100"]
     report = run_case(examples, baselines, tmp_path, example, change, {}, baseline=False)
     assert report["verdict"] == "passed"

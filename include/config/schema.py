@@ -346,7 +346,7 @@ class FeatureSpec(_Section):
 
 
 def _expectation_problems(expect: Expectation, feature: FeatureSpec) -> list[tuple[tuple[str, ...], str]]:
-    """Returns the expectations that do not fit the feature's dtype (bounds of strings, OOV without vocabulary)."""
+    """Returns the expectations that do not fit the feature's dtype (string bounds, OOV, no vocabulary)."""
     problems = []
     if feature.dtype == "string":
         for key in ("min", "max"):
@@ -420,7 +420,7 @@ class DataChecksConfig(_Section):
     categorical_drift: Annotated[
         _Fraction | None,
         Field(
-            description="Default largest L-infinity distance of a string feature or the classes; null = no check."
+            description="Default largest L-infinity distance of a string feature or the classes; null = none."
         ),
     ] = 0.25
     range_margin: Annotated[
@@ -428,7 +428,7 @@ class DataChecksConfig(_Section):
         Field(
             ge=0,
             le=100,
-            description="Inferred [min, max]: the baseline's, widened by this fraction of its range on each side.",
+            description="Inferred [min, max]: the baseline's, widened by this part of its range each side.",
         ),
     ] = 1.0
     missing_slack: Annotated[
@@ -569,13 +569,13 @@ class SliceSpec(_Section):
         str,
         Field(
             pattern=_FEATURE_NAME,
-            description="A declared feature of one value per example, or `label`, whose values cut the slices.",
+            description="A declared feature of one value per example, or `label`: its values cut the slices.",
         ),
     ]
     boundaries: Annotated[
         Annotated[tuple[float, ...], Field(min_length=1, max_length=100), _AsTuple] | None,
         Field(
-            description="Cut points of a number feature (or a float label), ascending: the slices are the buckets."
+            description="Ascending cut points of a number feature (or a float label); the buckets are slices."
         ),
     ] = None
     min_examples: Annotated[
@@ -583,7 +583,7 @@ class SliceSpec(_Section):
         Field(
             ge=1,
             le=1_000_000,
-            description="A slice the baseline had with at least this many held-out examples may not have fewer.",
+            description="A slice of at least this many held-out examples in the baseline may not lose them.",
         ),
     ] = 1
     min_accuracy: Annotated[

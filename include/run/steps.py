@@ -117,7 +117,7 @@ def _baseline_of(record: RunRecord) -> dict | None:
 
 
 def record_blocked(record: RunRecord, step: str, error: str, rows: list[dict], baseline_version) -> None:
-    """Records a blocked run's report in the registry (the Models page shows it); never fails the task itself."""
+    """Records a blocked run's report in the registry (the Models page shows it); never fails the task."""
     config = record.config
     report = {
         "run_id": record.run.run_id,

@@ -118,7 +118,7 @@ def batch_statistics(
 
 
 def _numeric(tf, value, partition, partitions: int, default, edges) -> dict:
-    """Returns per-partition sums, extremes and counts of a [n, width] number tensor, and batch quantile points.
+    """Returns per-partition sums, extremes and counts of a [n, width] number tensor, and quantile points.
 
     Elementwise work is done in the feature's own dtype (float32 values are not widened), and sums
     per example in float64. NaN and infinity are counted but not masked out of the other figures:
@@ -366,7 +366,7 @@ class WindowStatistics:
         return whole
 
     def _describe(self, name: str, stats, examples: int, points) -> dict:
-        """Returns one feature's statistics over `examples` examples (points: the quantile sample, window only)."""
+        """Returns one feature's statistics over `examples` examples (points: the quantile sample, window)."""
         feature = self.config.features.get(name)
         described: dict = {
             "kind": "numeric" if isinstance(stats, _Numbers) else "categorical",

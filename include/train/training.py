@@ -290,7 +290,7 @@ def session_config(deterministic: bool):
 
 
 def _build_training_graph(config: PipelineConfig, window, edges: dict, cache: Path) -> _TrainGraph:
-    """Returns a graph with the window's statistics pass, the train input, the model, the train loop and the eval pass.
+    """Returns a graph with the window's statistics pass, train input, model, train loop and eval pass.
 
     The statistics pass is cached in `cache` as it runs: the eval pass after training reads its
     held-out rows from there instead of reading and parsing the window again.
@@ -581,7 +581,7 @@ def _metrics_of(totals: dict, config: PipelineConfig) -> dict:
 
 
 def slice_keys(config: PipelineConfig, spec) -> list[str] | None:
-    """Returns the names of a bucketed slice's keys (`< 40`, `40 .. 60`, `>= 60`), None for slices by value."""
+    """Returns the names of a bucketed slice's keys (`< 40`, `40 .. 60`, `>= 60`); None if by value."""
     if spec.boundaries is None:
         return None
     edges = [f"{b:g}" for b in spec.boundaries]

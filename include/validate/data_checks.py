@@ -341,7 +341,7 @@ def _name_unexpected(
 
 
 def _not_constant(statistics: dict, name: str | None, subject: str, base: dict, source: str) -> list[Check]:
-    """Returns the rows of "not constant" where the baseline varied and a constant partition is unlikely by chance."""
+    """Returns the "not constant" rows: the baseline varied and a constant partition is unlikely by chance."""
     if base.get("kind") == "numeric":
         varied = (base.get("std") or 0.0) > 0
         top_share = base.get("default_fraction") or 0.0
@@ -369,7 +369,7 @@ def _not_constant(statistics: dict, name: str | None, subject: str, base: dict, 
 
 
 def _drift(config: PipelineConfig, statistics: dict, base_stats: dict, version) -> list[Check]:
-    """Returns the drift rows of each feature and the label: the new partitions against the baseline's window."""
+    """Returns the drift rows of each feature and the label: new partitions against the baseline's window."""
     settings = config.data_checks
     group = _new_data(statistics, base_stats, settings.min_drift_examples)
     if not group:
@@ -419,7 +419,7 @@ def _drift(config: PipelineConfig, statistics: dict, base_stats: dict, version) 
 
 
 def _new_data(statistics: dict, base_stats: dict, wanted: int) -> list[str]:
-    """Returns the partitions the drift check compares: those the baseline lacked, plus older ones up to `wanted` examples."""
+    """Returns the partitions drift compares: those the baseline lacked, and older ones to `wanted` in all."""
     seen = set(base_stats.get("partitions", []))
     partitions = statistics["partitions"]
     new = [p for p in partitions if p not in seen]
@@ -433,7 +433,7 @@ def _new_data(statistics: dict, base_stats: dict, wanted: int) -> list[str]:
 
 
 def _linf(base: dict, parts: list[dict]) -> float | None:
-    """Returns the L-infinity distance between the baseline's value frequencies and the new partitions' pooled."""
+    """Returns the L-infinity distance of the baseline's value frequencies and the new partitions' pooled."""
     counts: dict[str, float] = {}
     total = 0
     for part in parts:
@@ -447,7 +447,8 @@ def _linf(base: dict, parts: list[dict]) -> float | None:
 
 
 def _js(base: dict, parts: list[dict], edges: list[float] | None) -> float | None:
-    """Returns the Jensen-Shannon divergence (base 2) of the new partitions' histogram on `edges` and the baseline's.
+    """Returns the Jensen-Shannon divergence (base 2) of the new partitions' histogram on `edges` and the
+    baseline's.
 
     The baseline's share of each bin is read off its percentiles; inner bins are merged until the
     new data expects `_EXAMPLES_PER_BIN` in each; the two outer bins stay apart.
@@ -470,7 +471,7 @@ def _js(base: dict, parts: list[dict], edges: list[float] | None) -> float | Non
 
 
 def _merged_bins(before: np.ndarray, total: float) -> list[list[int]]:
-    """Returns groups of adjacent inner bins each expecting `_EXAMPLES_PER_BIN` new examples; outer bins alone."""
+    """Returns groups of adjacent inner bins each expecting `_EXAMPLES_PER_BIN` new examples; outer: alone."""
     last = len(before) - 1
     groups, current, expected = [[0]], [], 0.0
     for index in range(1, last):
