@@ -52,6 +52,7 @@ from include.registry.page.html import (
     render_version,
 )
 from include.registry.store import LABELS, has_version_dir, read_version_entry
+from include.text import control_character_problem
 from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,8 @@ def request_label_move(ref: ModelRef, version: int, label: str, reason: str, use
         )
     if not 1 <= len(reason) <= 500:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "reason: expected 1 to 500 characters")
+    if problem := control_character_problem("reason", reason):  # refused before anything is triggered
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, problem)
     entry = read_version_entry(ref.model_dir, version) or {}
     if entry.get("status") != "published":
         raise HTTPException(

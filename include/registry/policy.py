@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from include import versions
@@ -27,8 +28,20 @@ from include.registry.store import (
 )
 from include.storage import objects
 from include.storage.paths import is_remote, uri_of
+from include.text import control_character_problem
 
 log = logging.getLogger(__name__)
+
+
+class PremiseChanged(RegistryError):
+    """A label moved while a request to move it waited: the move no longer means what was asked for."""
+
+    def __init__(self, model: str, label: str, requested: int | None, now: int | None) -> None:
+        self.model, self.label, self.requested, self.now = model, label, requested, now
+        super().__init__(
+            f"{label} of {model} was version {requested} when the move was requested and is version "
+            f"{now} now: the move is refused and nothing moved; request it again if it still holds"
+        )
 
 
 def baseline(manifest: dict) -> dict | None:
@@ -65,14 +78,36 @@ def _move_label(update: ManifestUpdate, label: str, version: int, *, by: str, re
     )
 
 
-def set_label(model_dir: Path, label: str, version: int, *, by: str, reason: str) -> dict:
-    """Moves `label` to an existing, complete published version; returns the manifest."""
-    if label not in LABELS:
-        raise RegistryError(f"label: expected one of {list(LABELS)}, got {label!r}")
+def check_reason(reason: str) -> None:
+    """Raises RegistryError unless `reason` is non-blank text without control characters."""
     if not reason.strip():
         raise RegistryError("reason: moving a label needs a reason")
+    if problem := control_character_problem("reason", reason):
+        raise RegistryError(problem)
+
+
+def set_label(
+    model_dir: Path,
+    label: str,
+    version: int,
+    *,
+    by: str,
+    reason: str,
+    premise: Mapping[str, int | None] | None = None,
+) -> dict:
+    """Moves `label` to an existing, complete published version; returns the manifest.
+
+    `premise`: labels as they were when the move was asked for; if one points elsewhere now, the
+    move is refused (PremiseChanged) and nothing changes.
+    """
+    if label not in LABELS:
+        raise RegistryError(f"label: expected one of {list(LABELS)}, got {label!r}")
+    check_reason(reason)
     with locked(model_dir):
         with manifest_update(model_dir) as update:
+            for held, expected in (premise or {}).items():
+                if update.labels.get(held) != expected:
+                    raise PremiseChanged(update.model, held, expected, update.labels.get(held))
             if not update.is_published(version):
                 raise RegistryError(
                     f"version {version} is not a published version of {update.model} "
@@ -104,12 +139,22 @@ def check_loadable(version_dir: Path) -> None:
         raise RegistryError(f"{version_dir} loads but has no signatures")
 
 
-def promote(serving_root: Path, model_name: str, version: int, label: str, *, by: str, reason: str) -> dict:
+def promote(
+    serving_root: Path,
+    model_name: str,
+    version: int,
+    label: str,
+    *,
+    by: str,
+    reason: str,
+    premise: Mapping[str, int | None] | None = None,
+) -> dict:
     """Moves `label` to a published version after checking it is complete and loadable.
 
     This is rollback too: point `stable` back at an older version. Regenerates models.config.
-    Returns the manifest.
+    `premise` as in `set_label`. Returns the manifest.
     """
+    check_reason(reason)
     model_dir = versions.model_dir(serving_root, model_name)
     if not has_registry(model_dir):
         raise RegistryError(f"no published model {model_name!r} under {serving_root}")
@@ -119,7 +164,7 @@ def promote(serving_root: Path, model_name: str, version: int, label: str, *, by
             f"version {version} is not a published version of {model_name} (published: {published})"
         )
     check_loadable(version_path(model_dir, version))
-    manifest = set_label(model_dir, label, version, by=by, reason=reason)
+    manifest = set_label(model_dir, label, version, by=by, reason=reason, premise=premise)
     write_models_config(serving_root)
     log.info("%s of %s now points at version %s (by %s: %s)", label, model_name, version, by, reason)
     return manifest
