@@ -9,6 +9,14 @@ an ApprovalOperator that waits under the UI's Required actions; anything else go
 `move_label`. The approval records its decision in the model's history as it is made (approved,
 rejected, or timed out); approve → `move_label` runs and records the move; reject or timeout →
 the operator skips `move_label` and nothing else changes. TensorFlow is never imported here.
+
+Four eyes: the pipeline's `serving.approvers` (users, and the users holding its roles) minus the
+requester become the approval's `assigned_users`, so Airflow refuses anyone else; where the
+answer is processed an Approve by the requester, or by someone not named, is recorded as refused
+and fails the step (nothing moves). The dialog's body is built here, once, as the request is
+routed: the candidate's and the current `stable`'s held-out metrics side by side, and what users
+typed (the reason, user names) quoted as code so no Markdown in it renders. `move_label` refuses a
+move whose label moved since the request was routed (premise_changed, recorded; nothing moves).
 Notifications (plugins/savedmodel_notifiers.py): approval_waiting when `approve_stable` starts
 waiting, label_moved after `move_label`.
 """
@@ -20,6 +28,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import TriggerRule, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 from plugins.savedmodel_notifiers import approval_notifier, notify_label_moved
@@ -31,33 +40,27 @@ MOVE_TASK_ID = "move_label"
 APPROVAL_TIMEOUT = timedelta(days=3)
 
 _SUBJECT = "Make version {{ params.version }} of {{ params.pipeline }} stable?"
-_BODY = """\
-{% set r = ti.xcom_pull(task_ids='route_request', key='request') or {} %}
-**{{ dag_run.triggering_user_name or 'Someone' }}** asks to point `stable` of model
-**{{ r.get('model', params.pipeline) }}** at version **{{ params.version }}**
-(`stable` is {{ r.get('current_stable') or 'unset' }} now).
-
-Reason: {{ params.reason }}
-
-Held-out metrics of {{ params.version }}: {{ r.get('metrics') or 'none recorded' }}
-
-[The version's page]({{ r.get('version_url', '') }}) · Approve moves the label and regenerates
-models.config; Reject changes nothing. No answer within {{ timeout }} counts as a rejection.
-"""
+# The body is Markdown built by `approval_body` when the request is routed (quoted there).
+_BODY = "{{ (ti.xcom_pull(task_ids='route_request', key='request') or {}).get('body', '') }}"
+#: Outcomes of an Approve that does not count: the step fails and nothing moves.
+REFUSED = ("self_approval_refused", "not_an_approver")
 
 
 @task.branch(task_id=ROUTE_TASK_ID)
 def route_request() -> str:
     """Checks the requested move and returns the next task: the approval, or the move itself."""
     from include.config import find_pipeline
-    from include.errors import RegistryError
+    from include.errors import RegistryError, RunParamsError
     from include.registry.approvals import needs_approval
     from include.registry.store import published_versions, read_head, read_manifest, read_version_entry
+    from include.text import control_character_problem
     from include.versions import model_dir
 
     context = get_current_context()
     params = context["params"]
     with fail_fast_on_permanent_errors():
+        if problem := control_character_problem("reason", params["reason"]):
+            raise RunParamsError(problem)
         config = find_pipeline(params["pipeline"])
         directory = model_dir(config.storage.serving_root, config.model.name)
         entry = read_version_entry(directory, params["version"]) or {}
@@ -67,29 +70,163 @@ def route_request() -> str:
                 f"version {params['version']} is not a published version of {config.model.name} "
                 f"(published: {published})"
             )
+        labels = read_head(directory)["labels"]
+        stable = labels.get("stable")
+        waits = needs_approval(config.serving.promotion_approval, params["label"])
+        who = requester(context["dag_run"])
+        approvers = approvers_of(config.serving.approvers, requester=who) if waits else None
+    stable_entry = (read_version_entry(directory, stable) or {}) if stable is not None else {}
+    version_url = f"/registry/models/{config.model.name}/versions/{params['version']}"
     context["ti"].xcom_push(
         key="request",
         value={
             "model": config.model.name,
-            "current_stable": read_head(directory)["labels"].get("stable"),
-            "metrics": ", ".join(
-                f"{k[5:]} {v:.4g}" for k, v in (entry.get("metrics") or {}).items() if k.startswith("eval_")
-            ),
-            "version_url": f"/registry/models/{config.model.name}/versions/{params['version']}",
+            "current_stable": stable,
+            # What the move assumes: the label points where it did when the request was routed.
+            "premise": {params["label"]: labels.get(params["label"])},
+            "approvers": approvers,
+            "metrics": held_out(entry),
+            "version_url": version_url,
+            "body": approval_body(
+                requester=who,
+                model=config.model.name,
+                version=params["version"],
+                reason=params["reason"],
+                candidate=held_out(entry),
+                stable=stable,
+                stable_metrics=held_out(stable_entry),
+                version_url=version_url,
+            )
+            if waits
+            else "",
         },
     )
-    if needs_approval(config.serving.promotion_approval, params["label"]):
-        return APPROVAL_TASK_ID
-    return MOVE_TASK_ID
+    return APPROVAL_TASK_ID if waits else MOVE_TASK_ID
+
+
+def approvers_of(approvers, *, requester: str) -> list[str] | None:
+    """Returns who may approve `requester`'s request (None: the pipeline names nobody, Airflow decides).
+
+    Raises ApproversError when the pipeline's approvers leave nobody but the requester.
+    """
+    from include.registry.approvals import ApproversError, assigned_approvers
+
+    if approvers is None:
+        return None
+    by_role = users_by_role() if approvers.roles else {}
+    allowed = assigned_approvers(approvers.users, approvers.roles, by_role, requester=requester)
+    if not allowed:
+        raise ApproversError(
+            f"serving.approvers: nobody but the requester ({requester}) may approve this move "
+            f"(users {list(approvers.users)}, roles {list(approvers.roles)}); name another approver"
+        )
+    return allowed
+
+
+def users_by_role() -> dict[str, list[str]]:
+    """Returns the simple auth manager's users by role ([core] simple_auth_manager_users).
+
+    Roles are resolved only with the simple auth manager; with another, name users instead.
+    """
+    from airflow.sdk.configuration import conf
+
+    from include.registry.approvals import ApproversError
+
+    manager = conf.get("core", "auth_manager", fallback="") or ""
+    if manager.rsplit(".", 1)[-1] != "SimpleAuthManager":
+        raise ApproversError(
+            f"serving.approvers.roles: roles are resolved from the simple auth manager's users, but "
+            f"the auth manager is {manager or 'unset'}; name the approvers under serving.approvers.users"
+        )
+    roles: dict[str, list[str]] = {}
+    for pair in (conf.get("core", "simple_auth_manager_users", fallback="") or "").split(","):
+        name, _, role = pair.strip().partition(":")
+        if name and role:
+            roles.setdefault(role.strip().lower(), []).append(name.strip())
+    return roles
+
+
+def held_out(entry: dict) -> dict[str, float]:
+    """Returns a version entry's held-out metrics by name (without the `eval_` prefix)."""
+    return {k[5:]: v for k, v in (entry.get("metrics") or {}).items() if k.startswith("eval_")}
+
+
+def approval_body(
+    *,
+    requester: str,
+    model: str,
+    version: int,
+    reason: str,
+    candidate: dict,
+    stable: int | None,
+    stable_metrics: dict,
+    version_url: str,
+    timeout: timedelta = APPROVAL_TIMEOUT,
+) -> str:
+    """Returns the approval dialog's Markdown: who asks, both versions' metrics side by side, the reason.
+
+    What users typed (the requester's name, the reason) is quoted as code, so it shows as text.
+    """
+    from include.text import markdown_block, markdown_code
+
+    now = f"version {stable}" if stable is not None else "unset"
+    rows = [
+        f"| {_cell(name)} | {_number(candidate.get(name))} | {_number(stable_metrics.get(name))} |"
+        for name in dict.fromkeys([*candidate, *stable_metrics])
+    ]
+    table = "\n".join(
+        [
+            f"| held-out metric | version {version} (requested) | `stable`: {now} |",
+            "|---|---:|---:|",
+            *(rows or ["| none recorded | — | — |"]),
+        ]
+    )
+    return (
+        f"{markdown_code(requester)} asks to point `stable` of model {markdown_code(model)} at version "
+        f"**{int(version)}** (`stable` is {now} as the request is made).\n\n"
+        f"{table}\n\n"
+        f"Reason, as the requester typed it:\n\n{markdown_block(reason)}\n\n"
+        f"[The version's page]({version_url}) · Approve moves the label and regenerates models.config "
+        f"(refused if `stable` moved meanwhile, and never by the requester); Reject changes nothing. "
+        f"No answer within {_describe(timeout)} counts as a rejection.\n"
+    )
+
+
+def _cell(text: str) -> str:
+    """Returns text as a code span fit for a Markdown table cell (a pipe would end the cell)."""
+    from include.text import markdown_code
+
+    return markdown_code(str(text)).replace("|", "\\|")
+
+
+def _number(value) -> str:
+    """Returns a metric for the dialog's table: 4 significant digits, or a dash when missing."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return "—"
 
 
 class LabelMoveApproval(ApprovalOperator):
-    """An ApprovalOperator that records its decision in the model's registry history when it is made."""
+    """An ApprovalOperator assigned to the pipeline's approvers, never the requester; records its decision."""
+
+    def execute(self, context) -> Any:
+        """Assigns the request to the approvers `route_request` found, then asks (Required actions)."""
+        approvers = _routed(context).get("approvers")
+        if approvers is not None:
+            # Simple auth manager: a user's id is its name (other managers: name users by their id).
+            self.assigned_users = [{"id": user, "name": user} for user in approvers]
+        return super().execute(context)
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:
-        """Records approved / rejected / timed out, then lets the operator go on (or skip the move)."""
+        """Records the answer; an Approve by the requester or a non-approver fails the step, nothing moves."""
         if "error" not in event:
-            record_decision(context, event)
+            outcome = record_decision(context, event, approvers=_routed(context).get("approvers"))
+            if outcome in REFUSED:
+                who = (event.get("responded_by_user") or {}).get("name")
+                raise AirflowFailException(
+                    f"approval refused ({outcome}): {who} may not approve this request "
+                    f"(requested by {requester(context['dag_run'])}); nothing moved, ask another approver"
+                )
         return super().execute_complete(context=context, event=event)
 
 
@@ -98,7 +235,7 @@ def approve_stable() -> LabelMoveApproval:
     return LabelMoveApproval(
         task_id=APPROVAL_TASK_ID,
         subject=_SUBJECT,
-        body=_BODY.replace("{{ timeout }}", _describe(APPROVAL_TIMEOUT)),
+        body=_BODY,
         defaults="Reject",
         response_timeout=APPROVAL_TIMEOUT,
         # approval_waiting, to the pipeline's approvers with the link, as the request starts to wait
@@ -106,14 +243,19 @@ def approve_stable() -> LabelMoveApproval:
     )
 
 
-def record_decision(context, event: dict) -> str:
-    """Appends the answer (a person's, or the timeout's) to a move request to the history; returns it."""
+def record_decision(context, event: dict, approvers: list[str] | None = None) -> str:
+    """Appends the answer (a person's, or the timeout's) to a move request to the history; returns it.
+
+    An Approve by the requester is self_approval_refused; by someone outside `approvers` (when the
+    pipeline names approvers), not_an_approver.
+    """
     from include.config import find_pipeline
-    from include.registry.approvals import approval_outcome, record_approval
+    from include.registry.approvals import decision_outcome, record_approval
     from include.versions import model_dir
 
     params = context["params"]
-    outcome, approver = approval_outcome(event)
+    asked_by = requester(context["dag_run"])
+    outcome, approver = decision_outcome(event, requester=asked_by, approvers=approvers)
     with fail_fast_on_permanent_errors():
         config = find_pipeline(params["pipeline"])
         record_approval(
@@ -122,10 +264,15 @@ def record_decision(context, event: dict) -> str:
             params["version"],
             outcome=outcome,
             approver=approver,
-            requested_by=requester(context["dag_run"]),
+            requested_by=asked_by,
             reason=params["reason"],
         )
     return outcome
+
+
+def _routed(context) -> dict:
+    """Returns what `route_request` pushed about the request (empty when it pushed nothing)."""
+    return context["ti"].xcom_pull(task_ids=ROUTE_TASK_ID, key="request") or {}
 
 
 def requester(dag_run) -> str:
@@ -148,21 +295,37 @@ def move_label() -> dict:
     skips it: plugins/savedmodel_promotion.py).
     """
     from include.config import find_pipeline
-    from include.registry.policy import promote
+    from include.registry.approvals import record_approval
+    from include.registry.policy import PremiseChanged, promote
+    from include.versions import model_dir
 
     context = get_current_context()
     params, dag_run = context["params"], context["dag_run"]
     with fail_fast_on_permanent_errors():
         config = find_pipeline(params["pipeline"])
-        by = getattr(dag_run, "triggering_user_name", None) or dag_run.run_id
-        manifest = promote(
-            config.storage.serving_root,
-            config.model.name,
-            params["version"],
-            params["label"],
-            by=by,
-            reason=params["reason"],
-        )
+        by = requester(dag_run)
+        try:
+            manifest = promote(
+                config.storage.serving_root,
+                config.model.name,
+                params["version"],
+                params["label"],
+                by=by,
+                reason=params["reason"],
+                premise=_routed(context).get("premise"),
+            )
+        except PremiseChanged as changed:
+            record_approval(
+                model_dir(config.storage.serving_root, config.model.name),
+                params["label"],
+                params["version"],
+                outcome="premise_changed",
+                approver=MOVE_TASK_ID,
+                requested_by=by,
+                reason=params["reason"],
+                **{f"{changed.label}_when_requested": changed.requested, f"{changed.label}_now": changed.now},
+            )
+            raise
     moved = {
         "label": params["label"],
         "previous": previous_holder(manifest, params["label"], params["version"]),

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -455,29 +456,102 @@ def test_promote_dag_waits_for_approval_only_on_its_branch(monkeypatch):
     assert dag.get_task("move_label").trigger_rule == "none_failed_min_one_success"
 
 
-def test_approval_records_its_decision(model, monkeypatch):
-    """The approval step writes approved / rejected / timed out to the history with requester and reason."""
-    from plugins.savedmodel_promotion import record_decision
+class Run:
+    """The promote run as the approval and the move see it: alice triggered it."""
 
-    class Run:
-        triggering_user_name = "alice"
-        run_id = "manual__1"
+    triggering_user_name = "alice"
+    run_id = "manual__1"
 
-    context = {
-        "params": {"pipeline": "digits_softmax", "version": FIRST, "label": "stable", "reason": "why not"},
-        "dag_run": Run(),
-    }
+
+def use_pipeline(model: ModelRef, monkeypatch) -> None:
+    """Points the pipelines dir at one pipeline, digits_softmax, whose serving root holds `model`."""
     pipelines = model.serving_root / "pipelines"
     raw = make_raw(model.serving_root, model.serving_root / "data")
     raw["storage"]["serving_root"] = str(model.serving_root)
     write_pipeline(pipelines, raw)
     monkeypatch.setenv("SAVEDMODEL_PIPELINES_DIR", str(pipelines))
+
+
+def promote_context(version: int, routed: dict, reason: str = "why not") -> dict:
+    """Returns a promote run's task context: its params, alice's run, and what route_request pushed."""
+    return {
+        "params": {"pipeline": "digits_softmax", "version": version, "label": "stable", "reason": reason},
+        "dag_run": Run(),
+        "ti": SimpleNamespace(xcom_pull=lambda **kw: routed),
+    }
+
+
+def test_approval_records_its_decision(model, monkeypatch):
+    """The approval step writes approved / rejected / timed out to the history with requester and reason."""
+    from plugins.savedmodel_promotion import record_decision
+
+    context = promote_context(FIRST, {})
+    use_pipeline(model, monkeypatch)
     event = {"chosen_options": ["Reject"], "responded_by_user": {"id": "2", "name": "bob"}}
     assert record_decision(context, event) == "rejected"
     last = read_manifest(model.model_dir)["history"][-1]
     assert (last["outcome"], last["by"], last["requested_by"], last["reason"]) == (
         "rejected", "bob", "alice", "why not",
     )  # fmt: skip
+
+
+def test_a_self_approval_is_refused_recorded_and_moves_nothing(model, monkeypatch):
+    """alice approving her own request (as an admin could) fails the step; the history says refused."""
+    import datetime as dt
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from plugins.savedmodel_promotion import approve_stable
+
+    use_pipeline(model, monkeypatch)
+    before = read_manifest(model.model_dir)["labels"]
+    event = {
+        "chosen_options": ["Approve"], "params_input": {}, "responded_at": dt.datetime.now(dt.UTC),
+        "responded_by_user": {"id": "alice", "name": "alice"},
+    }  # fmt: skip
+    with pytest.raises(AirflowFailException, match=r"self_approval_refused.*requested by alice"):
+        approve_stable().execute_complete(promote_context(FIRST + 2_000_000, {"approvers": None}), event)
+    manifest = read_manifest(model.model_dir)
+    assert manifest["labels"] == before
+    last = manifest["history"][-1]
+    assert (last["outcome"], last["by"], last["requested_by"]) == ("self_approval_refused", "alice", "alice")
+
+
+def test_a_move_whose_stable_moved_meanwhile_is_refused_and_recorded(model, monkeypatch):
+    """move_label refuses when stable points elsewhere than when the request was routed; nothing moves."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.registry.policy import set_label
+    from plugins.savedmodel_promotion import move_label
+
+    use_pipeline(model, monkeypatch)
+    middle, newest = FIRST + 1_000_000, FIRST + 2_000_000
+    context = promote_context(newest, {"premise": {"stable": FIRST}}, reason="better")
+    set_label(model.model_dir, "stable", middle, by="carol", reason="urgent rollforward")  # meanwhile
+    monkeypatch.setattr("plugins.savedmodel_promotion.get_current_context", lambda: context)
+    with pytest.raises(
+        AirflowFailException, match=f"stable of digits was version {FIRST} .* is version {middle}"
+    ):
+        move_label.function()
+    manifest = read_manifest(model.model_dir)
+    assert manifest["labels"]["stable"] == middle
+    last = manifest["history"][-1]
+    assert {k: last[k] for k in ("event", "outcome", "version", "stable_when_requested", "stable_now")} == {
+        "event": "approval", "outcome": "premise_changed", "version": newest,
+        "stable_when_requested": FIRST, "stable_now": middle,
+    }  # fmt: skip
+
+
+def test_a_label_move_with_its_premise_intact_moves(model):
+    """The premise holds (stable where it was): the move happens as before."""
+    from include.registry.policy import PremiseChanged, set_label
+
+    newest = FIRST + 2_000_000
+    with pytest.raises(PremiseChanged):
+        set_label(model.model_dir, "stable", newest, by="bob", reason="r", premise={"stable": newest})
+    assert read_manifest(model.model_dir)["labels"]["stable"] == FIRST
+    set_label(model.model_dir, "stable", newest, by="bob", reason="r", premise={"stable": FIRST})
+    assert read_manifest(model.model_dir)["labels"]["stable"] == newest
 
 
 # --- a version dir deleted by hand ------------------------------------------------------------------

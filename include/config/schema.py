@@ -639,6 +639,34 @@ class QualityConfig(_Section):
     ] = ()
 
 
+#: An Airflow user name or role as the auth manager knows it (no spaces, commas or colons).
+_Principal = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@+-]{1,100}$")]
+
+
+class Approvers(_Section):
+    """Who may approve a `stable` move: Airflow users and/or roles; never the user who asked for it."""
+
+    users: Annotated[
+        tuple[_Principal, ...], Field(max_length=50, description="Airflow user names."), _AsTuple
+    ] = ()
+    roles: Annotated[
+        tuple[_Principal, ...],
+        Field(
+            max_length=10,
+            description="Airflow roles (simple auth manager: viewer, user, op, admin); every user "
+            "holding one may approve.",
+        ),
+        _AsTuple,
+    ] = ()
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        """Returns self when it names at least one user or role."""
+        if not self.users and not self.roles:
+            raise _refuse([((), "expected at least one of users, roles")], self)
+        return self
+
+
 class ServingConfig(_Section):
     """What TensorFlow Serving loads (models.config) and how many versions stay on disk."""
 
@@ -658,6 +686,13 @@ class ServingConfig(_Section):
             "(Required actions); `canary` moves never wait."
         ),
     ] = "none"
+    approvers: Annotated[
+        Approvers | None,
+        Field(
+            description="Who may approve a `stable` move (with promotion_approval: required); null = "
+            "anyone Airflow lets answer the DAG's required actions. The requester never may."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _keep_what_is_served(self) -> ServingConfig:
