@@ -21,10 +21,6 @@ Two figures:
   blocked run is a false positive. Reported: the runs that passed, the largest drift of each
   statistic with its threshold, and the cost of one `window_statistics` on the example data.
 
-While `window_pass` ignores `statistics=False` (train_model then refuses every run: "TensorFlow
-read 0 records"), the off cases put the held-out pass of before the statistics in its place
-(`_held_out_pass_stand_in`) and their rows say so.
-
 At smoke size (tests/test_bench.py) the overhead cases read 4,000 generated examples in the
 temporary folder for 20 steps, and the daily retrains stop after 5 runs. `python -m
 bench.data_checks --child SPEC` runs one overhead case; bench.run runs the section.
@@ -133,7 +129,6 @@ def child(spec: dict) -> dict:
     # Instrumentation only: the same functions, timed (train_model looks them up at call time).
     for name in PARTS:
         setattr(training, name, timed(name, getattr(training, name)))
-    stand_in = _held_out_pass_stand_in(training)
     checks = timed("check_data", check_data)
     reports = []
 
@@ -153,37 +148,9 @@ def child(spec: dict) -> dict:
         drift_rows=sum(row["kind"] == "drift" for row in reports[0]["rows"]) if reports else 0,
         verdict=reports[0]["verdict"] if reports else None,
         parts=timings,
-        stand_in=bool(stand_in),
         peak_rss_mb=_peak_rss_mb(),
     )
     return result
-
-
-def _held_out_pass_stand_in(training) -> list:
-    """Makes `window_pass(..., statistics=False)` the held-out pass of before the statistics, if it is not.
-
-    Without the statistics, training's held-out pass should read and parse the window as it did
-    before them: `input_dataset(config, files, "eval", batch_size=EVAL_BATCH_SIZE, count=True)`.
-    A `window_pass` whose elements then lack the count of parsed records ignores `statistics=False`
-    (and train_model refuses the run: "TensorFlow read 0 records"): this puts that pass in its
-    place, and the returned list is not empty once it did.
-    """
-    from include.train.data import input_dataset
-
-    original, used = training.window_pass, []
-
-    def window_pass(config, files, *args, batch_size, statistics=True, **kwargs):
-        passed = original(config, files, *args, batch_size=batch_size, statistics=statistics, **kwargs)
-        if statistics or "parsed" in passed.element_spec:
-            return passed
-        used.append(True)
-        held_out = input_dataset(config, files, "eval", batch_size=batch_size, count=True)
-        return held_out.map(
-            lambda features, label, parsed: {"features": features, "label": label, "parsed": parsed}
-        )
-
-    training.window_pass = window_pass
-    return used
 
 
 def overhead(tmp: Path, examples: int, size, keep_data: bool) -> None:
@@ -225,13 +192,6 @@ def overhead(tmp: Path, examples: int, size, keep_data: bool) -> None:
         )
     on = samples[CASES[0][0]][0]
     assert on["verdict"] == "passed" and on["drift_rows"], on  # the checks ran, drift too, and passed
-    stand_in = any(s["stand_in"] for found in samples.values() for s in found)
-    if stand_in:
-        print(
-            "  NOTE: window_pass ignores statistics=False (train_model then refuses the run); the off "
-            "cases read the held-out rows through input_dataset(count=True), as before the statistics",
-            flush=True,
-        )
     for label, by_epoch in ((f"{steps:,} steps of 50", False), ("1 epoch, batch 50", True)):
         key = "1 epoch" if by_epoch else "steps"
         with_stats, without = samples[f"{key}, statistics on"], samples[f"{key}, statistics off"]
@@ -243,7 +203,7 @@ def overhead(tmp: Path, examples: int, size, keep_data: bool) -> None:
             f"train_model, {label}, statistics off",
             [s["seconds"] for s in without],
             "s",
-            "held-out pass: input_dataset stand-in" if stand_in else "",
+            "",
         )
         ratio(f"train_model statistics on / off ({label})", a, b, "(target <= 1.10)")
         for side, found in (("on", with_stats), ("off", without)):
