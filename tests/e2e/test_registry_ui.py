@@ -4,8 +4,12 @@ Two real runs of a small pipeline publish two versions (the first `stable`, the 
 then: the Models list and the model page with its chart (screenshots in test-artifacts/), the
 page in the UI's navigation, refusals for an anonymous caller and for a Viewer, and promotions of
 the second version to `stable` that wait in the promote DAG's ApprovalOperator until a person
-answers on the UI's Required actions page: rejected (nothing changes), then approved (the label
-moves, models.config follows, the history names requester and approver). Then a partition of the
+answers on the UI's Required actions page. Four eyes, two users: the admin (A) requests; the
+pipeline's approvers are role admin and user bob, so only bob (B) is assigned. B rejects a request
+whose reason tries to forge the dialog (nothing changes, the reason shows as text); then A cannot
+approve their own request, in the UI or through the REST API (nothing moves), and B approves in a
+dialog that shows both versions' metrics (test-artifacts/approval-dialog.png): the label moves,
+models.config follows, the history names requester A and approver B. Then a partition of the
 pipeline's data is rewritten in other units and the next real run is blocked by the data checks
 before training, its report on the model page; last, a check report on the newer version and a
 hostile blocked report render as text (screenshots of both reports in test-artifacts/).
@@ -38,6 +42,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 MODEL = "reg_digits"
 VIEWER, VIEWER_PASSWORD = "viewer", "viewer"
+APPROVER, APPROVER_PASSWORD = "bob", "bob"  # B: role user, named in serving.approvers
+#: A reason that tries to forge the approver's dialog (issue #22): bold, a heading, an image.
+FORGED_REASON = "not yet **APPROVED BY SECURITY** ![x](http://127.0.0.1:9/pixel.png) <!-- hidden -->"
 DAYS = ("2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00")
 OLDER, NEWER = 20261101000000, 20261102000000
 
@@ -75,12 +82,14 @@ def registry(tmp_path_factory, example_data):
     raw["model"]["name"] = MODEL
     raw["training"]["steps"] = 200
     assert raw["serving"]["promotion_approval"] == "required"  # the example's default
+    # Four eyes: the admin role (A, who requests) and bob (B); the requester is never assigned.
+    raw["serving"]["approvers"] = {"users": [APPROVER], "roles": ["admin"]}
     write_pipeline(pipelines, raw)
     home = tmp_path_factory.mktemp("registry-home")
     (home / "passwords.json").write_text(
-        json.dumps({DEFAULT_USER: DEFAULT_PASSWORD, VIEWER: VIEWER_PASSWORD})
+        json.dumps({DEFAULT_USER: DEFAULT_PASSWORD, VIEWER: VIEWER_PASSWORD, APPROVER: APPROVER_PASSWORD})
     )
-    users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer"
+    users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer,{APPROVER}:user"
     extra = {"SAVEDMODEL_PIPELINES_DIR": str(pipelines), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users}
     airflow = LocalAirflow(home, port=free_port(), fast=True, extra_env=extra)
     try:
@@ -101,22 +110,39 @@ def registry(tmp_path_factory, example_data):
 
 
 @pytest.fixture(scope="module")
-def page(registry):
-    """Yields a Chromium page logged in to the Airflow UI as the admin."""
+def browser(registry):
+    """Yields headless Chromium."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-            tab.goto(registry.airflow.url + "/")
-            tab.locator("input[name=username]").fill(DEFAULT_USER)
-            tab.locator("input[name=password]").fill(DEFAULT_PASSWORD)
-            tab.locator("button[type=submit]").click()
-            tab.wait_for_url(registry.airflow.url + "/")
-            yield tab
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def logged_in(browser, registry: Registry, username: str, password: str):
+    """Returns a page of its own browser context, logged in to the Airflow UI as `username`."""
+    tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    tab.goto(registry.airflow.url + "/")
+    tab.locator("input[name=username]").fill(username)
+    tab.locator("input[name=password]").fill(password)
+    tab.locator("button[type=submit]").click()
+    tab.wait_for_url(registry.airflow.url + "/")
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser, registry):
+    """A page logged in to the Airflow UI as the admin (A: requests moves)."""
+    return logged_in(browser, registry, DEFAULT_USER, DEFAULT_PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def page_b(browser, registry):
+    """A page logged in as bob (B: an approver of the pipeline)."""
+    return logged_in(browser, registry, APPROVER, APPROVER_PASSWORD)
 
 
 def call(
@@ -154,18 +180,28 @@ def request_stable(page, registry: Registry, version: int, reason: str) -> str:
     return page.locator("#promote-run").inner_text().split(" / ", 1)[1]
 
 
-def answer_in_the_ui(page, registry: Registry, run_id: str, choice: str) -> dict:
-    """Waits for the approval to ask, clicks Approve or Reject on its Required action; returns the run."""
-    api = registry.api
-    task = f"/api/v2/dags/savedmodel_promote/dagRuns/{quote(run_id)}/taskInstances/approve_stable"
+def approval_task(run_id: str) -> str:
+    """Returns the REST path of a promote run's approval step."""
+    return f"/api/v2/dags/savedmodel_promote/dagRuns/{quote(run_id)}/taskInstances/approve_stable"
+
+
+def open_the_approval(page, registry: Registry, run_id: str) -> None:
+    """Waits for the approval to ask, then opens its Required action in the UI."""
+    api, task = registry.api, approval_task(run_id)
     deadline = time.monotonic() + 180
     while api.get(task)["state"] != "awaiting_input":
         assert time.monotonic() < deadline, f"approve_stable never asked: {api.get(task)['state']}"
         time.sleep(2)
     run_path = f"/dags/savedmodel_promote/runs/{quote(run_id, safe='')}/tasks/approve_stable/required_actions"
     page.goto(registry.airflow.url + run_path)
+    page.get_by_role("button", name="Approve", exact=True).wait_for()
+
+
+def answer_in_the_ui(page, registry: Registry, run_id: str, choice: str) -> dict:
+    """Opens the approval, clicks Approve or Reject on its Required action; returns the finished run."""
+    open_the_approval(page, registry, run_id)
     page.get_by_role("button", name=choice, exact=True).click()
-    return api.wait_for_run("savedmodel_promote", run_id, timeout=180)
+    return registry.api.wait_for_run("savedmodel_promote", run_id, timeout=180)
 
 
 def test_models_page_lists_the_published_version_and_charts_it(registry, page):
@@ -225,42 +261,65 @@ def test_a_viewer_reads_but_cannot_request_a_promotion(registry):
     assert registry.api.runs("savedmodel_promote") == []
 
 
-def test_a_rejected_promotion_changes_nothing(registry, page):
-    """stable -> newer waits for approval; rejected in the UI, labels and models.config stay as they were."""
+def test_a_rejected_promotion_changes_nothing(registry, page, page_b):
+    """A asks for stable -> newer with a forging reason; B sees it as text and rejects: nothing changes."""
+    from playwright.sync_api import expect
+
     before, config_before = registry.labels(), registry.models_config()
     assert before == {"stable": OLDER, "canary": NEWER}
-    run_id = request_stable(page, registry, NEWER, "not yet")
-    assert answer_in_the_ui(page, registry, run_id, "Reject")["state"] == "success"
+    run_id = request_stable(page, registry, NEWER, FORGED_REASON)
+    open_the_approval(page_b, registry, run_id)
+    expect(page_b.get_by_text(FORGED_REASON)).to_be_visible()  # verbatim, in a code block
+    assert page_b.locator("strong", has_text="APPROVED BY SECURITY").count() == 0
+    assert page_b.locator("img[src*='pixel']").count() == 0
+    assert answer_in_the_ui(page_b, registry, run_id, "Reject")["state"] == "success"
     assert registry.labels() == before and registry.models_config() == config_before
     last = read_manifest(registry.serving / MODEL)["history"][-1]
-    assert (last["event"], last["outcome"], last["by"], last["reason"]) == (
-        "approval",
-        "rejected",
-        DEFAULT_USER,
-        "not yet",
-    )
+    assert (last["event"], last["outcome"], last["by"], last["requested_by"], last["reason"]) == (
+        "approval", "rejected", APPROVER, DEFAULT_USER, FORGED_REASON,
+    )  # fmt: skip
 
 
-def test_an_approved_promotion_moves_stable(registry, page):
-    """stable -> newer, approved in the UI: the label moves, models.config and the pages follow."""
+def test_the_requester_cannot_approve_and_another_approver_moves_stable(registry, page, page_b):
+    """A requests stable -> newer; A's Approve is refused (UI and REST), nothing moves; B approves.
+
+    B's dialog shows both versions' held-out metrics side by side (test-artifacts/approval-dialog.png);
+    the label moves, models.config and the pages follow, and the history names requester A, approver B.
+    """
     from playwright.sync_api import expect
 
     run_id = request_stable(page, registry, NEWER, "better on recent data")
-    assert answer_in_the_ui(page, registry, run_id, "Approve")["state"] == "success"
+    open_the_approval(page, registry, run_id)
+    page.get_by_role("button", name="Approve", exact=True).click()  # A, an admin, on their own request
+    hitl = f"{approval_task(run_id)}/-1/hitlDetails"
+    admin = token_of(registry.airflow.url, DEFAULT_USER, DEFAULT_PASSWORD)
+    body = {"chosen_options": ["Approve"], "params_input": {}}
+    status, _, text = call(registry.airflow.url, "PATCH", hitl, token=admin, body=body)
+    assert status == 403 and "not a respondent" in text, text
+    time.sleep(1)  # what A's click sent has landed (the REST answer above came after it)
+    assert registry.api.get(approval_task(run_id))["state"] == "awaiting_input"
+    assert registry.api.get(hitl)["response_received"] is False
+    assert registry.labels() == {"stable": OLDER, "canary": NEWER}
+
+    open_the_approval(page_b, registry, run_id)
+    expect(page_b.get_by_text(f"version {NEWER} (requested)")).to_be_visible()
+    expect(page_b.get_by_text(f"version {OLDER}").first).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_b.screenshot(path=str(ARTIFACTS / "approval-dialog.png"), full_page=True)
+    page_b.get_by_role("button", name="Approve", exact=True).click()
+    assert registry.api.wait_for_run("savedmodel_promote", run_id, timeout=180)["state"] == "success"
     assert registry.labels() == {"stable": NEWER, "canary": NEWER}
     assert f'version_labels {{ key: "stable" value: {NEWER} }}' in registry.models_config()
     approval, move = read_manifest(registry.serving / MODEL)["history"][-2:]
     assert (approval["outcome"], approval["requested_by"], approval["by"]) == (
-        "approved",
-        DEFAULT_USER,
-        DEFAULT_USER,
-    )
+        "approved", DEFAULT_USER, APPROVER,
+    )  # fmt: skip
     assert (move["label"], move["version"], move["previous"], move["reason"]) == (
         "stable", NEWER, OLDER, "better on recent data",
     )  # fmt: skip
     page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
     expect(page.locator(f"#versions tr[data-version='{NEWER}']")).to_contain_text("stable")
-    expect(page.locator("#history tr.outcome-approved")).to_contain_text("approved by admin")
+    expect(page.locator("#history tr.outcome-approved")).to_contain_text(f"approved by {APPROVER}")
     page.goto(f"{registry.airflow.url}/registry/models/{MODEL}/versions/{NEWER}")
     expect(page.locator("#models-config")).to_contain_text(f'key: "stable" value: {NEWER}')
 
