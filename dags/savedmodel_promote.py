@@ -16,15 +16,15 @@ route_request ─┬──────────────────► mo
 When the pipeline's YAML sets `serving.promotion_approval: required`, a `stable` move waits in
 `approve_stable` (the UI's **Required actions**) until someone approves or rejects it; no answer
 within 3 days counts as a rejection. Four eyes: only the pipeline's `serving.approvers` may
-answer (when it names any), and never the requester (the user who triggered the run), admins
-included; an Approve by the requester is recorded as refused and nothing moves. The dialog shows
-the requested version's and the current `stable`'s held-out metrics side by side, and the reason
-as text. Approve → the label moves, unless `stable` moved since the request was made (refused,
-recorded, nothing moves), and the history records the requester, the approver and the reason;
-reject or timeout → nothing moves, and the history records who refused (or the timeout). A reason
-with control characters (NUL, U+202E, line breaks, ...) is refused before anything is recorded.
-`canary` moves never wait. The Models page (`/registry`, "Models" in the UI's navigation) starts
-these runs from a version's page.
+answer (when it names any; else anyone Airflow lets answer), and never the requester (the user
+who triggered the run), admins included; an Approve by the requester is recorded as refused and
+nothing moves. The dialog shows the requested version's and the current `stable`'s held-out
+metrics side by side, and the reason as text. Approve → the label moves, unless `stable` moved
+since the request was made (refused, recorded, nothing moves), and the history records the
+requester, the approver and the reason; reject or timeout → nothing moves, and the history
+records who refused (or the timeout). A reason with control characters (NUL, U+202E, line
+breaks, ...) is refused before anything is recorded. `canary` moves never wait. The Models page
+(`/registry`, "Models" in the UI's navigation) starts these runs from a version's page.
 """
 
 from __future__ import annotations

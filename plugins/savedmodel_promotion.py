@@ -10,13 +10,14 @@ an ApprovalOperator that waits under the UI's Required actions; anything else go
 rejected, or timed out); approve → `move_label` runs and records the move; reject or timeout →
 the operator skips `move_label` and nothing else changes. TensorFlow is never imported here.
 
-Four eyes: the pipeline's `serving.approvers` (users, and the users holding its roles) minus the
-requester become the approval's `assigned_users`, so Airflow refuses anyone else; where the
-answer is processed an Approve by the requester, or by someone not named, is recorded as refused
-and fails the step (nothing moves). The dialog's body is built here, once, as the request is
-routed: the candidate's and the current `stable`'s held-out metrics side by side, and what users
-typed (the reason, user names) quoted as code so no Markdown in it renders. `move_label` refuses a
-move whose label moved since the request was routed (premise_changed, recorded; nothing moves).
+Four eyes: the pipeline's `serving.approvers` (users, and the users holding its roles; none named:
+the simple auth manager's users who may answer) minus the requester become the approval's
+`assigned_users`, so Airflow refuses anyone else; where the answer is processed an Approve by the
+requester, or by someone not assigned, is recorded as refused and fails the step (nothing moves).
+The dialog's body is built here, once, as the request is routed: the candidate's and the current
+`stable`'s held-out metrics side by side, and what users typed (the reason, user names) quoted as
+code so no Markdown in it renders. `move_label` refuses a move whose label moved since the request
+was routed (premise_changed, recorded; nothing moves).
 Notifications (plugins/savedmodel_notifiers.py): approval_waiting when `approve_stable` starts
 waiting, label_moved after `move_label`.
 """
@@ -105,22 +106,31 @@ def route_request() -> str:
 
 
 def approvers_of(approvers, *, requester: str) -> list[str] | None:
-    """Returns who may approve `requester`'s request (None: the pipeline names nobody, Airflow decides).
+    """Returns who may approve `requester`'s request (None: Airflow decides, the answer is checked after).
 
-    Raises ApproversError when the pipeline's approvers leave nobody but the requester.
+    Without `serving.approvers`, under the simple auth manager: every user whose role may answer
+    required actions (user, op, admin). Raises ApproversError when that leaves only the requester.
     """
     from include.registry.approvals import ApproversError, assigned_approvers
 
     if approvers is None:
-        return None
-    by_role = users_by_role() if approvers.roles else {}
-    allowed = assigned_approvers(approvers.users, approvers.roles, by_role, requester=requester)
+        if not _simple_auth_manager():
+            return None
+        users, roles, key = (), ANSWERING_ROLES, "the users who may answer required actions"
+    else:
+        users, roles = approvers.users, approvers.roles
+        key = f"serving.approvers (users {list(users)}, roles {list(roles)})"
+    allowed = assigned_approvers(users, roles, users_by_role() if roles else {}, requester=requester)
     if not allowed:
         raise ApproversError(
-            f"serving.approvers: nobody but the requester ({requester}) may approve this move "
-            f"(users {list(approvers.users)}, roles {list(approvers.roles)}); name another approver"
+            f"nobody but the requester ({requester}) may approve this move: {key}; name another "
+            f"approver under serving.approvers"
         )
     return allowed
+
+
+#: The simple auth manager's roles allowed to answer a DAG's required actions.
+ANSWERING_ROLES = ("user", "op", "admin")
 
 
 def users_by_role() -> dict[str, list[str]]:
@@ -132,18 +142,30 @@ def users_by_role() -> dict[str, list[str]]:
 
     from include.registry.approvals import ApproversError
 
-    manager = conf.get("core", "auth_manager", fallback="") or ""
-    if manager.rsplit(".", 1)[-1] != "SimpleAuthManager":
+    if not _simple_auth_manager():
         raise ApproversError(
             f"serving.approvers.roles: roles are resolved from the simple auth manager's users, but "
-            f"the auth manager is {manager or 'unset'}; name the approvers under serving.approvers.users"
+            f"the auth manager is {_auth_manager() or 'unset'}; name the approvers under "
+            f"serving.approvers.users"
         )
     roles: dict[str, list[str]] = {}
-    for pair in (conf.get("core", "simple_auth_manager_users", fallback="") or "").split(","):
-        name, _, role = pair.strip().partition(":")
-        if name and role:
+    for user in (conf.get("core", "simple_auth_manager_users", fallback="") or "").split(","):
+        name, role, *_teams = [*user.strip().split(":"), ""]
+        if name.strip() and role.strip():
             roles.setdefault(role.strip().lower(), []).append(name.strip())
     return roles
+
+
+def _auth_manager() -> str:
+    """Returns the configured auth manager's class path ([core] auth_manager)."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get("core", "auth_manager", fallback="") or ""
+
+
+def _simple_auth_manager() -> bool:
+    """Returns whether the auth manager is Airflow's simple auth manager (users and roles in the config)."""
+    return _auth_manager().rsplit(".", 1)[-1] == "SimpleAuthManager"
 
 
 def held_out(entry: dict) -> dict[str, float]:

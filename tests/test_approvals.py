@@ -184,18 +184,40 @@ def test_approvers_are_users_and_role_holders_never_the_requester():
     assert assigned_approvers([], ["user"], by_role, requester="bob") == []
 
 
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
 def test_approvers_that_leave_only_the_requester_are_refused():
     """A pipeline whose approvers are only the requester cannot ask anyone: refused at once."""
     approvers = ServingConfig.model_validate({"approvers": {"users": ["alice"]}}).approvers
     with pytest.raises(ApproversError, match=r"nobody but the requester \(alice\)"):
         approvers_of(approvers, requester="alice")
     assert approvers_of(approvers, requester="bob") == ["alice"]
+
+
+def test_without_approvers_everyone_who_may_answer_but_the_requester_is_assigned(monkeypatch):
+    """No serving.approvers: the simple auth manager's users of role user, op or admin, but the requester."""
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,bob:user,vic:viewer,olga:op")
+    assert approvers_of(None, requester="alice") == ["bob", "olga"]
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,vic:viewer")
+    with pytest.raises(ApproversError, match=r"nobody but the requester \(alice\)"):
+        approvers_of(None, requester="alice")  # a single admin (make airflow) cannot approve itself
+
+
+def test_without_approvers_another_auth_manager_decides(monkeypatch):
+    """Another auth manager: nobody is assigned (Airflow decides), the answer is checked afterwards."""
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "airflow.providers.fab.auth_manager.FabAuthManager")
     assert approvers_of(None, requester="alice") is None
+    roles = ServingConfig.model_validate({"approvers": {"roles": ["admin"]}}).approvers
+    with pytest.raises(ApproversError, match=r"serving\.approvers\.roles: roles are resolved"):
+        approvers_of(roles, requester="alice")
 
 
 def test_roles_are_resolved_from_the_simple_auth_manager_users(monkeypatch):
     """Roles expand to the simple auth manager's users holding them."""
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,bob:user,carol:admin")
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,bob:user,carol:admin:team1")
     approvers = ServingConfig.model_validate({"approvers": {"roles": ["admin"]}}).approvers
     assert approvers_of(approvers, requester="alice") == ["carol"]
 
