@@ -543,7 +543,7 @@ def test_a_move_whose_stable_moved_meanwhile_is_refused_and_recorded(model, monk
 
 
 def test_a_label_move_with_its_premise_intact_moves(model):
-    """The premise holds (stable where it was): the move happens as before."""
+    """The premise holds (stable where it was, or already moved by this very move): the move happens."""
     from include.registry.policy import PremiseChanged, set_label
 
     newest = FIRST + 2_000_000
@@ -551,6 +551,8 @@ def test_a_label_move_with_its_premise_intact_moves(model):
         set_label(model.model_dir, "stable", newest, by="bob", reason="r", premise={"stable": newest})
     assert read_manifest(model.model_dir)["labels"]["stable"] == FIRST
     set_label(model.model_dir, "stable", newest, by="bob", reason="r", premise={"stable": FIRST})
+    assert read_manifest(model.model_dir)["labels"]["stable"] == newest
+    set_label(model.model_dir, "stable", newest, by="bob", reason="r", premise={"stable": FIRST})  # a retry
     assert read_manifest(model.model_dir)["labels"]["stable"] == newest
 
 

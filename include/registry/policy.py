@@ -97,8 +97,8 @@ def set_label(
 ) -> dict:
     """Moves `label` to an existing, complete published version; returns the manifest.
 
-    `premise`: labels as they were when the move was asked for; if one points elsewhere now, the
-    move is refused (PremiseChanged) and nothing changes.
+    `premise`: labels as they were when the move was asked for; if one points elsewhere now (other
+    than where this move puts it), the move is refused (PremiseChanged) and nothing changes.
     """
     if label not in LABELS:
         raise RegistryError(f"label: expected one of {list(LABELS)}, got {label!r}")
@@ -106,8 +106,11 @@ def set_label(
     with locked(model_dir):
         with manifest_update(model_dir) as update:
             for held, expected in (premise or {}).items():
-                if update.labels.get(held) != expected:
-                    raise PremiseChanged(update.model, held, expected, update.labels.get(held))
+                now = update.labels.get(held)
+                # Already where this move puts it: a retry after the move itself (models.config
+                # failed, say) finds its own work, not a change of premise.
+                if now != expected and not (held == label and now == version):
+                    raise PremiseChanged(update.model, held, expected, now)
             if not update.is_published(version):
                 raise RegistryError(
                     f"version {version} is not a published version of {update.model} "
