@@ -12,7 +12,8 @@ dialog that shows both versions' metrics (test-artifacts/approval-dialog.png): t
 models.config follows, the history names requester A and approver B. Then a partition of the
 pipeline's data is rewritten in other units and the next real run is blocked by the data checks
 before training, its report on the model page; last, a check report on the newer version and a
-hostile blocked report render as text (screenshots of both reports in test-artifacts/).
+hostile blocked report render as text (screenshots of both reports in test-artifacts/); and
+every kind of link from the Models pages into Airflow, clicked inside the UI's frame, lands there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pytest
 
 from include.config import PROJECT_ROOT
 from include.durable import locked
-from include.registry.store import manifest_update, read_manifest, record_blocked
+from include.registry.store import blocked_runs, manifest_update, read_manifest, record_blocked
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import copy_data, make_raw, write_pipeline
 from tests.test_registry_ui import ESCAPED, HOSTILE, blocked_report, checked_fields
@@ -412,3 +413,63 @@ def test_a_check_report_and_a_blocked_run_render(registry, page):
                            token=token_of(registry.airflow.url, VIEWER, VIEWER_PASSWORD))  # fmt: skip
     assert status == 200 and json.loads(text)["blocked"][0]["run_id"] == run_id
     assert ESCAPED not in text  # JSON carries the value as it is; escaping is the page's job
+
+
+def test_each_link_into_airflow_lands_where_it_says_inside_the_ui(registry, page):
+    """Every kind of link from the Models pages into Airflow, clicked inside the UI's frame, lands there.
+
+    The page lives in Airflow's sandboxed iframe (no top navigation); each link is clicked in that
+    frame and the UI's own window must show the page the link names: the pipeline's DAG (Models
+    list, model page), a blocked run and a version's run, a move request's promote run and the
+    Required actions page.
+    """
+    from playwright.sync_api import expect
+
+    ui = registry.airflow.url
+    frame = page.frame_locator("iframe[title=Models]")
+
+    def open_in_the_ui(*clicks: str) -> None:
+        """Opens "Models" in the UI's navigation, then follows registry links inside the frame."""
+        page.goto(ui + "/")
+        page.get_by_role("link", name="Models").click()
+        for selector in clicks:
+            frame.locator(selector).first.click()
+
+    def lands(selector: str, shows: str) -> str:
+        """Clicks a link into Airflow in the frame; asserts the UI's window shows its page."""
+        link = frame.locator(selector).first
+        href = link.get_attribute("href")
+        link.click()
+        expect(page).to_have_url(ui + href if href.startswith("/") else href)
+        expect(page.get_by_text(shows, exact=False).first).to_be_visible()
+        return href
+
+    model_link = f"#models tr[data-model={MODEL}] a[href$='/models/{MODEL}']"
+    landed = []
+    open_in_the_ui()
+    landed.append(lands(f"#models tr[data-model={MODEL}] a[target=_top]", MODEL))
+    open_in_the_ui(model_link)
+    landed.append(lands("dl a[target=_top]", MODEL))
+    blocked = blocked_runs(registry.serving / MODEL)
+    assert blocked, "the blocked-run test before this one left no blocked run to link to"
+    open_in_the_ui(model_link)
+    landed.append(lands("#blocked tr.blocked a[target=_top]", blocked[0]["run_id"]))
+    open_in_the_ui(model_link, f"#versions tr[data-version='{NEWER}'] a[href$='/versions/{NEWER}']")
+    run_id = read_manifest(registry.serving / MODEL)["versions"][str(NEWER)]["run_id"]
+    landed.append(lands("#run-link", run_id))
+
+    for label, link, shows in (
+        ("canary", "#promote-run", "savedmodel_promote"),  # canary moves at once: the promote run
+        ("stable", "a[href$='/required_actions']", "Required"),  # stable waits for approval
+    ):
+        other = OLDER if registry.labels().get(label) != OLDER else NEWER  # one the label is not on
+        open_in_the_ui(model_link, f"#versions tr[data-version='{other}'] a[href$='/versions/{other}']")
+        form = frame.locator("form.move").filter(has=frame.locator(f"input[name=label][value={label}]"))
+        form.locator("textarea[name=reason]").fill(f"{label}: links inside the UI")
+        form.locator("button[type=submit]").click()
+        frame.locator("#requested").wait_for()
+        landed.append(lands(link, shows))
+    assert [urlsplit(ui + h if h.startswith("/") else h).path.split("/")[1] for h in landed] == [
+        *["dags"] * 5,
+        "required_actions",
+    ]
