@@ -38,6 +38,8 @@ def test_overrides_are_taken():
         ({"force_publish": True}, "force_reason"),
         ({"force_publish": True, "force_reason": "   "}, "force_reason"),
         ({"force_reason": "x" * 501}, "force_reason"),
+        ({"force_publish": True, "force_reason": "ok\u202egnirts"}, "force_reason"),  # a bidi override
+        ({"force_publish": True, "force_reason": "ok\x00"}, "force_reason"),
     ],
 )
 def test_bad_params_are_refused(params, message):

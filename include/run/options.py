@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 from include.errors import RunParamsError
+from include.text import control_character_problem
 from include.versions import resolve_version
 
 #: Bounds shared by the trigger form's JSON schema (dag factory) and this module's checks.
@@ -59,6 +60,8 @@ def resolve_run_options(
     reason = params.get("force_reason") or ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
         raise RunParamsError(f"force_reason: expected a string of at most {MAX_REASON_LENGTH} characters")
+    if problem := control_character_problem("force_reason", reason):  # shown on pages and in mail
+        raise RunParamsError(problem)
     allow_breaking = params.get("allow_breaking_change", False)
     if not isinstance(allow_breaking, bool):
         raise RunParamsError(f"allow_breaking_change: expected true or false, got {allow_breaking!r}")
