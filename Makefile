@@ -31,7 +31,7 @@ help:
 	@echo "make demo     run the example pipeline end to end (prints the published version dir last)"
 	@echo "make demo PIPELINE=diabetes_keras   the Keras regression example instead"
 	@echo "make test     run the test suite"
-	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin)"
+	@echo "make airflow  start Airflow locally, health-checked (UI on http://127.0.0.1:8080, admin/admin; approver/approver answers approvals)"
 	@echo "make versions PIPELINE=digits_softmax   list a model's versions, labels and accuracy"
 	@echo "make rebuild-registry PIPELINE=digits_softmax   rebuild a damaged registry from the version dirs"
 	@echo "make soak     the reliability suite with 500 crash trials, then the cluster faults (about 15 minutes)"
@@ -90,7 +90,7 @@ lint: venv
 
 # Local Airflow: api-server, scheduler, dag-processor and triggerer, health-checked, on
 # http://localhost:8080 (loopback only; AIRFLOW_PORT=8081 make airflow picks another port).
-# Login admin / admin. Ctrl-C stops every component.
+# Logins admin / admin and approver / approver (answers stable approvals). Ctrl-C stops every component.
 airflow: airflow-home data
 	$(BIN)/python -m tools.local_airflow
 

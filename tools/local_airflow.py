@@ -50,6 +50,11 @@ SETTINGS_FILE = PROJECT_ROOT / "airflow.env"
 HEALTH_PATH = "/api/v2/monitor/health"
 DEFAULT_USER = "admin"
 DEFAULT_PASSWORD = "admin"  # noqa: S105 - the documented local, loopback-only login
+#: A second local login: four-eyes approval never lets the admin approve the admin's own `stable`
+#: request (plugins/savedmodel_promotion.py), so someone else must be there to answer it.
+APPROVER_USER = APPROVER_PASSWORD = "approver"  # noqa: S105 - local, loopback-only, like admin
+#: The local logins: user -> (simple auth manager role, password).
+LOCAL_USERS = {DEFAULT_USER: ("admin", DEFAULT_PASSWORD), APPROVER_USER: ("user", APPROVER_PASSWORD)}
 
 
 def free_port() -> int:
@@ -96,7 +101,9 @@ def airflow_env(
         "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEFAULT_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{user}:{role}" for user, (role, _) in LOCAL_USERS.items()
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -193,11 +200,13 @@ class LocalAirflow:
         return done
 
     def prepare(self) -> None:
-        """Migrates the DB, writes the known local login and creates the training pool."""
+        """Migrates the DB, writes the known local logins and creates the training pool."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         passwords = self.home / "passwords.json"
-        if not passwords.exists():
-            passwords.write_text(json.dumps({DEFAULT_USER: DEFAULT_PASSWORD}))
+        known = json.loads(passwords.read_text()) if passwords.exists() else {}
+        missing = {user: password for user, (_, password) in LOCAL_USERS.items() if user not in known}
+        if missing:  # a home made before a login was added gets it too; passwords set are kept
+            passwords.write_text(json.dumps({**known, **missing}))
         self.cli("db", "migrate")
         if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
             # Write-ahead logging lets readers (the API server, the UI) proceed while a writer
@@ -356,7 +365,8 @@ def main() -> int:
     try:
         airflow.start()
         print(
-            f"ready: {airflow.url}  (login {DEFAULT_USER} / {DEFAULT_PASSWORD}; logs in {airflow.home}/logs)",
+            f"ready: {airflow.url}  (login {DEFAULT_USER} / {DEFAULT_PASSWORD}, approvals also "
+            f"{APPROVER_USER} / {APPROVER_PASSWORD}; logs in {airflow.home}/logs)",
             flush=True,
         )
         while not stop:

@@ -16,7 +16,7 @@ from include.config import PROJECT_ROOT
 from include.registry.store import read_manifest
 from tests.e2e.airflow_api import AirflowApi
 from tests.helpers import make_raw, running_airflow, write_pipeline
-from tools.local_airflow import DEFAULT_PASSWORD, DEFAULT_USER
+from tools.local_airflow import APPROVER_USER, DEFAULT_PASSWORD, DEFAULT_USER, LOCAL_USERS
 
 pytestmark = pytest.mark.e2e
 
@@ -104,3 +104,29 @@ def test_trigger_form_runs_with_a_changed_param(ui_airflow):
     assert run["conf"]["steps"] == 300
     (entry,) = read_manifest(store / "serving" / "ui_digits")["versions"].values()
     assert entry["hyperparameters"]["steps"] == 300 and entry["run_id"] == run["dag_run_id"]
+
+
+def test_the_local_logins_are_an_admin_and_an_approver(ui_airflow):
+    """`make airflow` has two logins, so a `stable` request of the admin has someone else to answer it."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    airflow, _ = ui_airflow
+    address = urlsplit(airflow.url)
+
+    def token_status(username: str, password: str) -> int:
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
+            body = json.dumps({"username": username, "password": password})
+            connection.request("POST", "/auth/token", body, {"Content-Type": "application/json"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    for username, (_, password) in LOCAL_USERS.items():
+        assert token_status(username, password) in (200, 201), username
+    assert token_status(APPROVER_USER, "not-the-password") == 401
+    assert {role for role, _ in LOCAL_USERS.values()} == {"admin", "user"}
+    known = json.loads((airflow.home / "passwords.json").read_text())
+    assert known == {user: password for user, (_, password) in LOCAL_USERS.items()}
