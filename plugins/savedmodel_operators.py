@@ -10,12 +10,13 @@ from airflow.sdk import BaseOperator
 
 from include.summary import summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
+from plugins.savedmodel_lineage import LineageMixin, keep
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class SavedModelExportOperator(BaseOperator):
+class SavedModelExportOperator(LineageMixin, BaseOperator):
     """Restores a run's training checkpoint into a session and exports it with SavedModelBuilder.
 
     Calls `add_meta_graph_and_variables(sess, [SERVING], signature_def_map,
@@ -24,7 +25,8 @@ class SavedModelExportOperator(BaseOperator):
     into place when complete. A complete export of the same checkpoint is reused on rerun; a
     partial or stale one is replaced. With the run's work dir in a bucket, the checkpoint is
     pulled into a local copy, exported there, and the export pushed back (`saved_model.pb` after
-    the rest of its dir, export.json last; include/run/workdir.py).
+    the rest of its dir, export.json last; include/run/workdir.py). With OpenLineage on, it
+    reports the checkpoint as its input and the export dir as its output.
 
     :param run_record: path or bucket URI of the run record written by the train task (`run.json`).
         (templated)
@@ -46,6 +48,7 @@ class SavedModelExportOperator(BaseOperator):
             run = load_run(self.run_record)
             try:
                 result = export_run(run)
+                keep(context, "export_savedmodel", run, result)
             finally:
                 workdir.discard(run)
         self.log.info(

@@ -4,7 +4,8 @@ Each step is a thin shell around `include/run/steps.py`: `train` writes the run 
 pipeline YAML and the run context; every later step gets the record's path and reads the rest
 from it. Permanent errors become AirflowFailException. TensorFlow is imported inside `include/`
 functions, at run time only. With a work dir in a bucket, XCom carries bucket URIs, and each task
-removes its local copy of the work dir when it ends (include/run/workdir.py).
+removes its local copy of the work dir when it ends (include/run/workdir.py). With OpenLineage on,
+each step keeps what it read and wrote for the provider's listener (plugins/savedmodel_lineage.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from airflow.sdk import get_current_context, task
+from airflow.sdk import get_current_context
 
 from include.errors import DataCheckError, QualityGateError
 from include.summary import checks_headline, data_read, describe_check, metrics_headline, summary_line
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
+from plugins.savedmodel_lineage import keep, lineage_task
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def _log_tensorflow_preload() -> None:
     log.info(PRELOADED if "tensorflow" in sys.modules else NOT_PRELOADED)
 
 
-@task(multiple_outputs=True)
+@lineage_task(multiple_outputs=True)
 def train(pipeline_file: str, runs_dir: str) -> dict:
     """Resolves the run record, trains on the data as of the run's date; returns the record's path."""
     from include.run import workdir
@@ -58,6 +60,7 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
                 pipeline_file, runs_dir, run, dict(context["params"]), logical_date, dag_run.run_after
             )
             result = train_run(record)
+            keep(context, "train", record, result)  # before a bucket work dir's copy is discarded
         except DataCheckError as err:
             log.error(summary_line("train", f"blocked by the data checks: {'; '.join(err.failed)}"))
             raise
@@ -76,7 +79,7 @@ def train(pipeline_file: str, runs_dir: str) -> dict:
     return {"record": str(record.path), "version": record.version, "export_dir": str(record.export_dir)}
 
 
-@task(multiple_outputs=True)
+@lineage_task(multiple_outputs=True)
 def validate_signatures(record: str) -> dict:
     """Checks signatures against the contract and the served version, runs them, gates quality."""
     from include.run import workdir
@@ -88,6 +91,7 @@ def validate_signatures(record: str) -> dict:
         run = load_run(record)
         try:
             verdict = validate_run(run)
+            keep(get_current_context(), "validate_signatures", run)
         except QualityGateError as err:
             failed = [describe_check(row) for row in err.report if row["verdict"] == "fail"] or [str(err)]
             log.error(
@@ -107,7 +111,7 @@ def validate_signatures(record: str) -> dict:
     return {"verdict": verdict["verdict"], "signature_fingerprint": verdict["signature_fingerprint"]}
 
 
-@task
+@lineage_task
 def publish_version(record: str, version_dir: str) -> dict:
     """Verifies the exported SavedModel, then promotes it into the serving root with its lineage."""
     from include.run import workdir
@@ -133,6 +137,7 @@ def publish_version(record: str, version_dir: str) -> dict:
             f"{result.status}, labels: {', '.join(result.labels) or 'none'}",
         )
     )
+    keep(context, "publish_version", version_dir, result.to_dict(), metrics)
     moved = [{"label": label, "previous": before.get(label)} for label in result.labels]
     notify_label_moved(
         context, run.config, result.version, moved, by="publish", reason="automatic on publish"

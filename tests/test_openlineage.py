@@ -1,0 +1,88 @@
+"""OpenLineage: off without a transport, datasets named as OpenLineage names them, never a task's failure.
+
+The end-to-end run with the provider's file transport is tests/e2e/test_openlineage.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from include import lineage
+from plugins.savedmodel_lineage import LineageMixin, enabled, keep
+
+TRANSPORT = "AIRFLOW__OPENLINEAGE__TRANSPORT"
+DATA = {"partitions": ["dt=2026-10-01", "dt=2026-10-02"], "fingerprint": "ab" * 32, "files": 2, "records": 9}
+
+
+class Task(LineageMixin):
+    """An operator as far as lineage goes."""
+
+    task_id = "train"
+
+
+@pytest.fixture
+def no_openlineage(monkeypatch):
+    """No OpenLineage setting at all, as the project runs by default."""
+    for name in list(os.environ):
+        if name.startswith(("AIRFLOW__OPENLINEAGE__", "OPENLINEAGE")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def file_transport(monkeypatch, tmp_path):
+    """OpenLineage on, writing events to a file."""
+    monkeypatch.setenv(TRANSPORT, f'{{"type": "file", "log_file_path": "{tmp_path}/events.jsonl"}}')
+
+
+def test_without_a_transport_nothing_is_kept_or_reported(no_openlineage):
+    """No transport: the provider registers no listener and a task keeps nothing to report."""
+    from airflow.providers.openlineage.plugins.openlineage import OpenLineageProviderPlugin
+
+    assert OpenLineageProviderPlugin.listeners == [] and not enabled()
+    task = Task()
+    keep({"task": task}, "train", None, None)  # never even builds the datasets
+    assert task.kept_lineage is None and task.get_openlineage_facets_on_complete(None) is None
+
+
+def test_a_task_reports_the_datasets_it_kept(file_transport, monkeypatch):
+    """With a transport, what a step's builder returns is what the operator answers on completion."""
+    monkeypatch.setitem(lineage.STEPS, "train", lambda *_: ([lineage.dir_input("/d")], []))
+    task = Task()
+    keep({"task": task}, "train")
+    reported = task.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in reported.inputs] == [("file", "/d")] and reported.outputs == []
+
+
+def test_a_failing_description_is_logged_and_the_task_goes_on(file_transport, monkeypatch, caplog):
+    """A builder that raises leaves the task without datasets and says so in its log."""
+    monkeypatch.setitem(lineage.STEPS, "train", lambda *_: 1 / 0)
+    task = Task()
+    keep({"task": task}, "train")
+    assert task.kept_lineage is None and "could not describe what train read and wrote" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/data/digits/dt=2026-10-01", ("file", "/data/digits/dt=2026-10-01")),
+        ("gs://acme-ml/data/dt=2026-10-01", ("gs://acme-ml", "data/dt=2026-10-01")),
+        ("s3://acme-ml/models/digits/7", ("s3://acme-ml", "models/digits/7")),
+    ],
+)
+def test_datasets_are_named_by_openlineage_naming(location, expected):
+    """A local path is namespace `file` and its absolute path; a bucket URI its bucket and key."""
+    assert lineage.dataset_name(location) == expected
+
+
+def test_partitions_carry_the_window_fingerprint_and_their_counts():
+    """One input per partition with the window's fingerprint; its examples where statistics were taken."""
+    statistics = {"by_partition": {"dt=2026-10-01": {"examples": 4, "held_out": 1}}}
+    first, second = lineage.partition_inputs("gs://acme-ml/data", DATA, statistics)
+    assert (first.namespace, first.name) == ("gs://acme-ml", "data/dt=2026-10-01")
+    facet = first.inputFacets["savedmodel_partition"]
+    assert (facet.windowFingerprint, facet.examples, facet.heldOut) == (DATA["fingerprint"], 4, 1)
+    assert first.inputFacets["inputStatistics"].rowCount == 4
+    assert second.inputFacets["savedmodel_partition"].examples is None
+    assert "inputStatistics" not in second.inputFacets  # statistics off for it: no row count claimed
