@@ -5,12 +5,16 @@ The end-to-end run with the provider's file transport is tests/e2e/test_openline
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import pytest
 
 from include import lineage
+from include.run.options import RunOptions
+from include.run.record import CONFIG_SNAPSHOT, RunIdentity, RunRecord
 from plugins.savedmodel_lineage import LineageMixin, enabled, keep
+from tests.helpers import example_raw, write_pipeline
 
 TRANSPORT = "AIRFLOW__OPENLINEAGE__TRANSPORT"
 DATA = {"partitions": ["dt=2026-10-01", "dt=2026-10-02"], "fingerprint": "ab" * 32, "files": 2, "records": 9}
@@ -86,3 +90,30 @@ def test_partitions_carry_the_window_fingerprint_and_their_counts():
     assert first.inputFacets["inputStatistics"].rowCount == 4
     assert second.inputFacets["savedmodel_partition"].examples is None
     assert "inputStatistics" not in second.inputFacets  # statistics off for it: no row count claimed
+
+
+def test_a_run_in_a_bucket_names_everything_by_bucket_and_key(tmp_path):
+    """With data and work dir in a bucket, train's partitions and checkpoint, and export's output,
+    are named by the bucket's URI, not by the task's local copy."""
+    raw = example_raw()
+    raw["data"]["location"] = "gs://acme-ml/data/digits"
+    raw["storage"] = {"export_root": "gs://acme-ml/exports", "serving_root": "gs://acme-ml/models"}
+    write_pipeline(tmp_path, raw, CONFIG_SNAPSHOT)
+    record = RunRecord(
+        run=RunIdentity("digits_softmax", "manual__1", "manual", None),
+        pipeline="digits_softmax",
+        config_source="digits_softmax.yaml",
+        config_sha256="0" * 64,
+        options=RunOptions(version=7, as_of=dt.date(2026, 10, 12)),
+        work_dir="gs://acme-ml/exports/digits/runs/manual__1",
+        local_dir=str(tmp_path),
+    )
+    inputs, (checkpoint,) = lineage.train_lineage(record, {"data": {**DATA, "records": None}})
+    assert [(d.namespace, d.name) for d in inputs] == [
+        ("gs://acme-ml", "data/digits/dt=2026-10-01"),
+        ("gs://acme-ml", "data/digits/dt=2026-10-02"),
+    ]
+    run_key = "exports/digits/runs/manual__1"
+    assert (checkpoint.namespace, checkpoint.name) == ("gs://acme-ml", f"{run_key}/checkpoint")
+    _, (export,) = lineage.export_lineage(record, {"export_dir": str(record.export_dir)})
+    assert export.name == f"{run_key}/export/7"
