@@ -181,6 +181,17 @@ def test_fingerprint_changes_when_one_byte_changes(tmp_path, example_data):
     after = data_window(data_config(data), AFTER_ALL_DATA)
     assert after.fingerprint != before.fingerprint
     assert (after.files, after.bytes, after.records) == (before.files, before.bytes, before.records)
+    # Each partition's own fingerprint: only the changed one's differs.
+    changed = [
+        name
+        for name, old, new in zip(
+            before.partitions, before.partition_fingerprints, after.partition_fingerprints, strict=True
+        )
+        if old != new
+    ]
+    assert changed == ["dt=2026-10-07"]
+    assert len(set(before.partition_fingerprints)) == len(before.partitions)  # each its own bytes
+    assert before.summary()["partition_fingerprints"]["dt=2026-10-07"] == before.partition_fingerprints[6]
 
 
 def test_fingerprint_covers_file_names(tmp_path, example_data):

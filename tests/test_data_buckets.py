@@ -89,6 +89,10 @@ def test_the_fingerprint_is_stable_and_follows_an_object_rewritten_at_the_same_s
     objects.write(target, bytes(changed))
     after = data_window(config, AFTER_ALL_DATA)
     assert after.bytes == first.bytes and after.fingerprint != first.fingerprint
+    partition = next(p for p in first.partitions if f"/{p}/" in first.files[4])  # only its own changed
+    pairs = zip(first.partition_fingerprints, after.partition_fingerprints, strict=True)
+    changed = {name for name, (old, new) in zip(first.partitions, pairs, strict=True) if old != new}
+    assert changed == {partition}
     # The fingerprint is of content (the store's MD5): the same bytes again give the first one back.
     objects.write(target, original)
     assert data_window(config, AFTER_ALL_DATA).fingerprint == first.fingerprint

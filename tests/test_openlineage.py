@@ -17,7 +17,13 @@ from plugins.savedmodel_lineage import LineageMixin, enabled, keep
 from tests.helpers import example_raw, write_pipeline
 
 TRANSPORT = "AIRFLOW__OPENLINEAGE__TRANSPORT"
-DATA = {"partitions": ["dt=2026-10-01", "dt=2026-10-02"], "fingerprint": "ab" * 32, "files": 2, "records": 9}
+DATA = {
+    "partitions": ["dt=2026-10-01", "dt=2026-10-02"],
+    "fingerprint": "ab" * 32,
+    "partition_fingerprints": {"dt=2026-10-01": "cd" * 32, "dt=2026-10-02": "ef" * 32},
+    "files": 2,
+    "records": 9,
+}
 
 
 class Task(LineageMixin):
@@ -87,6 +93,8 @@ def test_partitions_carry_the_window_fingerprint_and_their_counts():
     assert (first.namespace, first.name) == ("gs://acme-ml", "data/dt=2026-10-01")
     facet = first.inputFacets["savedmodel_partition"]
     assert (facet.windowFingerprint, facet.examples, facet.heldOut) == (DATA["fingerprint"], 4, 1)
+    assert facet.fingerprint == "cd" * 32  # the partition's own
+    assert second.inputFacets["savedmodel_partition"].fingerprint == "ef" * 32
     assert first.inputFacets["inputStatistics"].rowCount == 4
     assert second.inputFacets["savedmodel_partition"].examples is None
     assert "inputStatistics" not in second.inputFacets  # statistics off for it: no row count claimed

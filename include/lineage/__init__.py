@@ -5,8 +5,9 @@ publish results): nothing is read again. Names follow OpenLineage's dataset nami
 (`openlineage.client.naming`): a local path is namespace `file` and name the absolute path;
 `gs://bucket/key` and `s3://bucket/key` are namespace `gs://bucket` / `s3://bucket` and name the key.
 Two facets are our own, described by the JSON Schemas in `facets.json` beside this module:
-`savedmodel_partition` (an input: its partition, example counts, the fingerprint of the window it
-was read in) and `savedmodel_version` (the published version: number, status, labels, metrics).
+`savedmodel_partition` (an input: its partition, its own fingerprint, example counts, the
+fingerprint of the window it was read in) and `savedmodel_version` (the published version:
+number, status, labels, metrics).
 
 `STEPS` maps each step to what it read and wrote, as (inputs, outputs). Imported only when
 OpenLineage is on (plugins/savedmodel_lineage.py): it imports the client.
@@ -39,7 +40,7 @@ FACETS_FILE = Path(__file__).with_name("facets.json")
 
 @attr.define
 class PartitionInputDatasetFacet(InputDatasetFacet):
-    """A data partition as a run read it: its examples and the fingerprint of the whole window."""
+    """A data partition as a run read it: its fingerprint, its examples and the window it was read in."""
 
     partition: str
     windowFingerprint: str
@@ -48,8 +49,9 @@ class PartitionInputDatasetFacet(InputDatasetFacet):
     windowRecords: int | None = attr.field(default=None)
     examples: int | None = attr.field(default=None)
     heldOut: int | None = attr.field(default=None)
+    fingerprint: str | None = attr.field(default=None)
 
-    _additional_skip_redact: ClassVar[list[str]] = ["partition", "windowFingerprint"]
+    _additional_skip_redact: ClassVar[list[str]] = ["partition", "windowFingerprint", "fingerprint"]
 
     @staticmethod
     def _get_schema() -> str:
@@ -90,6 +92,7 @@ def partition_inputs(location: str, data: dict, statistics: dict | None = None) 
     the statistics pass is off, and then the facet carries the window's figures only.
     """
     by_partition = (statistics or {}).get("by_partition") or {}
+    fingerprints = data.get("partition_fingerprints") or {}  # None in lineage recorded before them
     inputs = []
     for partition in data["partitions"]:
         counts = by_partition.get(partition) or {}
@@ -102,6 +105,7 @@ def partition_inputs(location: str, data: dict, statistics: dict | None = None) 
                 windowRecords=data.get("records"),
                 examples=counts.get("examples"),
                 heldOut=counts.get("held_out"),
+                fingerprint=fingerprints.get(partition),
             )
         }
         if counts.get("examples") is not None:

@@ -87,6 +87,8 @@ class DataWindow:
     listed_records: int | None  # counted while listing (local); None in a bucket
     compressed: tuple[tuple[str, int], ...] = ()  # (GZIP or ZLIB, how many files)
     tokens: tuple[str, ...] = ()  # bucket objects: each file's version token (GCS generation, S3 ETag)
+    #: One digest per partition, of what the window's digest took from it (lineage names each input).
+    partition_fingerprints: tuple[str, ...] = ()
 
     @property
     def records(self) -> int | None:
@@ -107,6 +109,7 @@ class DataWindow:
             "records": self.records,
             "skipped": list(self.skipped),
             "fingerprint": self.fingerprint,
+            "partition_fingerprints": dict(zip(self.partitions, self.partition_fingerprints, strict=False)),
             "compressed_files": dict(self.compressed),
         }
 
@@ -177,18 +180,21 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
     compressed: dict[str, int] = {}
     buffer = bytearray(READ_BUFFER)
     root = Path(config.location)
+    by_partition = []
     for partition in partitions:
         partition_files = _data_files(partition, root, skipped)
+        both = _Digests(digest, hashlib.sha256())
         for file in partition_files:
-            digest.update(f"{partition.name}/{file.name}\0".encode())
+            both.update(f"{partition.name}/{file.name}\0".encode())
             try:
-                compression, file_size, file_records = _read_file(file, digest, buffer)
+                compression, file_size, file_records = _read_file(file, both, buffer)
             except OSError as err:
                 raise DataError(str(file), f"cannot read the file: {err.strerror or err}") from None
             size, records = size + file_size, records + file_records
             if compression:
                 compressed[compression] = compressed.get(compression, 0) + 1
             files.append(str(file))
+        by_partition.append(both.partition_fingerprint())
     if skipped:
         log.warning(
             "skipped %d entries of %s (not read, listed in the lineage): %s", len(skipped), root, skipped
@@ -203,6 +209,7 @@ def data_window(config: DataConfig, as_of: dt.date) -> DataWindow:
         bytes=size,
         listed_records=records,
         compressed=tuple(sorted(compressed.items())),
+        partition_fingerprints=tuple(by_partition),
     )
 
 
@@ -506,11 +513,13 @@ def _bucket_window(
 
     digest, files, tokens, size = hashlib.sha256(), [], [], 0
     compressed: dict[str, int] = {}
+    by_partition = []
     for partition in partitions:
+        both = _Digests(digest, hashlib.sha256())
         for found in _bucket_files(partition, listing(partition), skipped):
             name = f"{partition.name}/{found.uri.name}"
             checksum = f"md5 {found.md5}" if found.md5 else f"token {found.token}"
-            digest.update(f"{name}\0{found.size}\0{checksum}\0".encode())
+            both.update(f"{name}\0{found.size}\0{checksum}\0".encode())
             head = read_range(found.uri, 0, min(found.size, _SNIFF_BYTES)) if found.size else b""
             compression = compression_of(head, str(found.uri))
             if compression:
@@ -518,6 +527,7 @@ def _bucket_window(
             files.append(str(found.uri))
             tokens.append(found.token)
             size += found.size
+        by_partition.append(both.partition_fingerprint())
     if skipped:
         log.warning(
             "skipped %d entries of %s (not read, listed in the lineage): %s", len(skipped), root, skipped
@@ -534,7 +544,24 @@ def _bucket_window(
         listed_records=None,
         compressed=tuple(sorted(compressed.items())),
         tokens=tuple(tokens),
+        partition_fingerprints=tuple(by_partition),
     )
+
+
+class _Digests:
+    """Feeds the same bytes to the window's digest and to one partition's."""
+
+    def __init__(self, window, partition) -> None:
+        self.window, self.partition = window, partition
+
+    def update(self, data) -> None:
+        """Adds `data` to both digests."""
+        self.window.update(data)
+        self.partition.update(data)
+
+    def partition_fingerprint(self) -> str:
+        """Returns the partition's digest (hex)."""
+        return self.partition.hexdigest()
 
 
 def _bucket_files(partition: BucketURI, found: list, skipped: list[str]) -> list:

@@ -2,8 +2,8 @@
 
 The OpenLineage provider, configured with its file transport through the environment only, writes
 every event of one real run of the example pipeline to a file: each task's START and COMPLETE,
-train's inputs (one dataset per data partition, with the window's fingerprint and the partition's
-examples), and publish_version's output (the published version dir). Every event validates
+train's inputs (one dataset per data partition, with its own fingerprint, the window's and the
+partition's examples), and publish_version's output (the published version dir). Every event validates
 against OpenLineage's JSON Schema (tests/openlineage_spec/, vendored: no installed package ships
 it), every facet against the schema its `_schemaURL` names: OpenLineage's, or ours
 (include/lineage/facets.json).
@@ -101,6 +101,9 @@ def test_train_reads_the_runs_partitions_with_their_fingerprint(airflow_env, eve
     assert {i["namespace"] for i in inputs} == {"file"}
     facets = [i["inputFacets"]["savedmodel_partition"] for i in inputs]
     assert {f["windowFingerprint"] for f in facets} == {data["fingerprint"]}
+    own = data["partition_fingerprints"]
+    assert [f["fingerprint"] for f in facets] == [own[partition] for partition in data["partitions"]]
+    assert len({f["fingerprint"] for f in facets}) == len(facets)  # each partition's own
     assert [f["partition"] for f in facets] == data["partitions"]
     assert sum(f["examples"] for f in facets) == data["records"]
     assert [i["inputFacets"]["inputStatistics"]["rowCount"] for i in inputs] == [
