@@ -25,6 +25,13 @@ requester, the approver and the reason; reject or timeout → nothing moves, and
 records who refused (or the timeout). A reason with control characters (NUL, U+202E, line
 breaks, ...) is refused before anything is recorded. `canary` moves never wait. The Models page
 (`/registry`, "Models" in the UI's navigation) starts these runs from a version's page.
+
+Requests never block each other: a request identical to one that waits (same model, label and
+version) is merged into it and its run ends at once, moving nothing; a model has at most 3
+requests waiting, and `max_active_runs` is every approval that may wait plus 16, so `canary` moves
+and requests being routed always find a free run. Moves apply in request order: a request that a
+later one overtook is refused (premise_changed). A rejected or timed-out request fails
+`approve_stable`: its run is not green.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from include.config import load_all_pipelines
 from include.registry.store import LABELS
 from include.versions import MAX_VERSION
 from plugins.savedmodel_notifiers import PipelineNotifier
-from plugins.savedmodel_promotion import approve_stable, move_label, route_request
+from plugins.savedmodel_promotion import approve_stable, max_active_runs, move_label, route_request
 
 _configs, _ = load_all_pipelines()
 
@@ -48,6 +55,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["savedmodel", "registry"],
+    # A waiting approval holds no worker slot (awaiting input), but its run is active: room for every
+    # approval that may wait (each model at most a few), and MOVE_SLOTS more for everything else.
+    max_active_runs=max_active_runs(_configs),
     # A failed request (an unknown version, one TensorFlow cannot load) sends run_failed to the
     # receivers of the pipeline it named (plugins/savedmodel_notifiers.py).
     default_args={"owner": "ml-platform", "retries": 1, "on_failure_callback": [PipelineNotifier()]},

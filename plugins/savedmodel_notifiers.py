@@ -15,7 +15,9 @@ Wired in:
   failure `run_failed` (a blocked run sends `run_failed` when `gate_blocked` is not subscribed);
 - `publish_version` and the promote DAG's `move_label`: `label_moved`;
 - the promote DAG's `approve_stable` (`notifiers=`): `approval_waiting` when it starts waiting,
-  with the link to the task's Required actions page; its tasks' failures: `run_failed`.
+  with the link to the task's Required actions page; its tasks' failures: `run_failed`, but for a
+  request rejected or timed out (RequestDeclined: a person's No, or nobody's answer, is no fault
+  to report; the history records it and the run is not green).
 
 Imported while DAG files are parsed: nothing heavy at module level.
 """
@@ -101,6 +103,8 @@ class PipelineNotifier(BaseNotifier):
 
         ti, dag_run = context["ti"], context["dag_run"]
         kind, details = self.event, dict(self.details or {})
+        if kind is None and _declined(context.get("exception")):
+            return None  # a rejected or timed-out move request: recorded, nothing failed
         subscribed = config.notifications.events
         if kind is None:  # a task's failure, after its last try
             error = context.get("exception")
@@ -399,6 +403,13 @@ def _approval_details(context: Context, config: PipelineConfig, version: int | N
         "version_url": f"{base.rstrip('/')}{REGISTRY_PREFIX}/models/{config.model.name}/versions/{version}",
         "timeout_at": (getattr(task, "hitl_summary_extra", None) or {}).get("timeout_datetime"),
     }
+
+
+def _declined(error: object) -> bool:
+    """Returns whether a task failed because a move request was rejected or got no answer in time."""
+    from plugins.savedmodel_promotion import RequestDeclined
+
+    return isinstance(error, RequestDeclined)
 
 
 def _iso(value: Any) -> str | None:

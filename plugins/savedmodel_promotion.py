@@ -18,13 +18,23 @@ The dialog's body is built here, once, as the request is routed: the candidate's
 `stable`'s held-out metrics side by side, and what users typed (the reason, user names) quoted as
 code so no Markdown in it renders. `move_label` refuses a move whose label moved since the request
 was routed (premise_changed, recorded; nothing moves).
+
+Requests never block each other. A request that waits is recorded as pending in the model's
+registry (include/registry/approvals.py): an identical one (same label and version) merges into it
+and its run ends at once, moving nothing; a model has at most `max_pending()` waiting, so the
+promote DAG's `max_active_runs` (`max_active_runs()`: every approval that may wait, plus
+MOVE_SLOTS) always leaves runs for moves that wait for nobody. Moves apply in request order (the
+run's `run_after`): one overtaken by a move asked for later is refused (premise_changed), at
+routing or at the move (include/registry/policy.py). A rejected or timed-out request fails
+`approve_stable` (RequestDeclined: no retry, no run_failed notification), so its run is not green.
 Notifications (plugins/savedmodel_notifiers.py): approval_waiting when `approve_stable` starts
 waiting, label_moved after `move_label`.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -33,6 +43,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from plugins.savedmodel_errors import fail_fast_on_permanent_errors
 from plugins.savedmodel_notifiers import approval_notifier, notify_label_moved
+
+log = logging.getLogger(__name__)
 
 APPROVAL_TASK_ID = "approve_stable"
 ROUTE_TASK_ID = "route_request"
@@ -45,20 +57,60 @@ _SUBJECT = "Make version {{ params.version }} of {{ params.pipeline }} stable?"
 _BODY = "{{ (ti.xcom_pull(task_ids='route_request', key='request') or {}).get('body', '') }}"
 #: Outcomes of an Approve that does not count: the step fails and nothing moves.
 REFUSED = ("self_approval_refused", "not_an_approver")
+#: Outcomes of a No (a person's, or the timeout's): the step fails, nothing moves, nobody is notified.
+DECLINED = ("rejected", "timed_out")
+#: Active runs of the promote DAG kept for requests that wait for nobody (canary moves, pipelines
+#: without approval, every request while it is routed) beyond those approvals may hold;
+#: $SAVEDMODEL_PROMOTE_MOVE_SLOTS overrides it where the DAG is parsed.
+MOVE_SLOTS = 16
+
+
+class RequestDeclined(AirflowFailException):
+    """A move request was rejected or got no answer in time: recorded, nothing moved, no retry."""
+
+
+def max_active_runs(configs) -> int:
+    """Returns the promote DAG's max_active_runs: the most approvals that may wait, plus MOVE_SLOTS.
+
+    Each pipeline whose `stable` moves wait for a person holds at most `max_pending()` waiting runs
+    (an approval awaiting input holds no worker slot, but its run counts as active), so the rest of the
+    runs are always there for moves that wait for nobody.
+    """
+    import os
+
+    from include.registry.approvals import max_pending
+
+    guarded = sum(1 for c in configs if c.serving.promotion_approval == "required")
+    slots = max(1, int(os.environ.get("SAVEDMODEL_PROMOTE_MOVE_SLOTS") or MOVE_SLOTS))
+    return guarded * max_pending() + slots
+
+
+def requested_time(dag_run) -> str | None:
+    """Returns when a promote run was asked for (its run_after, else when it was queued), ISO, or None."""
+    when = getattr(dag_run, "run_after", None) or getattr(dag_run, "queued_at", None)
+    return when.isoformat() if hasattr(when, "isoformat") else None
 
 
 @task.branch(task_id=ROUTE_TASK_ID)
-def route_request() -> str:
-    """Checks the requested move and returns the next task: the approval, or the move itself."""
+def route_request() -> str | None:
+    """Checks the requested move and returns the next task: the approval, the move, or None (merged)."""
     from include.config import find_pipeline
     from include.errors import RegistryError, RunParamsError
-    from include.registry.approvals import needs_approval
-    from include.registry.store import published_versions, read_head, read_manifest, read_version_entry
+    from include.registry.approvals import max_pending, needs_approval, open_request
+    from include.registry.policy import PremiseChanged, request_premise
+    from include.registry.store import (
+        now_iso,
+        published_versions,
+        read_head,
+        read_manifest,
+        read_version_entry,
+    )
     from include.text import control_character_problem
     from include.versions import model_dir
 
     context = get_current_context()
-    params = context["params"]
+    params, dag_run = context["params"], context["dag_run"]
+    requested_at = requested_time(dag_run)
     with fail_fast_on_permanent_errors():
         if problem := control_character_problem("reason", params["reason"]):
             raise RunParamsError(problem)
@@ -71,11 +123,38 @@ def route_request() -> str:
                 f"version {params['version']} is not a published version of {config.model.name} "
                 f"(published: {published})"
             )
+        who = requester(dag_run)
+        # Overtaken: a move asked for after this one landed first; applying this one would undo it.
+        expected, now = request_premise(directory, params["label"], requested_at)
+        if expected != now:
+            changed = PremiseChanged(config.model.name, params["label"], expected, now)
+            _record_premise_changed(directory, context, changed, by=ROUTE_TASK_ID)
+            raise changed
         labels = read_head(directory)["labels"]
         stable = labels.get("stable")
         waits = needs_approval(config.serving.promotion_approval, params["label"])
-        who = requester(context["dag_run"])
         approvers = approvers_of(config.serving.approvers, requester=who) if waits else None
+        merged_into = None
+        if waits:
+            request = {
+                "run_id": dag_run.run_id,
+                "label": params["label"],
+                "version": params["version"],
+                "requested_by": who,
+                "requested_at": requested_at or now_iso(),
+                "expires_at": (_utc_now() + APPROVAL_TIMEOUT).isoformat(),
+                "reason": params["reason"],
+            }
+            merged_into = open_request(directory, request, limit=max_pending())
+    if merged_into is not None:
+        log.info(
+            "an identical request waits for an approval (run %s, requested by %s): merged into it, "
+            "nothing else to do",
+            merged_into["run_id"],
+            merged_into.get("requested_by"),
+        )
+        context["ti"].xcom_push(key="request", value={"model": config.model.name, "merged_into": merged_into})
+        return None  # skips the approval and the move: the run ends having moved nothing
     stable_entry = (read_version_entry(directory, stable) or {}) if stable is not None else {}
     version_url = f"/registry/models/{config.model.name}/versions/{params['version']}"
     context["ti"].xcom_push(
@@ -83,8 +162,10 @@ def route_request() -> str:
         value={
             "model": config.model.name,
             "current_stable": stable,
-            # What the move assumes: the label points where it did when the request was routed.
-            "premise": {params["label"]: labels.get(params["label"])},
+            # What the approver is asked: the label points where it did when the request was routed.
+            # A move that waits for nobody is checked by its request time instead (move_label).
+            "premise": {params["label"]: labels.get(params["label"])} if waits else None,
+            "requested_at": requested_at,
             "approvers": approvers,
             "metrics": held_out(entry),
             "version_url": version_url,
@@ -243,11 +324,17 @@ class LabelMoveApproval(ApprovalOperator):
         """Records the answer; an Approve by the requester or a non-approver fails the step, nothing moves."""
         if "error" not in event:
             outcome = record_decision(context, event, approvers=_routed(context).get("approvers"))
+            who = (event.get("responded_by_user") or {}).get("name")
             if outcome in REFUSED:
-                who = (event.get("responded_by_user") or {}).get("name")
                 raise AirflowFailException(
                     f"approval refused ({outcome}): {who} may not approve this request "
                     f"(requested by {requester(context['dag_run'])}); nothing moved, ask another approver"
+                )
+            if outcome == "rejected":
+                raise RequestDeclined(f"rejected by {who}: nothing moved")
+            if outcome == "timed_out":
+                raise RequestDeclined(
+                    f"no answer within {_describe(APPROVAL_TIMEOUT)} (timed out): nothing moved"
                 )
         return super().execute_complete(context=context, event=event)
 
@@ -288,6 +375,7 @@ def record_decision(context, event: dict, approvers: list[str] | None = None) ->
             approver=approver,
             requested_by=asked_by,
             reason=params["reason"],
+            run_id=context["dag_run"].run_id,
         )
     return outcome
 
@@ -317,7 +405,6 @@ def move_label() -> dict:
     skips it: plugins/savedmodel_promotion.py).
     """
     from include.config import find_pipeline
-    from include.registry.approvals import record_approval
     from include.registry.policy import PremiseChanged, promote
     from include.versions import model_dir
 
@@ -335,18 +422,11 @@ def move_label() -> dict:
                 by=by,
                 reason=params["reason"],
                 premise=_routed(context).get("premise"),
+                requested_at=requested_time(dag_run),
             )
         except PremiseChanged as changed:
-            record_approval(
-                model_dir(config.storage.serving_root, config.model.name),
-                params["label"],
-                params["version"],
-                outcome="premise_changed",
-                approver=MOVE_TASK_ID,
-                requested_by=by,
-                reason=params["reason"],
-                **{f"{changed.label}_when_requested": changed.requested, f"{changed.label}_now": changed.now},
-            )
+            directory = model_dir(config.storage.serving_root, config.model.name)
+            _record_premise_changed(directory, context, changed, by=MOVE_TASK_ID)
             raise
     moved = {
         "label": params["label"],
@@ -354,6 +434,29 @@ def move_label() -> dict:
     }
     notify_label_moved(context, config, params["version"], [moved], by=by, reason=params["reason"])
     return {"model": config.model.name, "labels": manifest["labels"]}
+
+
+def _record_premise_changed(directory, context, changed, *, by: str) -> None:
+    """Records a request refused because its label moved (premise_changed), by `by` (the refusing step)."""
+    from include.registry.approvals import record_approval
+
+    params, dag_run = context["params"], context["dag_run"]
+    record_approval(
+        directory,
+        params["label"],
+        params["version"],
+        outcome="premise_changed",
+        approver=by,
+        requested_by=requester(dag_run),
+        reason=params["reason"],
+        run_id=getattr(dag_run, "run_id", None),
+        **{f"{changed.label}_when_requested": changed.requested, f"{changed.label}_now": changed.now},
+    )
+
+
+def _utc_now() -> datetime:
+    """Returns the current time, UTC."""
+    return datetime.now(UTC)
 
 
 def previous_holder(manifest: dict, label: str, version: int) -> int | None:

@@ -8,7 +8,9 @@ Every page and JSON endpoint needs a user the auth manager authenticated (the UI
 cookie or a `Bearer` token, exactly as Airflow's REST API reads them) who may read the
 pipeline's DAG; requesting a label move needs the permission to trigger that DAG and the
 promote DAG. A request triggers `savedmodel_promote` as the requesting user; the DAG waits for
-an approval where the pipeline asks for one.
+an approval where the pipeline asks for one. A request identical to one that waits for an approval
+is answered with that request's run (`merges_into`): its own run merges into it, moving nothing.
+A model's page and JSON list the requests that wait (`pending`), each with its Required action.
 
     GET  /                                   models             GET /api/models
     GET  /models/<model>?page=N              one model          GET /api/models/<model>?page=N&per_page=M
@@ -32,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from include.config import load_all_pipelines
-from include.registry.approvals import needs_approval
+from include.registry.approvals import identical_pending, needs_approval
 from include.registry.page.data import (
     PER_PAGE,
     ModelNotFound,
@@ -51,7 +53,7 @@ from include.registry.page.html import (
     render_requested,
     render_version,
 )
-from include.registry.store import LABELS, has_version_dir, read_version_entry
+from include.registry.store import LABELS, has_version_dir, read_head, read_version_entry
 from include.text import control_character_problem
 from plugins import savedmodel_storage  # noqa: F401 - Airflow reads the buckets' connections
 
@@ -251,6 +253,10 @@ def request_label_move(ref: ModelRef, version: int, label: str, reason: str, use
             f"version {version} of {ref.name} is missing: its dir under {ref.model_dir} is gone",
         )
     conf = {"pipeline": ref.pipeline, "version": version, "label": label, "reason": reason}
+    waits = needs_approval(ref.promotion_approval, label)
+    # Said before the run decides it (under the registry's lock, as it is routed): it merges into
+    # this one unless that one is decided first.
+    pending = identical_pending(read_head(ref.model_dir), label, version) if waits else None
     try:
         run = trigger_dag(
             PROMOTE_DAG_ID,
@@ -270,7 +276,8 @@ def request_label_move(ref: ModelRef, version: int, label: str, reason: str, use
         "requested_by": user.get_name(),
         "dag_id": PROMOTE_DAG_ID,
         "run_id": run.run_id,
-        "needs_approval": needs_approval(ref.promotion_approval, label),
+        "needs_approval": waits,
+        "merges_into": pending and {k: pending.get(k) for k in ("run_id", "requested_by", "requested_at")},
         "paused": bool(dag and dag.is_paused),
     }
 

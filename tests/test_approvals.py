@@ -256,3 +256,92 @@ def test_the_approval_is_assigned_to_the_routed_approvers(monkeypatch):
     with pytest.raises(TaskAwaitingInput):  # waits under Required actions (Airflow 3.3)
         operator.execute({"task_instance": ti, "ti": ti})
     assert asked["assigned_users"] == [{"id": "bob", "name": "bob"}, {"id": "carol", "name": "carol"}]
+
+
+# --- requests that never block each other ---------------------------------------------------------
+
+
+def guarded(approval: str) -> SimpleNamespace:
+    """Returns a pipeline config as max_active_runs reads it."""
+    return SimpleNamespace(serving=SimpleNamespace(promotion_approval=approval))
+
+
+def test_the_promote_dag_keeps_runs_free_for_moves_whatever_waits(monkeypatch):
+    """max_active_runs: every approval that may wait (max_pending per guarded pipeline), plus MOVE_SLOTS."""
+    from include.registry.approvals import MAX_PENDING
+    from plugins.savedmodel_promotion import MOVE_SLOTS, max_active_runs
+
+    configs = [guarded("required"), guarded("none"), guarded("required")]
+    assert max_active_runs(configs) == 2 * MAX_PENDING + MOVE_SLOTS
+    monkeypatch.setenv("SAVEDMODEL_MAX_PENDING_REQUESTS", "1")
+    monkeypatch.setenv("SAVEDMODEL_PROMOTE_MOVE_SLOTS", "1")
+    assert max_active_runs(configs) == 3 and max_active_runs([]) == 1
+
+
+def test_the_promote_dag_sets_its_max_active_runs(monkeypatch):
+    """The DAG carries the cap (Airflow's default of 16 active runs would let approvals fill it)."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.config import load_all_pipelines
+    from plugins.savedmodel_promotion import max_active_runs
+
+    monkeypatch.delenv("SAVEDMODEL_PIPELINES_DIR", raising=False)
+    dags = Path(__file__).parents[1] / "dags" / "savedmodel_promote.py"
+    dag = DagBag(dag_folder=str(dags)).dags["savedmodel_promote"]
+    assert dag.max_active_runs == max_active_runs(load_all_pipelines()[0]) > 16
+
+
+def test_a_label_as_of_a_request_counts_moves_asked_for_before_it():
+    """Moves count from when they were asked for: one asked for later that landed first is left out."""
+    import datetime as dt
+
+    from include.registry.policy import label_as_of
+
+    def at(minute: int) -> str:
+        return f"2026-12-07T10:{minute:02d}:00+00:00"
+
+    history = [
+        {"event": "label", "label": "canary", "version": 1, "at": at(0)},  # a publish
+        {"event": "label", "label": "stable", "version": 9, "at": at(1)},
+        {
+            "event": "label",
+            "label": "canary",
+            "version": 3,
+            "previous": 1,
+            "at": at(5),
+            "requested_at": at(4),
+        },
+        {
+            "event": "label",
+            "label": "canary",
+            "version": 2,
+            "previous": 3,
+            "at": at(6),
+            "requested_at": at(2),
+        },
+    ]
+
+    def when(minute: int) -> dt.datetime:
+        return dt.datetime.fromisoformat(at(minute))
+
+    assert label_as_of(history, "canary", when(1), current=2) == 1
+    assert label_as_of(history, "canary", when(3), current=2) == 2  # asked at 2, landed last
+    assert label_as_of(history, "canary", when(4), current=2) == 2
+    assert label_as_of(history, "stable", when(0), current=9) is None  # before its first move
+    assert label_as_of([], "canary", when(0), current=7) == 7  # no history (a rebuilt registry)
+
+
+def test_a_declined_request_sends_no_run_failed():
+    """A rejection or timeout fails approve_stable, but the failure callback sends nothing for it."""
+    from plugins.savedmodel_notifiers import PipelineNotifier
+    from plugins.savedmodel_promotion import RequestDeclined
+
+    context = {
+        "ti": SimpleNamespace(task_id="approve_stable", try_number=1),
+        "dag_run": SimpleNamespace(dag_id="savedmodel_promote", run_id="manual__1"),
+        "exception": RequestDeclined("rejected by bob: nothing moved"),
+    }
+    assert isinstance(context["exception"], AirflowFailException)  # no retry either
+    assert PipelineNotifier()._build(context, config=None) is None

@@ -817,3 +817,167 @@ def test_statistics_whose_file_changed_are_named_not_shown(checked):
     assert page["statistics"] is None and "is not the sha256" in page["statistics_problem"]
     assert page["report"][0]["subject"] == "slice sex=F"  # the entry's rows still show
     assert 'class="error"' in render_version(page, may_request=False, **ROOTS)
+
+
+# --- requests that never block each other -----------------------------------------------------------
+
+
+def request_context(version: int, run_id: str, *, label: str = "stable", who: str = "alice", at=None) -> dict:
+    """Returns a promote run's context for route_request: its params, its run (asked for at `at`), a ti."""
+    import datetime as dt
+
+    pushed: dict = {}
+    run = SimpleNamespace(
+        run_id=run_id, triggering_user_name=who, run_after=at or dt.datetime.now(dt.UTC), pushed=pushed
+    )
+    return {
+        "params": {"pipeline": "digits_softmax", "version": version, "label": label, "reason": f"{who} asks"},
+        "dag_run": run,
+        "ti": SimpleNamespace(
+            xcom_push=lambda key, value: pushed.update({key: value}),
+            xcom_pull=lambda **kw: pushed.get("request"),
+        ),
+    }
+
+
+def route(context: dict, monkeypatch):
+    """Runs route_request in `context`; returns where it branched."""
+    from plugins.savedmodel_promotion import route_request
+
+    monkeypatch.setattr("plugins.savedmodel_promotion.get_current_context", lambda: context)
+    return route_request.function()
+
+
+def test_an_identical_pending_request_is_merged_into_the_first(model, monkeypatch):
+    """A second stable -> v while one waits opens no approval: recorded as merged, its run moves nothing."""
+    from include.registry.store import read_head
+
+    use_pipeline(model, monkeypatch)
+    newest = FIRST + 2_000_000
+    first, second = request_context(newest, "manual__a"), request_context(newest, "manual__b", who="carol")
+    assert route(first, monkeypatch) == "approve_stable"
+    assert route(second, monkeypatch) is None  # skips the approval and the move
+    assert second["dag_run"].pushed["request"]["merged_into"]["run_id"] == "manual__a"
+    assert route(second, monkeypatch) is None  # a retry merges once
+    (pending,) = read_head(model.model_dir)["pending"]
+    assert (pending["run_id"], pending["label"], pending["version"], pending["requested_by"]) == (
+        "manual__a", "stable", newest, "alice",
+    )  # fmt: skip
+    assert [m["run_id"] for m in pending["merged"]] == ["manual__b"]
+    requests = [e for e in read_manifest(model.model_dir)["history"] if e["event"] == "request"]
+    assert [(e["run_id"], e["outcome"], e.get("merged_into")) for e in requests] == [
+        ("manual__a", "pending", None), ("manual__b", "merged", "manual__a"),
+    ]  # fmt: skip
+    assert read_manifest(model.model_dir)["labels"]["stable"] == FIRST
+    other = request_context(FIRST + 1_000_000, "manual__c")
+    assert route(other, monkeypatch) == "approve_stable"  # another version: a request of its own
+    assert len(read_head(model.model_dir)["pending"]) == 2
+
+
+def test_a_decision_closes_its_pending_request(model, monkeypatch):
+    """The answer to a request (here a rejection) removes it from the pending ones."""
+    from include.registry.store import read_head
+    from plugins.savedmodel_promotion import record_decision
+
+    use_pipeline(model, monkeypatch)
+    context = request_context(FIRST + 2_000_000, "manual__a")
+    route(context, monkeypatch)
+    assert len(read_head(model.model_dir)["pending"]) == 1
+    record_decision(context, {"chosen_options": ["Reject"], "responded_by_user": {"id": "b", "name": "bob"}})
+    assert read_head(model.model_dir)["pending"] == []
+    assert read_manifest(model.model_dir)["history"][-1]["run_id"] == "manual__a"
+
+
+def test_a_model_holds_a_bounded_number_of_pending_requests(model, monkeypatch):
+    """Past max_pending() waiting requests a new one is refused at once, naming those that wait."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    use_pipeline(model, monkeypatch)
+    monkeypatch.setenv("SAVEDMODEL_MAX_PENDING_REQUESTS", "2")
+    route(request_context(FIRST + 2_000_000, "manual__a"), monkeypatch)
+    route(request_context(FIRST + 1_000_000, "manual__b"), monkeypatch)
+    with pytest.raises(AirflowFailException, match=r"2 requests of digits wait .*run manual__a.*decide one"):
+        route(request_context(FIRST, "manual__c"), monkeypatch)
+    assert route(request_context(FIRST + 2_000_000, "manual__d"), monkeypatch) is None  # still merges
+
+
+def test_moves_apply_in_request_order(model):
+    """Two requests for one label: in order both apply; a later one that landed first refuses the other."""
+    import datetime as dt
+
+    from include.registry.policy import PremiseChanged, set_label
+
+    middle, newest = FIRST + 1_000_000, FIRST + 2_000_000
+    t1 = dt.datetime.now(dt.UTC).isoformat()
+    t2 = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
+    set_label(model.model_dir, "stable", middle, by="alice", reason="first", requested_at=t1)
+    set_label(model.model_dir, "stable", newest, by="carol", reason="second", requested_at=t2)
+    assert read_manifest(model.model_dir)["labels"]["stable"] == newest  # the last one asked for
+    set_label(model.model_dir, "canary", middle, by="carol", reason="later, landed first", requested_at=t2)
+    with pytest.raises(PremiseChanged, match=f"canary of digits was version {newest} .* is version {middle}"):
+        set_label(model.model_dir, "canary", FIRST, by="alice", reason="earlier", requested_at=t1)
+    assert read_manifest(model.model_dir)["labels"]["canary"] == middle  # not silently applied over
+
+
+def test_a_request_overtaken_before_it_is_routed_is_refused_and_recorded(model, monkeypatch):
+    """route_request refuses a request whose label a later request already moved (premise_changed)."""
+    import datetime as dt
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.registry.policy import set_label
+
+    use_pipeline(model, monkeypatch)
+    asked = dt.datetime.now(dt.UTC)  # then it is queued while a later request lands
+    later = (asked + dt.timedelta(minutes=1)).isoformat()
+    set_label(model.model_dir, "canary", FIRST, by="carol", reason="later", requested_at=later)
+    context = request_context(FIRST + 1_000_000, "manual__old", label="canary", at=asked)
+    with pytest.raises(AirflowFailException, match=f"canary of digits was version {FIRST + 2_000_000}"):
+        route(context, monkeypatch)
+    last = read_manifest(model.model_dir)["history"][-1]
+    assert (last["outcome"], last["by"], last["run_id"], last["canary_now"]) == (
+        "premise_changed", "route_request", "manual__old", FIRST,
+    )  # fmt: skip
+
+
+def test_the_model_page_lists_pending_requests_with_their_decide_link(model, monkeypatch):
+    """Who, what, when and the Required action of each waiting request, in the page and its JSON data."""
+    use_pipeline(model, monkeypatch)
+    newest = FIRST + 2_000_000
+    route(request_context(newest, "manual__2026-12-07T10:00:00+00:00"), monkeypatch)
+    route(request_context(newest, "manual__b", who="carol"), monkeypatch)
+    page = model_page(model)
+    (pending,) = json.loads(json.dumps(page["pending"]))  # the JSON endpoint returns the same dict
+    assert (pending["label"], pending["version"], pending["requested_by"], pending["reason"]) == (
+        "stable", newest, "alice", "alice asks",
+    )  # fmt: skip
+    decide = (
+        "/dags/savedmodel_promote/runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00/tasks/approve_stable/"
+        "required_actions"
+    )
+    assert pending["decide_path"] == decide and pending["merged"][0]["requested_by"] == "carol"
+    html = render_model(page, **{**ROOTS, "ui": "/ui"})
+    assert f'<a class="decide" href="/ui{decide}" target="_top">' in html
+    assert "stable → " in html and "(also asked: carol" in html
+    empty = render_model(model_page(ref_for(model.serving_root / "other")), **ROOTS)
+    assert "No request waits for an approval." in empty
+
+
+def test_a_rejected_or_timed_out_request_fails_the_step_after_recording(model, monkeypatch):
+    """Reject or no answer: recorded, nothing moves, and the step fails (no retry) so the run is not green."""
+    import datetime as dt
+
+    from plugins.savedmodel_promotion import RequestDeclined, approve_stable
+
+    use_pipeline(model, monkeypatch)
+    for responder, said in ((None, r"no answer within 3 days \(timed out\): nothing moved"),
+                            ({"id": "bob", "name": "bob"}, "rejected by bob: nothing moved")):  # fmt: skip
+        event = {
+            "chosen_options": ["Reject"], "params_input": {}, "responded_at": dt.datetime.now(dt.UTC),
+            "responded_by_user": responder,
+        }  # fmt: skip
+        with pytest.raises(RequestDeclined, match=said):
+            approve_stable().execute_complete(promote_context(FIRST + 2_000_000, {"approvers": None}), event)
+    manifest = read_manifest(model.model_dir)
+    assert manifest["labels"]["stable"] == FIRST
+    assert [e["outcome"] for e in manifest["history"][-2:]] == ["timed_out", "rejected"]

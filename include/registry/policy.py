@@ -2,10 +2,17 @@
 
 Everything here changes a model's registry through `include.registry.store` (the on-disk format)
 under the model dir's lock; `promote` also rewrites TF Serving's models.config.
+
+Moves apply in request order. A move requested at time T expects its label where the moves
+asked for before T left it (`label_as_of`): a move asked for later that landed first (it was
+scheduled first, or approved first) overtook it, and the earlier request is refused
+(PremiseChanged) instead of being applied over the later one. Requests that land in the order
+they were made all apply, the last one made last.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -14,6 +21,7 @@ from pathlib import Path
 from include import versions
 from include.durable import locked
 from include.errors import RegistryError
+from include.registry.approvals import parse_time
 from include.registry.serving_config import write_models_config
 from include.registry.store import (
     LABELS,
@@ -22,6 +30,8 @@ from include.registry.store import (
     manifest_update,
     now_iso,
     published_versions,
+    read_head,
+    read_history_from,
     read_manifest,
     version_path,
     version_problems,
@@ -78,6 +88,32 @@ def _move_label(update: ManifestUpdate, label: str, version: int, *, by: str, re
     )
 
 
+def label_as_of(history: list[dict], label: str, when: dt.datetime, current: int | None) -> int | None:
+    """Returns where `label` points for a request made at `when`: as the moves asked for before it left it.
+
+    A move counts from when it was asked for (`requested_at` of a promote move), else from when it
+    was made (`at`). `current` when the history records no move of the label (a rebuilt registry).
+    """
+    moves = [e for e in history if e.get("event") == "label" and e.get("label") == label]
+    if not moves:
+        return current
+    where = moves[0].get("previous")
+    for move in moves:  # in the order they landed: the last one asked for before `when` wins
+        if parse_time(move.get("requested_at") or move.get("at")) <= when:
+            where = move.get("version")
+    return where
+
+
+def request_premise(model_dir: Path, label: str, requested_at: str | None) -> tuple[int | None, int | None]:
+    """Returns (where `label` should point for a request made at `requested_at`, where it points now)."""
+    head = read_head(model_dir)
+    now = head["labels"].get(label)
+    if requested_at is None:
+        return now, now
+    history = read_history_from(model_dir, (0, 0), head["history_bytes"])[0]
+    return label_as_of(history, label, parse_time(requested_at), now), now
+
+
 def check_reason(reason: str) -> None:
     """Raises RegistryError unless `reason` is non-blank text without control characters."""
     if not reason.strip():
@@ -94,18 +130,26 @@ def set_label(
     by: str,
     reason: str,
     premise: Mapping[str, int | None] | None = None,
+    requested_at: str | None = None,
 ) -> dict:
     """Moves `label` to an existing, complete published version; returns the manifest.
 
     `premise`: labels as they were when the move was asked for; if one points elsewhere now (other
     than where this move puts it), the move is refused (PremiseChanged) and nothing changes.
+    `requested_at` (ISO time): when the move was asked for; recorded with it, and unless `premise`
+    names the label, the label must be where the moves asked for before then left it (`label_as_of`).
     """
     if label not in LABELS:
         raise RegistryError(f"label: expected one of {list(LABELS)}, got {label!r}")
     check_reason(reason)
     with locked(model_dir):
         with manifest_update(model_dir) as update:
-            for held, expected in (premise or {}).items():
+            premise = dict(premise or {})
+            if requested_at is not None and label not in premise:
+                premise[label] = label_as_of(
+                    update.history(), label, parse_time(requested_at), update.labels.get(label)
+                )
+            for held, expected in premise.items():
                 now = update.labels.get(held)
                 # Already where this move puts it: a retry after the move itself (models.config
                 # failed, say) finds its own work, not a change of premise.
@@ -119,7 +163,10 @@ def set_label(
             problems = version_problems(version_path(model_dir, version))
             if problems:
                 raise RegistryError(f"version {version} is not complete: {'; '.join(problems)}")
-            _move_label(update, label, version, by=by, reason=reason, previous=update.labels.get(label))
+            when = {"requested_at": requested_at} if requested_at else {}
+            _move_label(
+                update, label, version, by=by, reason=reason, previous=update.labels.get(label), **when
+            )
         return read_manifest(model_dir)
 
 
@@ -151,11 +198,12 @@ def promote(
     by: str,
     reason: str,
     premise: Mapping[str, int | None] | None = None,
+    requested_at: str | None = None,
 ) -> dict:
     """Moves `label` to a published version after checking it is complete and loadable.
 
     This is rollback too: point `stable` back at an older version. Regenerates models.config.
-    `premise` as in `set_label`. Returns the manifest.
+    `premise` and `requested_at` as in `set_label`. Returns the manifest.
     """
     check_reason(reason)
     model_dir = versions.model_dir(serving_root, model_name)
@@ -167,7 +215,9 @@ def promote(
             f"version {version} is not a published version of {model_name} (published: {published})"
         )
     check_loadable(version_path(model_dir, version))
-    manifest = set_label(model_dir, label, version, by=by, reason=reason, premise=premise)
+    manifest = set_label(
+        model_dir, label, version, by=by, reason=reason, premise=premise, requested_at=requested_at
+    )
     write_models_config(serving_root)
     log.info("%s of %s now points at version %s (by %s: %s)", label, model_name, version, by, reason)
     return manifest

@@ -11,7 +11,8 @@ Each model dir keeps its registry beside the versions, under non-numeric names (
 ignores them):
 
     manifest.json                  the head: model, serving policy, labels, the newest published
-                                   versions, how much of the history is committed
+                                   versions, how much of the history is committed, and the move
+                                   requests waiting for an approval (`pending`, see approvals.py)
     .manifest/versions/<v>.json    one entry per version: lineage, content digest, status
     .manifest/history.jsonl        label moves and deletions, one JSON object a line, appended
     .staging/                      what a crash can leave behind: copies on their way in, versions
@@ -532,6 +533,15 @@ class ManifestUpdate:
         """Returns the labels (label -> version), to read or change."""
         return self.head["labels"]
 
+    @property
+    def pending(self) -> list[dict]:
+        """Returns the move requests waiting for an approval (oldest first), to read or change."""
+        return self.head.setdefault("pending", [])
+
+    def history(self) -> list[dict]:
+        """Returns the committed history events, oldest first, as this change found them."""
+        return read_history_from(self.model_dir, (0, 0), self.head["history_bytes"])[0]
+
     def entry(self, version: int) -> dict | None:
         """Returns a version's entry as this change has it (None if it has none)."""
         if version not in self._entries:
@@ -911,7 +921,9 @@ def _key_problems(record: dict, required: dict[str, type], optional: dict[str, t
 def head_problems(head: dict) -> list[str]:
     """Returns what is wrong with a head's fields (empty list = nothing): keys, types, values."""
     problems = _key_problems(
-        head, {"model": str, "serving": dict, "labels": dict, "newest": list, "history_bytes": int}, {}
+        head,
+        {"model": str, "serving": dict, "labels": dict, "newest": list, "history_bytes": int},
+        {"pending": list},
     )
     if _is(head.get("history_bytes"), int) and head["history_bytes"] < 0:
         problems.append(f"history_bytes: expected a size >= 0, got {head['history_bytes']}")

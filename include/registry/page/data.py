@@ -6,7 +6,8 @@ include/registry/page/index.py (every version of a model); `models.config` is pa
 own ModelServerConfig proto (include/registry/serving_config.py). A published version whose dir is
 gone shows as `missing`, and so do the labels that point at it. A version's page adds what its data
 checks and quality gate found (include/registry/checks.py) and its data statistics; a model's page
-the reports of the runs those checks blocked.
+the reports of the runs those checks blocked, and the move requests that wait for an approval (from
+the registry's head: include/registry/approvals.py), each with the path of its Required action.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from include.errors import ManifestError, RegistryError
+from include.registry.approvals import pending_requests
 from include.registry.checks import FAILING, check_rows, checks_verdict, failing_first, failing_subjects
 from include.registry.page.index import model_index
 from include.registry.serving_config import MODELS_CONFIG_FILE, model_config, read_models_config
@@ -42,6 +45,9 @@ HISTORY_SHOWN = 100
 CHART_METRICS = ("eval_accuracy", "eval_loss")
 #: Reports of blocked runs shown on a model's page, newest first (the registry keeps a few more).
 BLOCKED_SHOWN = 20
+#: The promote DAG and its approval step: a pending request is decided on the step's Required action.
+PROMOTE_DAG_ID = "savedmodel_promote"
+APPROVAL_TASK_ID = "approve_stable"
 #: Most frequent values of a categorical feature shown in its statistics row.
 TOP_VALUES_SHOWN = 5
 #: The statistics of a feature that its row shows as they are recorded.
@@ -160,7 +166,18 @@ def model_page(ref: ModelRef, page: int = 1, per_page: int = PER_PAGE) -> dict:
         "versions": rows,
         "history": index.history()[:HISTORY_SHOWN],
         "blocked": [blocked_row(report) for report in blocked_runs(ref.model_dir, BLOCKED_SHOWN)],
+        "pending": [pending_row(request) for request in pending_requests(index.head)],
         "series": chart_series(versions),
+    }
+
+
+def pending_row(request: dict) -> dict:
+    """Returns a request that waits for an approval, with the UI path where it is decided (`decide_path`)."""
+    run = quote(str(request.get("run_id")), safe="")
+    return {
+        **request,
+        "merged": [m for m in request.get("merged") or [] if isinstance(m, dict)],
+        "decide_path": f"/dags/{PROMOTE_DAG_ID}/runs/{run}/tasks/{APPROVAL_TASK_ID}/required_actions",
     }
 
 
