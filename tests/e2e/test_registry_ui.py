@@ -12,8 +12,12 @@ dialog that shows both versions' metrics (test-artifacts/approval-dialog.png): t
 models.config follows, the history names requester A and approver B. Then a partition of the
 pipeline's data is rewritten in other units and the next real run is blocked by the data checks
 before training, its report on the model page; last, a check report on the newer version and a
-hostile blocked report render as text (screenshots of both reports in test-artifacts/); and
-every kind of link from the Models pages into Airflow, clicked inside the UI's frame, lands there.
+hostile blocked report render as text (screenshots of both reports in test-artifacts/); requests
+never block each other (an identical stable request merges into the waiting one, a canary move
+completes while it waits, the model page lists it with its Required action, a rejection leaves the
+run failed), with the promote DAG's cap set small through its environment (a model may have one
+request waiting, two active runs); and every kind of link from the Models pages into Airflow,
+clicked inside the UI's frame, lands there.
 """
 
 from __future__ import annotations
@@ -91,7 +95,13 @@ def registry(tmp_path_factory, example_data):
         json.dumps({DEFAULT_USER: DEFAULT_PASSWORD, VIEWER: VIEWER_PASSWORD, APPROVER: APPROVER_PASSWORD})
     )
     users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer,{APPROVER}:user"
-    extra = {"SAVEDMODEL_PIPELINES_DIR": str(pipelines), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users}
+    extra = {
+        "SAVEDMODEL_PIPELINES_DIR": str(pipelines),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users,
+        # A small cap: one request of the model may wait, one run more for everything else.
+        "SAVEDMODEL_MAX_PENDING_REQUESTS": "1",
+        "SAVEDMODEL_PROMOTE_MOVE_SLOTS": "1",
+    }
     airflow = LocalAirflow(home, port=free_port(), fast=True, extra_env=extra)
     try:
         airflow.start()
@@ -273,7 +283,7 @@ def test_a_rejected_promotion_changes_nothing(registry, page, page_b):
     expect(page_b.get_by_text(FORGED_REASON)).to_be_visible()  # verbatim, in a code block
     assert page_b.locator("strong", has_text="APPROVED BY SECURITY").count() == 0
     assert page_b.locator("img[src*='pixel']").count() == 0
-    assert answer_in_the_ui(page_b, registry, run_id, "Reject")["state"] == "success"
+    assert answer_in_the_ui(page_b, registry, run_id, "Reject")["state"] == "failed"  # not green
     assert registry.labels() == before and registry.models_config() == config_before
     last = read_manifest(registry.serving / MODEL)["history"][-1]
     assert (last["event"], last["outcome"], last["by"], last["requested_by"], last["reason"]) == (
@@ -413,6 +423,61 @@ def test_a_check_report_and_a_blocked_run_render(registry, page):
                            token=token_of(registry.airflow.url, VIEWER, VIEWER_PASSWORD))  # fmt: skip
     assert status == 200 and json.loads(text)["blocked"][0]["run_id"] == run_id
     assert ESCAPED not in text  # JSON carries the value as it is; escaping is the page's job
+
+
+def request_json(registry: Registry, version: int, label: str, reason: str) -> dict:
+    """Asks for `label` -> version through the registry's JSON endpoint as the admin; returns the answer."""
+    admin = token_of(registry.airflow.url, DEFAULT_USER, DEFAULT_PASSWORD)
+    path = f"/registry/api/models/{MODEL}/versions/{version}/labels"
+    status, _, text = call(
+        registry.airflow.url, "POST", path, token=admin, body={"label": label, "reason": reason}
+    )
+    assert status == 202, text
+    return json.loads(text)
+
+
+def test_requests_never_block_each_other(registry, page, page_b):
+    """A stable request waits; the same request again merges into it; a second one is refused at once
+    (one may wait here); a canary move completes meanwhile, within a cap of two active runs; the model
+    page lists the waiting request with its Required action; B rejects it and its run is failed.
+    """
+    from playwright.sync_api import expect
+
+    api = registry.api
+    assert api.get("/api/v2/dags/savedmodel_promote")["max_active_runs"] == 2
+    assert registry.labels() == {"stable": NEWER, "canary": NEWER}
+    waiting = request_stable(page, registry, OLDER, "roll back: newer drifts")
+    open_the_approval(page, registry, waiting)  # routed: recorded as pending
+
+    again = request_json(registry, OLDER, "stable", "roll back, asked again")
+    assert again["merges_into"]["run_id"] == waiting
+    assert api.wait_for_run("savedmodel_promote", again["run_id"], timeout=120)["state"] == "success"
+    skipped = {t["task_id"]: t["state"] for t in api.task_instances("savedmodel_promote", again["run_id"])}
+    assert skipped == {"route_request": "success", "approve_stable": "skipped", "move_label": "skipped"}
+
+    other = request_json(registry, NEWER, "stable", "a second one while one waits")
+    assert api.wait_for_run("savedmodel_promote", other["run_id"], timeout=120)["state"] == "failed"
+    canary = request_json(registry, OLDER, "canary", "canary while stable waits")
+    assert api.wait_for_run("savedmodel_promote", canary["run_id"], timeout=120)["state"] == "success"
+    assert registry.labels() == {"stable": NEWER, "canary": OLDER}
+    assert api.get(approval_task(waiting))["state"] == "awaiting_input"  # still waiting
+
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
+    row = page.locator(f"#pending-requests tr.pending[data-run-id='{waiting}']")
+    expect(row).to_contain_text(f"stable → {OLDER}")
+    expect(row).to_contain_text(f"{DEFAULT_USER} (also asked: {DEFAULT_USER}")
+    decide = f"/dags/savedmodel_promote/runs/{quote(waiting, safe='')}/tasks/approve_stable/required_actions"
+    assert row.locator("a.decide").get_attribute("href") == decide
+    status, _, text = call(registry.airflow.url, "GET", f"/registry/api/models/{MODEL}", token=token_of(
+        registry.airflow.url, DEFAULT_USER, DEFAULT_PASSWORD
+    ))  # fmt: skip
+    assert status == 200 and [p["run_id"] for p in json.loads(text)["pending"]] == [waiting]
+
+    assert answer_in_the_ui(page_b, registry, waiting, "Reject")["state"] == "failed"
+    assert api.get(approval_task(waiting))["state"] == "failed"
+    assert registry.labels() == {"stable": NEWER, "canary": OLDER}
+    page.goto(f"{registry.airflow.url}/registry/models/{MODEL}")
+    expect(page.locator("#pending-requests")).to_contain_text("No request waits for an approval.")
 
 
 def test_each_link_into_airflow_lands_where_it_says_inside_the_ui(registry, page):
