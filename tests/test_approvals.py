@@ -330,7 +330,10 @@ def test_a_label_as_of_a_request_counts_moves_asked_for_before_it():
     assert label_as_of(history, "canary", when(3), current=2) == 2  # asked at 2, landed last
     assert label_as_of(history, "canary", when(4), current=2) == 2
     assert label_as_of(history, "stable", when(0), current=9) is None  # before its first move
-    assert label_as_of([], "canary", when(0), current=7) == 7  # no history (a rebuilt registry)
+    assert label_as_of([], "canary", when(0), current=7) == 7  # no history at all
+    rebuilt = [*history, {"event": "rebuild", "labels": {"stable": 9}, "at": at(7)}]
+    assert label_as_of(rebuilt, "canary", when(1), current=None) is None  # dropped by the rebuild
+    assert label_as_of([*rebuilt, history[0]], "canary", when(8), current=1) == 1
 
 
 def test_a_declined_request_sends_no_run_failed():

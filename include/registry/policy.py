@@ -92,12 +92,19 @@ def label_as_of(history: list[dict], label: str, when: dt.datetime, current: int
     """Returns where `label` points for a request made at `when`: as the moves asked for before it left it.
 
     A move counts from when it was asked for (`requested_at` of a promote move), else from when it
-    was made (`at`). `current` when the history records no move of the label (a rebuilt registry).
+    was made (`at`). A rebuild sets the labels anew: only the moves after the last one count, from
+    where it left the label. `current` when the history records neither.
     """
-    moves = [e for e in history if e.get("event") == "label" and e.get("label") == label]
+    where, moves, rebuilt = current, [], False
+    for event in history:
+        if event.get("event") == "rebuild" and isinstance(event.get("labels"), dict):
+            where, moves, rebuilt = event["labels"].get(label), [], True
+        elif event.get("event") == "label" and event.get("label") == label:
+            moves.append(event)
     if not moves:
-        return current
-    where = moves[0].get("previous")
+        return where
+    if not rebuilt:
+        where = moves[0].get("previous")
     for move in moves:  # in the order they landed: the last one asked for before `when` wins
         if parse_time(move.get("requested_at") or move.get("at")) <= when:
             where = move.get("version")
