@@ -495,7 +495,7 @@ def _blocked_files(model_dir: Path) -> list[Path]:
         return []
     try:
         return sorted((p for p in directory.iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a bucket prefix with no object is no directory
         return []
 
 
