@@ -2,8 +2,11 @@
 
 `fastapi_apps` mounts the app at /registry on Airflow's API server (same origin, same login);
 `external_views` adds "Models" to the UI's navigation and shows the app inside the UI
-(`/plugin/models`). The app itself lives in plugins/savedmodel_registry_app.py and is imported on
-its first request, so loading this plugin costs every other Airflow process nothing.
+(`/plugin/models`); `fastapi_root_middlewares` makes a label move need the right to trigger its
+pipeline on every route (plugins/savedmodel_promote_rights.py). The app itself lives in
+plugins/savedmodel_registry_app.py and is imported on its first request, so loading this plugin
+costs every other Airflow process nothing (the middleware's module imports only the standard
+library until a promote run is asked for).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import importlib
 
 from airflow.plugins_manager import AirflowPlugin
+
+from plugins.savedmodel_promote_rights import PromoteRightsMiddleware
 
 URL_PREFIX = "/registry"
 
@@ -34,6 +39,11 @@ class SavedModelRegistryPlugin(AirflowPlugin):
 
     name = "savedmodel_registry"
     fastapi_apps = [{"app": RegistryApp(), "url_prefix": URL_PREFIX, "name": "SavedModel registry"}]
+    # A promote run is created (REST, the UI's trigger form) only by someone who may trigger the
+    # pipeline whose labels it moves (plugins/savedmodel_promote_rights.py).
+    fastapi_root_middlewares = [
+        {"middleware": PromoteRightsMiddleware, "name": "Label moves authorized by their pipeline"}
+    ]
     external_views = [
         {
             "name": "Models",

@@ -51,6 +51,8 @@ ROUTE_TASK_ID = "route_request"
 MOVE_TASK_ID = "move_label"
 #: How long a request waits for an answer; then it counts as refused ("timed_out").
 APPROVAL_TIMEOUT = timedelta(days=3)
+#: How soon an approval whose answer Airflow lost asks again (see `approve_stable`).
+APPROVAL_RETRY_DELAY = timedelta(seconds=5)
 
 _SUBJECT = "Make version {{ params.version }} of {{ params.pipeline }} stable?"
 # The body is Markdown built by `approval_body` when the request is routed (quoted there).
@@ -245,8 +247,20 @@ def _auth_manager() -> str:
 
 
 def _simple_auth_manager() -> bool:
-    """Returns whether the auth manager is Airflow's simple auth manager (users and roles in the config)."""
-    return _auth_manager().rsplit(".", 1)[-1] == "SimpleAuthManager"
+    """Returns whether the auth manager is Airflow's simple auth manager or builds on it (users and
+    roles in the config)."""
+    import importlib
+
+    module, _, name = _auth_manager().rpartition(".")
+    if name == "SimpleAuthManager":
+        return True
+    try:
+        manager = getattr(importlib.import_module(module), name, None) if module else None
+    except ImportError:
+        return False
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    return isinstance(manager, type) and issubclass(manager, SimpleAuthManager)
 
 
 def held_out(entry: dict) -> dict[str, float]:
@@ -349,6 +363,11 @@ def approve_stable() -> LabelMoveApproval:
         response_timeout=APPROVAL_TIMEOUT,
         # approval_waiting, to the pipeline's approvers with the link, as the request starts to wait
         notifiers=[approval_notifier()],
+        # Airflow 3.3 can lose an answer given within seconds of the approval starting to wait (the
+        # scheduler handles the paused try's exit after the answer queued the task again, and marks
+        # it up for retry): the retry asks again at once, instead of after the DAG's 5 minutes.
+        retries=2,
+        retry_delay=APPROVAL_RETRY_DELAY,
     )
 
 

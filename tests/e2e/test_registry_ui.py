@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 MODEL = "reg_digits"
 VIEWER, VIEWER_PASSWORD = "viewer", "viewer"
 APPROVER, APPROVER_PASSWORD = "bob", "bob"  # B: role user, named in serving.approvers
+#: C: role user, but the auth manager denies her the pipeline's DAG (tests/per_dag_auth.py).
+OUTSIDER, OUTSIDER_PASSWORD = "carol", "carol"
 #: A reason that tries to forge the approver's dialog (issue #22): bold, a heading, an image.
 FORGED_REASON = "not yet **APPROVED BY SECURITY** ![x](http://127.0.0.1:9/pixel.png) <!-- hidden -->"
 DAYS = ("2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00")
@@ -92,12 +95,23 @@ def registry(tmp_path_factory, example_data):
     write_pipeline(pipelines, raw)
     home = tmp_path_factory.mktemp("registry-home")
     (home / "passwords.json").write_text(
-        json.dumps({DEFAULT_USER: DEFAULT_PASSWORD, VIEWER: VIEWER_PASSWORD, APPROVER: APPROVER_PASSWORD})
+        json.dumps(
+            {
+                DEFAULT_USER: DEFAULT_PASSWORD,
+                VIEWER: VIEWER_PASSWORD,
+                APPROVER: APPROVER_PASSWORD,
+                OUTSIDER: OUTSIDER_PASSWORD,
+            }
+        )
     )
-    users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer,{APPROVER}:user"
+    users = f"{DEFAULT_USER}:admin,{VIEWER}:viewer,{APPROVER}:user,{OUTSIDER}:user"
     extra = {
         "SAVEDMODEL_PIPELINES_DIR": str(pipelines),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users,
+        # Rights per DAG, as FAB or Keycloak give them: carol may trigger the promote DAG, not MODEL.
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.per_dag_auth.PerDagAuthManager",
+        "SAVEDMODEL_TEST_DENIED": f"{OUTSIDER}:{MODEL}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         # A small cap: one request of the model may wait, one run more for everything else.
         "SAVEDMODEL_MAX_PENDING_REQUESTS": "1",
         "SAVEDMODEL_PROMOTE_MOVE_SLOTS": "1",
@@ -211,8 +225,35 @@ def open_the_approval(page, registry: Registry, run_id: str) -> None:
 def answer_in_the_ui(page, registry: Registry, run_id: str, choice: str) -> dict:
     """Opens the approval, clicks Approve or Reject on its Required action; returns the finished run."""
     open_the_approval(page, registry, run_id)
-    page.get_by_role("button", name=choice, exact=True).click()
-    return registry.api.wait_for_run("savedmodel_promote", run_id, timeout=180)
+    return answer_open_approval(page, registry, run_id, choice)
+
+
+def answer_open_approval(page, registry: Registry, run_id: str, choice: str) -> dict:
+    """Clicks Approve or Reject on the approval open in `page`; returns the finished run.
+
+    Airflow 3.3 can lose an answer given within seconds of the approval starting to wait: when the
+    scheduler handles the paused try's exit only after the answer queued the task again, it logs
+    "finished with state success, but the task instance's state attribute is queued" and marks
+    the task up for retry, whose try asks again (the person's answer was never processed, so
+    nothing was recorded or moved). A person would see the request again and answer it again;
+    so does this, at most three times.
+    """
+    api = registry.api
+    for _ in range(3):
+        asked = api.get(approval_task(run_id))["try_number"]
+        page.get_by_role("button", name=choice, exact=True).click()
+        deadline = time.monotonic() + 180
+        while True:
+            run = api.get(f"/api/v2/dags/savedmodel_promote/dagRuns/{quote(run_id)}")
+            if run["state"] in ("success", "failed"):
+                return run
+            task = api.get(approval_task(run_id))
+            if task["try_number"] > asked and task["state"] == "awaiting_input":
+                break  # asked again: the answer was lost (see above)
+            assert time.monotonic() < deadline, f"run {run_id} still {run['state']}, approval {task['state']}"
+            time.sleep(2)
+        open_the_approval(page, registry, run_id)
+    raise AssertionError(f"the approval of {run_id} asked three times")
 
 
 def test_models_page_lists_the_published_version_and_charts_it(registry, page):
@@ -272,6 +313,36 @@ def test_a_viewer_reads_but_cannot_request_a_promotion(registry):
     assert registry.api.runs("savedmodel_promote") == []
 
 
+def test_moving_labels_needs_the_right_to_trigger_their_pipeline_on_every_route(registry):
+    """carol may trigger the promote DAG but not the pipeline's DAG: the REST trigger is refused (403,
+    naming the pipeline, no run), and so is the Models page's request; the admin's REST trigger of
+    the same move goes through with its conf intact."""
+    url, api = registry.airflow.url, registry.api
+    carol = token_of(url, OUTSIDER, OUTSIDER_PASSWORD)
+    runs = "/api/v2/dags/savedmodel_promote/dagRuns"
+    before = api.get(runs)["total_entries"]
+    conf = {"pipeline": MODEL, "version": NEWER, "label": "canary", "reason": "carol's try"}
+    status, _, text = call(url, "POST", runs, token=carol, body={"logical_date": None, "conf": conf})
+    assert status == 403, text
+    assert f"may not trigger {MODEL}" in json.loads(text)["detail"]
+    status, _, text = call(url, "POST", runs, token=carol, body={"logical_date": None})  # default pipeline
+    assert status == 403, text
+    page_post = call(
+        url, "POST", f"/registry/api/models/{MODEL}/versions/{NEWER}/labels", token=carol,
+        body={"label": "canary", "reason": "carol's try"},
+    )  # fmt: skip
+    assert page_post[0] == 403, page_post
+    assert api.get(runs)["total_entries"] == before  # nothing was triggered
+
+    conf["reason"] = "the admin may"
+    status, _, text = call(url, "POST", runs, token=token_of(url, DEFAULT_USER, DEFAULT_PASSWORD),
+                           body={"logical_date": None, "conf": conf})  # fmt: skip
+    assert status in (200, 201), text
+    run = api.wait_for_run("savedmodel_promote", json.loads(text)["dag_run_id"], timeout=180)
+    assert run["state"] == "success" and run["conf"] == conf  # the body reached Airflow as it was sent
+    assert registry.labels()["canary"] == NEWER
+
+
 def test_a_rejected_promotion_changes_nothing(registry, page, page_b):
     """A asks for stable -> newer with a forging reason; B sees it as text and rejects: nothing changes."""
     from playwright.sync_api import expect
@@ -301,13 +372,14 @@ def test_the_requester_cannot_approve_and_another_approver_moves_stable(registry
 
     run_id = request_stable(page, registry, NEWER, "better on recent data")
     open_the_approval(page, registry, run_id)
-    page.get_by_role("button", name="Approve", exact=True).click()  # A, an admin, on their own request
     hitl = f"{approval_task(run_id)}/-1/hitlDetails"
+    with page.expect_response(lambda r: "hitlDetails" in r.url and r.request.method == "PATCH") as sent:
+        page.get_by_role("button", name="Approve", exact=True).click()  # A, an admin, on their own request
+    assert sent.value.status == 403, sent.value.text()  # the UI's answer, refused by Airflow's API
     admin = token_of(registry.airflow.url, DEFAULT_USER, DEFAULT_PASSWORD)
     body = {"chosen_options": ["Approve"], "params_input": {}}
     status, _, text = call(registry.airflow.url, "PATCH", hitl, token=admin, body=body)
     assert status == 403 and "not a respondent" in text, text
-    time.sleep(1)  # what A's click sent has landed (the REST answer above came after it)
     assert registry.api.get(approval_task(run_id))["state"] == "awaiting_input"
     assert registry.api.get(hitl)["response_received"] is False
     assert registry.labels() == {"stable": OLDER, "canary": NEWER}
@@ -317,8 +389,7 @@ def test_the_requester_cannot_approve_and_another_approver_moves_stable(registry
     expect(page_b.get_by_text(f"version {OLDER}").first).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page_b.screenshot(path=str(ARTIFACTS / "approval-dialog.png"), full_page=True)
-    page_b.get_by_role("button", name="Approve", exact=True).click()
-    assert registry.api.wait_for_run("savedmodel_promote", run_id, timeout=180)["state"] == "success"
+    assert answer_open_approval(page_b, registry, run_id, "Approve")["state"] == "success"
     assert registry.labels() == {"stable": NEWER, "canary": NEWER}
     assert f'version_labels {{ key: "stable" value: {NEWER} }}' in registry.models_config()
     approval, move = read_manifest(registry.serving / MODEL)["history"][-2:]
